@@ -1,0 +1,150 @@
+"""The run configuration: one frozen dataclass whose defaults are the tutorial's settings.
+
+Every value is checked at construction, so a bad setting fails with a message that names the field
+and its allowed range before any data is loaded or any thread is started.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
+OPTIMIZERS = ("sgd", "sgd_momentum", "adam")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PIPELINES = ("resident", "dataloader")
+
+MAX_HIDDEN_SIZE = 8192
+MAX_HIDDEN_LAYERS = 16
+MAX_BATCH_SIZE = 65536
+MAX_EPOCHS = 1000
+
+
+class ConfigError(ValueError):
+    """A run setting is outside what the engine accepts; the message names the field."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "mnist"
+    hidden_sizes: tuple[int, ...] = (32,)  # one entry per hidden layer
+    activation: str = "relu"
+    batch_size: int = 100  # samples per step
+    lr: float = 0.5  # learning rate of the first phase
+    epochs: int = 5  # epochs of the first phase
+    optimizer: str = "sgd"
+    momentum: float = 0.9  # used by sgd_momentum only
+    weight_decay: float = 0.0
+    device: str = "auto"
+    seed: int = 42
+    val_fraction: float = 0.2  # share of the official training set held out for validation
+    pipeline: str = "resident"  # "dataloader" is the tutorial's per-sample ToTensor + DataLoader
+    threads: int | None = None  # torch intra-op threads for CPU runs; None keeps the process setting
+
+    def __post_init__(self) -> None:
+        hidden = self.hidden_sizes
+        if isinstance(hidden, int):
+            hidden = (hidden,)
+        object.__setattr__(self, "hidden_sizes", tuple(hidden))
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("device", self.device, DEVICES)
+        _choice("pipeline", self.pipeline, PIPELINES)
+        if not 1 <= len(self.hidden_sizes) <= MAX_HIDDEN_LAYERS:
+            raise ConfigError(f"hidden_sizes: need 1 to {MAX_HIDDEN_LAYERS} hidden layers, got {len(self.hidden_sizes)}")
+        for size in self.hidden_sizes:
+            _int_range("hidden_sizes", size, 1, MAX_HIDDEN_SIZE)
+        _int_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _int_range("epochs", self.epochs, 1, MAX_EPOCHS)
+        _int_range("seed", self.seed, 0, 2**63 - 1)
+        _float_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        _float_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _float_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _float_range("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
+        if self.threads is not None:
+            _int_range("threads", self.threads, 1, 256)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        data = dict(data)
+        if "hidden_sizes" in data:
+            data["hidden_sizes"] = tuple(data["hidden_sizes"])
+        return cls(**data)
+
+    def describe(self) -> str:
+        """A short human label such as '784-32-10 relu, batch 100, sgd lr 0.5'."""
+        layers = "-".join(str(h) for h in self.hidden_sizes)
+        return f"{self.dataset} [{layers}] {self.activation}, batch {self.batch_size}, {self.optimizer} lr {self.lr:g}"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of training at a fixed learning rate (the tutorial's fit(epochs, lr))."""
+
+    epochs: int
+    lr: float
+
+    def __post_init__(self) -> None:
+        _int_range("epochs", self.epochs, 1, MAX_EPOCHS)
+        _float_range("lr", self.lr, 0.0, 10.0, low_open=True)
+
+
+def parse_schedule(text: str) -> tuple[Phase, ...]:
+    """'5@0.5,5@0.1' -> (Phase(5, 0.5), Phase(5, 0.1))."""
+    phases = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        epochs, sep, lr = part.partition("@")
+        if not sep:
+            raise ConfigError(f"schedule: '{part}' should look like EPOCHS@LR, e.g. 5@0.5")
+        try:
+            phases.append(Phase(int(epochs), float(lr)))
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise ConfigError(f"schedule: {exc}") from None
+            raise ConfigError(f"schedule: '{part}' should look like EPOCHS@LR, e.g. 5@0.5") from None
+    if not phases:
+        raise ConfigError("schedule: give at least one phase, e.g. 5@0.5,5@0.1")
+    return tuple(phases)
+
+
+def _choice(name: str, value, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _int_range(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: must be a whole number from {low} to {high}; got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: must be from {low} to {high}; got {value}")
+
+
+def _float_range(name: str, value, low: float, high: float, low_open=False, high_open=False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number; got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ConfigError(f"{name}: must be in {left}{low:g}, {high:g}{right}; got {value:g}")
+
+
+TUTORIAL_SCHEDULE = (Phase(5, 0.5), Phase(5, 0.1))  # fit(5, 0.5) then fit(5, 0.1)

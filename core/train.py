@@ -1,0 +1,325 @@
+"""The training loop: device-resident batches, per-epoch records, cancel, continue, divergence.
+
+The engine emits plain immutable records (EpochResult per epoch, BatchProgress a few times a
+second); a CLI or UI only draws them. Two data pipelines train the same model on the same batches:
+"resident" keeps each split on the device as one float tensor and batches by indexing a seeded
+randperm; "dataloader" is the tutorial's way (per-sample ToTensor, DataLoader, per-batch copy).
+"""
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .data import ImageDataset, split_indices, to_float
+from .devices import device_label, resolve_device, set_cpu_threads, synchronize
+from .memory import check_fits
+from .model import build_mlp, parameter_count, summarize
+from .optim import make_optimizer
+
+PROGRESS_INTERVAL_S = 0.1  # how often BatchProgress is emitted (and the loss checked for NaN)
+EVAL_CHUNK = 8192  # rows per validation forward pass, bounds memory for wide models
+
+READY, RUNNING, FINISHED, STOPPED, DIVERGED, FAILED, INTERRUPTED = (
+    "ready", "running", "finished", "stopped", "diverged", "failed", "interrupted")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on (out of memory, batch larger than the data...)."""
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based, continuing across phases
+    phase: int  # 0-based index of the fit() call this epoch belongs to
+    lr: float
+    train_loss: float  # mean over the epoch's training batches
+    val_loss: float
+    val_acc: float  # fraction 0-1
+    seconds: float  # wall time of training + validation, synchronized
+    samples_per_s: float  # training samples / seconds
+    warmup: bool  # first epoch of this trainer: carries one-off costs (allocation, kernel init)
+    elapsed: float  # wall seconds of training so far, this epoch included
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    epoch: int
+    batch: int  # batches done in this epoch
+    batches: int  # batches in the epoch
+    seconds: float  # since the epoch started
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+class Trainer:
+    """Owns one model, its optimizer and its data on one device; train() can be called again to continue."""
+
+    def __init__(self, config: RunConfig, dataset: ImageDataset, cancel: threading.Event | None = None):
+        self.config = config
+        self.dataset = dataset
+        self.cancel = cancel or threading.Event()
+        self.device = resolve_device(config.device)
+        self.device_label = device_label(self.device)
+        train_idx, val_idx = split_indices(len(dataset.train_labels), config.val_fraction, config.seed)
+        self.n_train, self.n_val = len(train_idx), len(val_idx)
+        if config.batch_size > self.n_train:
+            raise TrainingError(f"batch size {config.batch_size} is larger than the {self.n_train:,} training "
+                                f"samples of {dataset.title}; choose at most {self.n_train}")
+        check_fits(config, dataset.input_size, self.n_train, self.n_val, self.device)
+        try:
+            self.model = build_mlp(config, dataset.input_size, dataset.num_classes).to(self.device)
+            self.params = list(self.model.parameters())
+            self.optimizer = make_optimizer(config.optimizer, self.params, config.lr,
+                                            config.weight_decay, config.momentum)
+            # Every split lives on the device as float32 in [0, 1]; the tutorial's pipeline reads uint8 per sample.
+            self.train_y = dataset.train_labels[train_idx].to(self.device)
+            self.val_x = to_float(dataset.train_images[val_idx]).to(self.device)
+            self.val_y = dataset.train_labels[val_idx].to(self.device)
+            if config.pipeline == "resident":
+                self.train_x = to_float(dataset.train_images[train_idx]).to(self.device)
+        except Exception as exc:
+            if _is_oom(exc):
+                raise TrainingError(f"out of memory on {self.device_label} while loading the model and data: "
+                                    f"use a smaller model or batch") from None
+            raise
+        self.train_idx, self.val_idx = train_idx, val_idx
+        # Batch order comes from a CPU generator, so the same seed gives the same batches on any device.
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.epochs_done = 0
+        self.phases_done = 0
+        self.elapsed = 0.0
+        self.status = READY
+        self.stop_reason = ""
+        self.summary = summarize(self.model)
+        self.parameter_count = parameter_count(self.model)
+
+    # -- training ---------------------------------------------------------------------------------
+    def train(self, epochs: int | None = None, lr: float | None = None,
+              on_progress: Callable[[BatchProgress], None] | None = None) -> Iterator[EpochResult]:
+        """One phase (the tutorial's fit(epochs, lr)): yields an EpochResult after each epoch.
+
+        Ends early when cancel is set (status "stopped") or the loss is NaN/inf ("diverged"); the
+        epochs already yielded stay valid. Epoch numbers continue from earlier calls.
+        """
+        epochs = self.config.epochs if epochs is None else epochs
+        lr = self.config.lr if lr is None else lr
+        if epochs < 1 or not (lr > 0 and math.isfinite(lr)):
+            raise TrainingError(f"a phase needs at least 1 epoch and a positive learning rate; got {epochs}@{lr}")
+        self.optimizer.lr = lr
+        phase = self.phases_done
+        self.phases_done += 1
+        self.status, self.stop_reason = RUNNING, ""
+        previous_threads = set_cpu_threads(self.config.threads) if self.device.type == "cpu" else None
+        try:
+            for _ in range(epochs):
+                result = self._epoch(phase, lr, on_progress)
+                if result is None:
+                    return
+                yield result
+            self.status = FINISHED
+        except TrainingError:
+            self.status = FAILED
+            raise
+        except Exception as exc:
+            self.status = FAILED
+            if _is_oom(exc):
+                raise TrainingError(f"out of memory on {self.device_label} at batch size {self.config.batch_size}: "
+                                    f"use a smaller batch or model") from None
+            raise
+        finally:
+            if previous_threads is not None:
+                set_cpu_threads(previous_threads)
+            if self.status == RUNNING:  # generator closed early by the consumer
+                self.status = STOPPED
+
+    def _epoch(self, phase: int, lr: float, on_progress) -> EpochResult | None:
+        epoch = self.epochs_done + 1
+        order = torch.randperm(self.n_train, generator=self.batch_generator)
+        synchronize(self.device)
+        start = time.perf_counter()
+        if self.config.pipeline == "resident":
+            batches = self._resident_batches(order.to(self.device))
+        else:
+            batches = self._dataloader_batches(order)
+        train_loss = self._run_batches(batches, epoch, start, on_progress)
+        if train_loss is None:
+            return None
+        if self.config.pipeline == "resident":
+            val_loss, val_acc = self.evaluate_tensors(self.val_x, self.val_y)
+        else:
+            val_loss, val_acc = self._evaluate_dataloader()
+        synchronize(self.device)
+        seconds = time.perf_counter() - start
+        self.elapsed += seconds
+        self.epochs_done = epoch
+        if not math.isfinite(val_loss):
+            return self._diverged(epoch, f"validation loss became {val_loss} in epoch {epoch}")
+        return EpochResult(epoch, phase, lr, train_loss, val_loss, val_acc, seconds, self.n_train / seconds,
+                           warmup=epoch == 1, elapsed=self.elapsed, device=self.device_label)
+
+    def _resident_batches(self, order: torch.Tensor):
+        size = self.config.batch_size
+        for first in range(0, self.n_train, size):
+            idx = order[first:first + size]
+            yield self.train_x[idx], self.train_y[idx]
+
+    def _dataloader_batches(self, order: torch.Tensor):
+        loader = _tutorial_loader(self.dataset, self.train_idx[order], self.config.batch_size)
+        for images, labels in loader:
+            # The tutorial's DeviceDataLoader: every batch crosses to the device on its own.
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def _run_batches(self, batches, epoch: int, start: float, on_progress) -> float | None:
+        n_batches = math.ceil(self.n_train / self.config.batch_size)
+        losses, sizes = [], []
+        last_report = start
+        for i, (x, y) in enumerate(batches, 1):
+            if self.cancel.is_set():
+                self.status, self.stop_reason = STOPPED, f"stopped during epoch {epoch}"
+                return None
+            losses.append(self._step(x.view(len(x), -1), y))
+            sizes.append(len(y))
+            now = time.perf_counter()
+            if now - last_report >= PROGRESS_INTERVAL_S:
+                last_report = now
+                if not math.isfinite(losses[-1].item()):  # sync point on GPUs, a few per second
+                    self._diverged(epoch, f"training loss became {losses[-1].item()} at batch {i} of epoch {epoch}")
+                    return None
+                if on_progress is not None:
+                    on_progress(BatchProgress(epoch, i, n_batches, now - start))
+        weights = torch.tensor(sizes, dtype=torch.float32, device=self.device)
+        train_loss = float((torch.stack(losses) * weights).sum() / self.n_train)
+        if not math.isfinite(train_loss):
+            self._diverged(epoch, f"training loss became {train_loss} in epoch {epoch}")
+            return None
+        if on_progress is not None:
+            on_progress(BatchProgress(epoch, n_batches, n_batches, time.perf_counter() - start))
+        return train_loss
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(self.model(x), y)
+        # autograd.grad + a foreach update skips .grad bookkeeping and zero_grad: ~25 % of a small step.
+        grads = torch.autograd.grad(loss, self.params)
+        self.optimizer.step(grads)
+        return loss.detach()
+
+    def _diverged(self, epoch: int, reason: str) -> None:
+        self.status = DIVERGED
+        self.stop_reason = reason + " (learning rate too high for this model?)"
+        return None
+
+    # -- evaluation -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def evaluate_tensors(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy 0-1) over float inputs already on the device."""
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        for first in range(0, len(y), EVAL_CHUNK):
+            logits = self.model(x[first:first + EVAL_CHUNK])
+            target = y[first:first + EVAL_CHUNK]
+            loss_sum += F.cross_entropy(logits, target, reduction="sum")
+            correct += (logits.argmax(1) == target).sum()
+        return loss_sum.item() / len(y), correct.item() / len(y)
+
+    @torch.inference_mode()
+    def _evaluate_dataloader(self) -> tuple[float, float]:
+        loss_sum, correct = 0.0, 0
+        for images, labels in _tutorial_loader(self.dataset, self.val_idx, self.config.batch_size):
+            images, labels = images.to(self.device), labels.to(self.device)
+            logits = self.model(images.view(len(images), -1))
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(1) == labels).sum().item()
+        return loss_sum / self.n_val, correct / self.n_val
+
+    def evaluate_test(self) -> tuple[float, float]:
+        """(loss, accuracy) on the official test split, which training and selection never see."""
+        x = to_float(self.dataset.test_images).to(self.device)
+        return self.evaluate_tensors(x, self.dataset.test_labels.to(self.device))
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (on the CPU) for uint8 images."""
+        x = to_float(images).to(self.device)
+        return torch.cat([self.model(x[i:i + EVAL_CHUNK]).softmax(1).cpu() for i in range(0, len(x), EVAL_CHUNK)])
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def checkpoint(self) -> bytes:
+        """Weights, optimizer and batch-order state as bytes (torch.save), enough to continue later."""
+        buffer = io.BytesIO()
+        torch.save({"config": self.config.to_dict(), "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+                    "optimizer": _to_cpu(self.optimizer.state_dict()), "epochs_done": self.epochs_done,
+                    "phases_done": self.phases_done, "elapsed": self.elapsed,
+                    "batch_generator": self.batch_generator.get_state()}, buffer)
+        return buffer.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(_to_device(state["optimizer"], self.device))
+        self.epochs_done = state["epochs_done"]
+        self.phases_done = state["phases_done"]
+        self.elapsed = state["elapsed"]
+        self.batch_generator.set_state(state["batch_generator"])
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def _to_device(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
+
+
+class PerSampleImages(torch.utils.data.Dataset):
+    """What torchvision's MNIST does per item: uint8 -> PIL image -> ToTensor (float, C x H x W)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        from torchvision.transforms import ToTensor
+
+        self.images, self.labels = images, labels
+        self.to_tensor = ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        image = self.images[i]
+        pil = Image.fromarray(image[0].numpy()) if image.shape[0] == 1 else \
+            Image.fromarray(image.permute(1, 2, 0).numpy())
+        return self.to_tensor(pil), int(self.labels[i])
+
+
+def _tutorial_loader(dataset: ImageDataset, indices: torch.Tensor, batch_size: int):
+    """DataLoader over per-sample ToTensor items, in the given index order (so batches match the resident run)."""
+    batches = [indices[i:i + batch_size].tolist() for i in range(0, len(indices), batch_size)]
+    return torch.utils.data.DataLoader(PerSampleImages(dataset.train_images, dataset.train_labels),
+                                       batch_sampler=batches)
