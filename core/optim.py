@@ -1,7 +1,8 @@
 """Optimizers as a few foreach tensor ops per step.
 
 torch.optim's per-step Python costs ~50 us, a fifth of a whole step at the tutorial's size, so
-the engine updates parameters itself. Each update matches torch.optim's formula (tests compare
+the engine updates parameters itself. Parameters must not require grad (the engine's don't:
+its gradients come from backprop.MLPStep), so the updates need no no_grad context. Each update matches torch.optim's formula (tests compare
 against torch.optim as the reference).
 """
 from __future__ import annotations
@@ -22,7 +23,6 @@ class Optimizer:
             return torch._foreach_add(grads, self.params, alpha=self.weight_decay)
         return grads
 
-    @torch.no_grad()
     def step(self, grads: list[torch.Tensor]) -> None:
         raise NotImplementedError
 
@@ -34,7 +34,6 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    @torch.no_grad()
     def step(self, grads):
         torch._foreach_add_(self.params, self._decayed(grads), alpha=-self.lr)
 
@@ -45,7 +44,6 @@ class SGDMomentum(Optimizer):
         self.momentum = momentum
         self.buffers: list[torch.Tensor] | None = None
 
-    @torch.no_grad()
     def step(self, grads):
         grads = self._decayed(grads)
         if self.buffers is None:  # torch.optim starts the buffer at the first gradient
@@ -71,7 +69,6 @@ class Adam(Optimizer):
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
 
-    @torch.no_grad()
     def step(self, grads):
         grads = self._decayed(grads)
         self.steps += 1

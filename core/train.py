@@ -21,6 +21,7 @@ from .config import RunConfig
 from .data import ImageDataset, split_indices, to_float
 from .devices import device_label, resolve_device, set_cpu_threads, synchronize
 from .memory import check_fits
+from .backprop import MLPStep
 from .model import build_mlp, parameter_count, summarize
 from .optim import make_optimizer
 
@@ -83,14 +84,16 @@ class Trainer:
         check_fits(config, dataset.input_size, self.n_train, self.n_val, self.device)
         try:
             self.model = build_mlp(config, dataset.input_size, dataset.num_classes).to(self.device)
-            self.params = list(self.model.parameters())
+            self.model.requires_grad_(False)  # gradients come from MLPStep, not autograd
+            self.step_fn = MLPStep(self.model, config.activation)
+            self.params = self.step_fn.params
             self.optimizer = make_optimizer(config.optimizer, self.params, config.lr,
                                             config.weight_decay, config.momentum)
-            # Every split lives on the device as float32 in [0, 1]; the tutorial's pipeline reads uint8 per sample.
             self.train_y = dataset.train_labels[train_idx].to(self.device)
             self.val_x = to_float(dataset.train_images[val_idx]).to(self.device)
             self.val_y = dataset.train_labels[val_idx].to(self.device)
             if config.pipeline == "resident":
+                # float32 in [0, 1], converted once: per batch, uint8 -> float division costs more than the gather.
                 self.train_x = to_float(dataset.train_images[train_idx]).to(self.device)
         except Exception as exc:
             if _is_oom(exc):
@@ -176,12 +179,14 @@ class Trainer:
         size = self.config.batch_size
         for first in range(0, self.n_train, size):
             idx = order[first:first + size]
-            yield self.train_x[idx], self.train_y[idx]
+            # index_select is ~2.5x cheaper per call than x[idx] (no advanced-indexing dispatch).
+            yield self.train_x.index_select(0, idx), self.train_y.index_select(0, idx)
 
     def _dataloader_batches(self, order: torch.Tensor):
         loader = _tutorial_loader(self.dataset, self.train_idx[order], self.config.batch_size)
         for images, labels in loader:
             # The tutorial's DeviceDataLoader: every batch crosses to the device on its own.
+            images = images.view(images.shape[0], -1)
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
     def _run_batches(self, batches, epoch: int, start: float, on_progress) -> float | None:
@@ -192,8 +197,8 @@ class Trainer:
             if self.cancel.is_set():
                 self.status, self.stop_reason = STOPPED, f"stopped during epoch {epoch}"
                 return None
-            losses.append(self._step(x.view(len(x), -1), y))
-            sizes.append(len(y))
+            losses.append(self._step(x, y))
+            sizes.append(y.shape[0])
             now = time.perf_counter()
             if now - last_report >= PROGRESS_INTERVAL_S:
                 last_report = now
@@ -212,11 +217,9 @@ class Trainer:
         return train_loss
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(self.model(x), y)
-        # autograd.grad + a foreach update skips .grad bookkeeping and zero_grad: ~25 % of a small step.
-        grads = torch.autograd.grad(loss, self.params)
+        loss, grads = self.step_fn(x, y)
         self.optimizer.step(grads)
-        return loss.detach()
+        return loss
 
     def _diverged(self, epoch: int, reason: str) -> None:
         self.status = DIVERGED

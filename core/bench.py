@@ -1,0 +1,110 @@
+"""Benchmark (not a test): the tutorial's pipeline vs the resident one vs the FLOP floor, in one process.
+
+Prints, per device: median epoch seconds (warm-up epoch excluded) of each pipeline, their ratio,
+the resident pipeline's ratio to the FLOP floor (model FLOPs / measured GEMM rate), and validation
+and test accuracy after the tutorial's schedule (5 epochs at lr 0.5, then 5 at 0.1).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from .config import TUTORIAL_SCHEDULE, RunConfig
+from .data import load_dataset
+from .devices import device_label, list_devices, set_cpu_threads, synchronize
+from .model import macs_per_sample
+from .runs import TrainingRun
+
+
+def gemm_flops_per_second(device: torch.device, size: int = 1024, seconds: float = 1.0) -> float:
+    """Sustained fp32 matmul rate: the hardware limit the training loop is compared against."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):  # warm-up: allocation, BLAS/cuBLAS initialisation
+        a @ b
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(4):
+            a @ b
+        synchronize(device)
+        count += 4
+    return 2 * size**3 * count / (time.perf_counter() - start)
+
+
+def epoch_flops(config: RunConfig, input_size: int, num_classes: int, n_train: int, n_val: int) -> float:
+    macs = macs_per_sample(input_size, config.hidden_sizes, num_classes)
+    return 2 * macs * (3 * n_train + n_val)  # train: forward + 2x backward; validation: forward
+
+
+def median_timed(run: TrainingRun) -> float:
+    timed = [e.seconds for e in run.epochs if not e.warmup]
+    return statistics.median(timed)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_bench(args) -> int:
+    dataset = load_dataset("mnist", args.data_dir)
+    if dataset.source != "full":
+        log(f"warning: {dataset.note}")
+    if args.threads:
+        set_cpu_threads(args.threads)
+    kinds = [d.kind for d in list_devices() if d.available and d.kind != "mps"] if args.devices == "auto" \
+        else [k.strip() for k in args.devices.split(",")]
+    results = []
+    for kind in kinds:
+        device = torch.device(kind)
+        base = RunConfig(device=kind, epochs=TUTORIAL_SCHEDULE[0].epochs, lr=TUTORIAL_SCHEDULE[0].lr)
+        log(f"== {device_label(device)}, {torch.get_num_threads()} CPU threads")
+        rate = gemm_flops_per_second(device)
+        log(f"GEMM rate: {rate / 1e9:.1f} GFLOP/s")
+
+        log(f"tutorial pipeline (per-sample ToTensor + DataLoader), {args.tutorial_epochs} epochs ...")
+        tutorial = TrainingRun(base.replace(pipeline="dataloader"), dataset=dataset)
+        tutorial.train_phase(args.tutorial_epochs, TUTORIAL_SCHEDULE[0].lr,
+                             on_epoch=lambda e: log(f"  epoch {e.epoch}: {e.seconds:.2f}s val_acc {e.val_acc:.2%}"))
+
+        log("resident pipeline, tutorial schedule 5@0.5 + 5@0.1 ...")
+        resident = TrainingRun(base, dataset=dataset)
+        resident.run_schedule(TUTORIAL_SCHEDULE,
+                              on_epoch=lambda e: log(f"  epoch {e.epoch}: {e.seconds:.3f}s val_acc {e.val_acc:.2%}"))
+
+        flops = epoch_flops(base, dataset.input_size, dataset.num_classes, resident.trainer.n_train,
+                            resident.trainer.n_val)
+        floor = flops / rate
+        tutorial_s, resident_s = median_timed(tutorial), median_timed(resident)
+        row = {
+            "device": device_label(device),
+            "threads": torch.get_num_threads() if kind == "cpu" else None,
+            "gemm_gflops": rate / 1e9,
+            "epoch_gflop": flops / 1e9,
+            "flop_floor_s": floor,
+            "tutorial_epoch_s": tutorial_s,
+            "resident_epoch_s": resident_s,
+            "speedup": tutorial_s / resident_s,
+            "resident_over_floor": resident_s / floor,
+            "tutorial_val_acc_epoch1": tutorial.epochs[0].val_acc,
+            "resident_val_acc_epoch1": resident.epochs[0].val_acc,
+            "val_acc_after_schedule": resident.epochs[-1].val_acc,
+            "test_acc_after_schedule": resident.test_acc,
+            "data_source": dataset.source,
+        }
+        results.append(row)
+        synchronize(device)
+    for row in results:
+        log(f"\n{row['device']} ({row['threads'] or '-'} threads)\n"
+            f"  tutorial pipeline  {row['tutorial_epoch_s']:8.3f} s/epoch (median, warm-up excluded)\n"
+            f"  resident pipeline  {row['resident_epoch_s']:8.3f} s/epoch  -> {row['speedup']:.1f}x faster\n"
+            f"  FLOP floor         {row['flop_floor_s']:8.3f} s/epoch  ({row['epoch_gflop']:.1f} GFLOP at "
+            f"{row['gemm_gflops']:.0f} GFLOP/s) -> resident is {row['resident_over_floor']:.1f}x the floor\n"
+            f"  after 5@0.5 + 5@0.1: val acc {row['val_acc_after_schedule']:.2%}, "
+            f"test acc {row['test_acc_after_schedule']:.2%}")
+    print(json.dumps(results, indent=1))
+    return 0

@@ -1,0 +1,133 @@
+"""Command line: `python -m core train|bench ...`, the same engine as the dashboard, headless.
+
+`train` prints one JSON object per epoch on stdout and a final summary object; people-readable
+progress goes to stderr. Bad options exit with status 2 and a one-line reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from .config import DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, ConfigError, RunConfig, parse_schedule
+from .data import DataError
+from .devices import DeviceError
+from .store import Store, StoreError
+from .train import TrainingError
+
+
+class CliError(Exception):
+    pass
+
+
+def _hidden_sizes(values: list[str] | None) -> tuple[int, ...]:
+    if not values:
+        return RunConfig.hidden_sizes
+    sizes = []
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    sizes.append(int(part))
+                except ValueError:
+                    raise CliError(f"--hidden: {part!r} is not a whole number") from None
+    return tuple(sizes)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    d = RunConfig()
+    parser.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw/... (default: $DATA_DIR or ./data)")
+    parser.add_argument("--hidden", action="append",
+                        help="hidden layer size; repeat or give a comma list for several layers (default 32)")
+    parser.add_argument("--activation", choices=ACTIVATIONS, default=d.activation)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    parser.add_argument("--momentum", type=float, default=d.momentum)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--device", choices=DEVICES, default=d.device)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    parser.add_argument("--pipeline", choices=PIPELINES, default=d.pipeline)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(dataset=args.dataset, hidden_sizes=_hidden_sizes(args.hidden), activation=args.activation,
+                     batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, optimizer=args.optimizer,
+                     momentum=args.momentum, weight_decay=args.weight_decay, device=args.device, seed=args.seed,
+                     val_fraction=args.val_fraction, pipeline=args.pipeline, threads=args.threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train one model, JSON per epoch on stdout")
+    add_config_options(train)
+    train.add_argument("--schedule", help="phases EPOCHS@LR,...; e.g. 5@0.5,5@0.1 (overrides --epochs/--lr)")
+    train.add_argument("--db", help="SQLite file for run history (default: $RUNS_DB or ./runs.db)")
+    train.add_argument("--no-db", action="store_true", help="do not record the run")
+    bench = commands.add_parser("bench", help="tutorial pipeline vs resident pipeline vs FLOP floor")
+    bench.add_argument("--data-dir")
+    bench.add_argument("--tutorial-epochs", type=int, default=3, help="epochs of the slow pipeline (1 is warm-up)")
+    bench.add_argument("--threads", type=int, help="torch CPU threads for every leg (default: torch's choice)")
+    bench.add_argument("--devices", default="auto", help="comma list: cpu,cuda (default: cpu, plus cuda if present)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "bench":
+            from .bench import run_bench
+            return run_bench(args)
+    except (CliError, ConfigError, DataError, DeviceError, TrainingError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runs import TrainingRun
+
+    config = config_from_args(args)
+    phases = parse_schedule(args.schedule) if args.schedule else None
+    if phases:
+        config = config.replace(epochs=phases[0].epochs, lr=phases[0].lr)
+    store = None if args.no_db else Store(args.db)
+    cancel = threading.Event()
+    # SIGTERM (e.g. a service manager) ends the run between batches; it is recorded as interrupted.
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+
+    def on_epoch(result) -> None:
+        print(json.dumps(result.to_dict()), flush=True)
+        mark = " (warm-up)" if result.warmup else ""
+        print(f"epoch {result.epoch:3d}  lr {result.lr:<8g} train_loss {result.train_loss:.4f}  "
+              f"val_loss {result.val_loss:.4f}  val_acc {result.val_acc:.2%}  {result.seconds:.3f}s{mark}",
+              file=sys.stderr, flush=True)
+
+    run = TrainingRun(config, store=store, data_dir=args.data_dir, cancel=cancel, origin="cli")
+    if run.dataset.note:
+        print(f"note: {run.dataset.note}", file=sys.stderr)
+    print(f"run {run.id}: {config.describe()} on {run.trainer.device_label}, "
+          f"{run.trainer.n_train:,} train / {run.trainer.n_val:,} validation samples", file=sys.stderr, flush=True)
+    try:
+        run.run_schedule(phases or [parse_schedule(f"{config.epochs}@{config.lr}")[0]], on_epoch)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    if cancel.is_set():
+        run.mark_interrupted("stopped by SIGTERM")
+    summary = run.summary()
+    print(json.dumps(summary), flush=True)
+    if summary["store_warning"]:
+        print(f"warning: {summary['store_warning']}", file=sys.stderr)
+    if run.status not in ("finished",):
+        print(f"run ended: {run.status}{': ' + run.message if run.message else ''}", file=sys.stderr)
+    return 0 if run.status == "finished" else 1

@@ -1,0 +1,211 @@
+"""Runs and their epochs in one SQLite file (WAL mode), committed epoch by epoch.
+
+A run whose owning process died (crash, kill -9, power cut) still says "running" in the file; the
+next Store opened on the file finds it and marks it "interrupted", keeping its epochs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+DEFAULT_DB = "./runs.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    origin TEXT NOT NULL DEFAULT '',
+    config TEXT NOT NULL,
+    schedule TEXT NOT NULL DEFAULT '[]',
+    dataset TEXT NOT NULL,
+    data_source TEXT NOT NULL DEFAULT '',
+    device TEXT NOT NULL DEFAULT '',
+    torch_version TEXT NOT NULL DEFAULT '',
+    parameters INTEGER,
+    test_loss REAL,
+    test_acc REAL,
+    owner TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    phase INTEGER NOT NULL,
+    lr REAL NOT NULL,
+    train_loss REAL,
+    val_loss REAL,
+    val_acc REAL,
+    seconds REAL,
+    samples_per_s REAL,
+    warmup INTEGER NOT NULL,
+    elapsed REAL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    saved_at REAL NOT NULL,
+    blob BLOB NOT NULL
+);
+"""
+
+EPOCH_FIELDS = ("epoch", "phase", "lr", "train_loss", "val_loss", "val_acc", "seconds", "samples_per_s",
+                "warmup", "elapsed")
+
+
+class StoreError(RuntimeError):
+    """The run database cannot be opened or written; the message says which file and why."""
+
+
+def db_path_from_env(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get("RUNS_DB") or DEFAULT_DB).expanduser()
+
+
+def _process_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
+    except (OSError, IndexError):
+        return ""
+
+
+def current_owner() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}|{pid}|{_process_start(pid)}"
+
+
+def owner_alive(owner: str) -> bool:
+    try:
+        host, pid, start = owner.split("|")
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True  # another machine's run: we cannot tell, so leave it alone
+    return _process_start(int(pid)) == start and start != ""
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = db_path_from_env(path)
+        try:
+            if self.path.parent and not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot use the run database {self.path}: {exc}. Move or delete it, or pick "
+                             f"another file with --db / RUNS_DB.") from None
+        self.mark_orphans_interrupted()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def _write(self, sql: str, args=()) -> None:
+        try:
+            with closing(self._connect()) as db:
+                db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the run database {self.path}: {exc}") from None
+
+    def _read(self, sql: str, args=()) -> list[sqlite3.Row]:
+        try:
+            with closing(self._connect()) as db:
+                return db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the run database {self.path}: {exc}") from None
+
+    # -- writing ----------------------------------------------------------------------------------
+    def create_run(self, config: dict, *, device: str, data_source: str, torch_version: str,
+                   parameters: int, origin: str = "", run_id: str | None = None) -> str:
+        run_id = run_id or uuid.uuid4().hex[:12]
+        now = time.time()
+        self._write("INSERT INTO runs (id, created_at, updated_at, status, origin, config, dataset, data_source, "
+                    "device, torch_version, parameters, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (run_id, now, now, "running", origin, json.dumps(config), config["dataset"], data_source,
+                     device, torch_version, parameters, current_owner()))
+        return run_id
+
+    def add_phase(self, run_id: str, epochs: int, lr: float) -> None:
+        schedule = json.loads(self._one(run_id)["schedule"]) + [[epochs, lr]]
+        self._write("UPDATE runs SET schedule=?, status='running', owner=?, message='', updated_at=? WHERE id=?",
+                    (json.dumps(schedule), current_owner(), time.time(), run_id))
+
+    def add_epoch(self, run_id: str, record: dict) -> None:
+        values = [record[f] for f in EPOCH_FIELDS]
+        values[EPOCH_FIELDS.index("warmup")] = int(bool(record["warmup"]))
+        now = time.time()
+        try:
+            with closing(self._connect()) as db:
+                with db:  # one transaction: the epoch and the run's heartbeat land together
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute(f"INSERT OR REPLACE INTO epochs (run_id, {', '.join(EPOCH_FIELDS)}, recorded_at) "
+                               f"VALUES (?{', ?' * len(EPOCH_FIELDS)}, ?)", (run_id, *values, now))
+                    db.execute("UPDATE runs SET updated_at=? WHERE id=?", (now, run_id))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the run database {self.path}: {exc}") from None
+
+    def finish_run(self, run_id: str, status: str, message: str = "", test_loss: float | None = None,
+                   test_acc: float | None = None) -> None:
+        now = time.time()
+        self._write("UPDATE runs SET status=?, message=?, test_loss=COALESCE(?, test_loss), "
+                    "test_acc=COALESCE(?, test_acc), finished_at=?, updated_at=? WHERE id=?",
+                    (status, message, test_loss, test_acc, now, now, run_id))
+
+    def save_checkpoint(self, run_id: str, blob: bytes) -> None:
+        self._write("INSERT OR REPLACE INTO checkpoints (run_id, saved_at, blob) VALUES (?,?,?)",
+                    (run_id, time.time(), sqlite3.Binary(blob)))
+
+    def delete_run(self, run_id: str) -> None:
+        self._write("DELETE FROM runs WHERE id=?", (run_id,))
+
+    def mark_orphans_interrupted(self) -> list[str]:
+        """Runs left "running" by a process that is gone become "interrupted" (epochs kept)."""
+        orphans = [row["id"] for row in self._read("SELECT id, owner FROM runs WHERE status='running'")
+                   if not owner_alive(row["owner"])]
+        for run_id in orphans:
+            self.finish_run(run_id, "interrupted", "the process running it ended before the run finished")
+        return orphans
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _one(self, run_id: str) -> sqlite3.Row:
+        rows = self._read("SELECT * FROM runs WHERE id=?", (run_id,))
+        if not rows:
+            raise KeyError(run_id)
+        return rows[0]
+
+    def get_run(self, run_id: str) -> dict:
+        """The run's row with config and schedule decoded; KeyError if there is no such run."""
+        return _decode(self._one(run_id))
+
+    def list_runs(self, limit: int | None = None) -> list[dict]:
+        sql = "SELECT * FROM runs ORDER BY created_at DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return [_decode(row) for row in self._read(sql)]
+
+    def epochs(self, run_id: str) -> list[dict]:
+        rows = self._read(f"SELECT {', '.join(EPOCH_FIELDS)} FROM epochs WHERE run_id=? ORDER BY epoch", (run_id,))
+        return [{**dict(row), "warmup": bool(row["warmup"])} for row in rows]
+
+    def load_checkpoint(self, run_id: str) -> bytes | None:
+        rows = self._read("SELECT blob FROM checkpoints WHERE run_id=?", (run_id,))
+        return bytes(rows[0]["blob"]) if rows else None
+
+
+def _decode(row: sqlite3.Row) -> dict:
+    run = dict(row)
+    run["config"] = json.loads(run["config"])
+    run["schedule"] = json.loads(run["schedule"])
+    return run
