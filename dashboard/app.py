@@ -1,0 +1,19 @@
+"""Entry point: `streamlit run dashboard/app.py`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Streamlit puts dashboard/ on sys.path; the engine package lives beside it.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard.train_page import train_page  # noqa: E402
+
+st.set_page_config(page_title="MLP training lab", page_icon="📈", layout="wide")
+
+pages = [st.Page(train_page, title="Train", icon="📈", url_path="train", default=True)]
+st.navigation(pages).run()

@@ -1,0 +1,63 @@
+"""Pure figure builders: pandas DataFrame of epochs in, Plotly figure out (no Streamlit here)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+
+HEIGHT = 320  # px, fixed so live updates never change the layout
+CONFIG = {"displayModeBar": False}
+COLORS = {"train_loss": "#9aa9c7", "val_loss": "#3b6fd8", "val_acc": "#2e9d5b"}
+
+
+def epochs_frame(epochs) -> pd.DataFrame:
+    """EpochResult records (or dicts) -> one row per epoch."""
+    rows = [e if isinstance(e, dict) else e.to_dict() for e in epochs]
+    columns = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_acc", "seconds", "samples_per_s",
+               "warmup", "elapsed"]
+    frame = pd.DataFrame(rows)
+    return frame[columns] if len(frame) else pd.DataFrame(columns=columns)
+
+
+def _base_layout(title: str, planned_epochs: int, y_title: str) -> dict:
+    return dict(
+        title=dict(text=title, x=0.01, font=dict(size=15)),
+        height=HEIGHT,
+        margin=dict(l=55, r=15, t=45, b=45),
+        xaxis=dict(title="epoch", range=[0.5, max(planned_epochs, 1) + 0.5], dtick=_tick(planned_epochs)),
+        yaxis=dict(title=y_title),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+        uirevision="keep",  # keep the user's zoom across updates
+        template="plotly_white",
+    )
+
+
+def _tick(planned_epochs: int) -> int:
+    return max(1, math.ceil(planned_epochs / 10))
+
+
+def loss_figure(frame: pd.DataFrame, planned_epochs: int) -> go.Figure:
+    fig = go.Figure()
+    for column, name in (("train_loss", "train loss"), ("val_loss", "validation loss")):
+        fig.add_trace(go.Scatter(x=frame["epoch"].tolist(), y=frame[column].tolist(), name=name, mode="lines+markers",
+                                 line=dict(color=COLORS[column], dash="dot" if column == "train_loss" else "solid")))
+    layout = _base_layout("Loss (cross-entropy)", planned_epochs, "loss")
+    if len(frame):
+        top = float(pd.concat([frame["train_loss"], frame["val_loss"]]).max())
+        if math.isfinite(top):
+            layout["yaxis"]["range"] = [0, top * 1.1]
+    fig.update_layout(**layout)
+    return fig
+
+
+def accuracy_figure(frame: pd.DataFrame, planned_epochs: int) -> go.Figure:
+    acc = (frame["val_acc"] * 100).tolist()
+    fig = go.Figure(go.Scatter(x=frame["epoch"].tolist(), y=acc, name="validation accuracy", mode="lines+markers",
+                               line=dict(color=COLORS["val_acc"]),
+                               hovertemplate="epoch %{x}: %{y:.2f} %<extra></extra>"))
+    layout = _base_layout("Validation accuracy", planned_epochs, "accuracy (%)")
+    low = min(acc) if acc else 80.0
+    layout["yaxis"]["range"] = [max(0.0, math.floor(min(low, 90.0) / 5) * 5), 100.5]
+    fig.update_layout(**layout)
+    return fig

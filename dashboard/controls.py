@@ -1,0 +1,90 @@
+"""The sidebar: run settings as widgets, turned into a RunConfig (and back, when a run is reopened)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, ConfigError, RunConfig
+from core.data import TITLES
+from core.devices import list_devices
+
+LR_OPTIONS = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
+OPTIMIZER_LABELS = {"sgd": "SGD", "sgd_momentum": "SGD + momentum 0.9", "adam": "Adam"}
+PIPELINE_LABELS = {"resident": "Resident (whole split on the device)",
+                   "dataloader": "Tutorial's DataLoader (per-sample ToTensor)"}
+DEFAULTS = RunConfig()
+
+
+def default_device() -> str:
+    available = [d.kind for d in list_devices() if d.available]
+    return "cuda" if "cuda" in available else "mps" if "mps" in available else "cpu"
+
+
+def widget_values(config: RunConfig) -> dict:
+    """Session-state values for every settings widget that show `config`."""
+    return {
+        "cfg_dataset": config.dataset,
+        "cfg_hidden": int(config.hidden_sizes[0]),
+        "cfg_layers": len(config.hidden_sizes),
+        "cfg_activation": config.activation,
+        "cfg_batch": config.batch_size,
+        "cfg_lr": config.lr,
+        "cfg_epochs": config.epochs,
+        "cfg_optimizer": config.optimizer,
+        "cfg_device": config.device if config.device != "auto" else default_device(),
+        "cfg_seed": config.seed,
+        "cfg_pipeline": config.pipeline,
+    }
+
+
+def init_state(config: RunConfig | None = None, force: bool = False) -> None:
+    """Create the widgets' state only where it is missing (or overwrite it all with force=True)."""
+    for key, value in widget_values(config or DEFAULTS).items():
+        if force or key not in st.session_state:
+            st.session_state[key] = value
+
+
+def config_from_state() -> RunConfig:
+    s = st.session_state
+    return RunConfig(dataset=s.cfg_dataset, hidden_sizes=(int(s.cfg_hidden),) * int(s.cfg_layers),
+                     activation=s.cfg_activation, batch_size=int(s.cfg_batch), lr=float(s.cfg_lr),
+                     epochs=int(s.cfg_epochs), optimizer=s.cfg_optimizer, device=s.cfg_device,
+                     seed=int(s.cfg_seed), pipeline=s.cfg_pipeline)
+
+
+def settings_sidebar() -> None:
+    """Draw the settings widgets; their values live in st.session_state under cfg_* keys."""
+    init_state()
+    st.sidebar.header("Settings")
+    st.sidebar.selectbox("Dataset", DATASETS, key="cfg_dataset", format_func=TITLES.get)
+    # A reopened run may have a width that is not on the slider's grid: widen the grid for it.
+    st.sidebar.slider("Hidden size (units per layer)", 8, 1024, step=8 if st.session_state.cfg_hidden % 8 == 0 else 1,
+                      key="cfg_hidden")
+    st.sidebar.slider("Hidden layers", 1, 4, key="cfg_layers")
+    st.sidebar.selectbox("Activation", ACTIVATIONS, key="cfg_activation")
+    st.sidebar.slider("Batch size", 16, 2048, key="cfg_batch")
+    lr_options = sorted(set(LR_OPTIONS) | {float(st.session_state.cfg_lr)})
+    st.sidebar.select_slider("Learning rate (log scale)", lr_options, key="cfg_lr", format_func=lambda v: f"{v:g}")
+    st.sidebar.slider("Epochs", 1, 50, key="cfg_epochs")
+    st.sidebar.selectbox("Optimizer", OPTIMIZERS, key="cfg_optimizer", format_func=OPTIMIZER_LABELS.get)
+    device_picker()
+    st.sidebar.number_input("Seed", 0, 2**31 - 1, key="cfg_seed", step=1)
+    st.sidebar.selectbox("Data pipeline", tuple(PIPELINE_LABELS), key="cfg_pipeline", format_func=PIPELINE_LABELS.get)
+
+
+def device_picker() -> None:
+    devices = list_devices()
+    available = [d for d in devices if d.available]
+    labels = {d.kind: d.label for d in devices}
+    if st.session_state.cfg_device not in [d.kind for d in available]:
+        st.session_state.cfg_device = available[0].kind
+    st.sidebar.radio("Device", [d.kind for d in available], key="cfg_device", format_func=labels.get)
+    for d in devices:
+        if not d.available:
+            st.sidebar.caption(f"✗ {d.kind.upper()} unavailable: {d.reason}")
+
+
+def validated_config() -> tuple[RunConfig | None, str]:
+    try:
+        return config_from_state(), ""
+    except (ConfigError, AttributeError) as exc:
+        return None, str(exc)

@@ -1,0 +1,137 @@
+"""The live run panel: status, progress with ETA, metric tiles, charts, model summary.
+
+Drawn from RunManager snapshots only, inside a fragment that polls while the run is active.
+"""
+from __future__ import annotations
+
+import statistics
+
+import pandas as pd
+import streamlit as st
+
+from core.manager import RunSnapshot
+
+from . import charts
+
+POLL_SECONDS = 0.5
+
+STATUS_TEXT = {
+    "queued": "⏳ Queued: waiting for the device (another run is training)",
+    "loading": "⏳ Loading data and building the model",
+    "running": "▶️ Training",
+    "finished": "✅ Finished",
+    "stopped": "⏹️ Stopped",
+    "diverged": "⚠️ Diverged",
+    "failed": "❌ Failed",
+    "interrupted": "⚠️ Interrupted",
+}
+
+
+def typical_epoch_seconds(snap: RunSnapshot) -> float | None:
+    timed = [e.seconds for e in snap.epochs if not e.warmup] or [e.seconds for e in snap.epochs]
+    return statistics.median(timed) if timed else None
+
+
+def eta_seconds(snap: RunSnapshot) -> float | None:
+    per_epoch = typical_epoch_seconds(snap)
+    if per_epoch is None:
+        progress = snap.progress
+        if progress is None or progress.batch == 0:
+            return None
+        per_epoch = progress.seconds * progress.batches / progress.batch
+    remaining = max(0, snap.planned_epochs - len(snap.epochs))
+    done_in_current = snap.progress.batch / snap.progress.batches if snap.progress else 0.0
+    return max(0.0, (remaining - done_in_current) * per_epoch)
+
+
+def draw_status(snap: RunSnapshot) -> None:
+    st.markdown(f"**{STATUS_TEXT.get(snap.status, snap.status)}** · run `{snap.run_id}` · "
+                f"{snap.config.describe()} · {snap.device or snap.config.device}")
+    if snap.data_note:
+        st.info(snap.data_note)
+    if snap.store_warning:
+        st.warning(snap.store_warning)
+    if snap.status == "failed":
+        st.error(f"Training failed: {snap.message}")
+    elif snap.status == "diverged":
+        st.warning(f"The run diverged: {snap.message}. The epochs before it are kept below; lower the learning "
+                   f"rate (or use a smaller model) and train again.")
+    elif snap.status == "interrupted":
+        st.warning(f"This run was interrupted: {snap.message or 'the process ended before it finished'}. "
+                   f"Its epochs are kept.")
+    elif snap.status == "stopped" and snap.message:
+        st.caption(snap.message)
+
+
+def draw_progress(snap: RunSnapshot) -> None:
+    if not snap.active:
+        return
+    progress = snap.progress
+    epoch = progress.epoch if progress else len(snap.epochs) + 1
+    fraction = progress.batch / progress.batches if progress else 0.0
+    eta = eta_seconds(snap)
+    eta_text = f" · about {eta:.0f} s left" if eta is not None and eta >= 1 else \
+        " · under a second left" if eta is not None else ""
+    st.progress(min(1.0, fraction), text=f"Epoch {epoch} of {snap.planned_epochs}: "
+                                         f"batch {progress.batch if progress else 0} of "
+                                         f"{progress.batches if progress else '…'}{eta_text}")
+
+
+def draw_tiles(snap: RunSnapshot) -> None:
+    last = snap.epochs[-1] if snap.epochs else None
+    previous = snap.epochs[-2] if len(snap.epochs) > 1 else None
+    cols = st.columns(4)
+    cols[0].metric("Validation accuracy", f"{last.val_acc:.2%}" if last else "–",
+                   delta=f"{(last.val_acc - previous.val_acc) * 100:+.2f} pts" if previous else None)
+    cols[1].metric("Epoch time", f"{last.seconds:.2f} s" if last else "–",
+                   help="Training plus validation, wall clock, synchronized. Epoch 1 includes one-off warm-up costs.")
+    cols[2].metric("Samples / s", f"{last.samples_per_s:,.0f}" if last else "–")
+    cols[3].metric("Epochs", f"{len(snap.epochs)} / {snap.planned_epochs}",
+                   help="Test accuracy (official test split) appears when a phase ends.")
+    if snap.test_acc is not None and not snap.active:
+        st.caption(f"Test accuracy (official test split, never used for training): **{snap.test_acc:.2%}**")
+
+
+def draw_charts(snap: RunSnapshot) -> None:
+    frame = charts.epochs_frame(snap.epochs)
+    planned = max(snap.planned_epochs, len(snap.epochs))
+    left, right = st.columns(2)
+    left.plotly_chart(charts.loss_figure(frame, planned), config=charts.CONFIG, key="live_loss")
+    right.plotly_chart(charts.accuracy_figure(frame, planned), config=charts.CONFIG, key="live_acc")
+
+
+def draw_model(snap: RunSnapshot) -> None:
+    with st.expander(f"Model: {snap.parameters:,} parameters on {snap.device or '…'}", expanded=False):
+        if snap.layers:
+            st.dataframe(pd.DataFrame([{"layer": r.kind, "shape": r.shape, "parameters": r.parameters}
+                                       for r in snap.layers]), hide_index=True)
+        if snap.n_train:
+            st.caption(f"{snap.data_title}: {snap.n_train:,} training / {snap.n_val:,} validation samples "
+                       f"({snap.config.val_fraction:.0%} random split, seed {snap.config.seed}); "
+                       f"pipeline: {snap.config.pipeline}")
+        if snap.epochs:
+            table = charts.epochs_frame(snap.epochs)
+            st.dataframe(table, hide_index=True)
+
+
+def draw_snapshot(snap: RunSnapshot) -> None:
+    draw_status(snap)
+    draw_progress(snap)
+    draw_tiles(snap)
+    draw_charts(snap)
+    draw_model(snap)
+
+
+def live_panel(get_snapshot, was_active: bool) -> None:
+    """Poll while active; when the run's activity changes, rerun the whole page (buttons change)."""
+
+    def body() -> None:
+        snap = get_snapshot()
+        if snap is None:
+            st.warning("This run is no longer available.")
+            return
+        draw_snapshot(snap)
+        if snap.active != was_active:
+            st.rerun()
+
+    st.fragment(body, run_every=POLL_SECONDS if was_active else None)()

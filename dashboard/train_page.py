@@ -1,0 +1,120 @@
+"""The Train page: settings in the sidebar, Train / Tutorial schedule / Stop / Continue, the live panel."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import TUTORIAL_SCHEDULE, ConfigError, Phase
+from core.devices import DeviceError, resolve_device
+
+from .controls import DEFAULTS, LR_OPTIONS, init_state, settings_sidebar, validated_config, widget_values
+from .live_panel import live_panel
+from .state import current_run_id, get_manager, session_owner, set_current_run
+
+
+def _start(phases: tuple[Phase, ...] | None = None) -> None:
+    config, error = validated_config()
+    if config is None:
+        st.session_state.start_error = f"Invalid setting: {error}"
+        return
+    try:
+        resolve_device(config.device)
+    except DeviceError as exc:
+        st.session_state.start_error = f"{exc}. Pick another device in the sidebar."
+        return
+    run_id = get_manager().start(config, owner=session_owner(), phases=phases)
+    st.session_state.start_error = ""
+    st.session_state.attached_run = run_id
+    set_current_run(run_id)
+
+
+def start_run() -> None:
+    _start()
+
+
+def start_tutorial() -> None:
+    """The tutorial's experiment: 784-32-10 ReLU, batch 100, SGD, fit(5, 0.5) then fit(5, 0.1)."""
+    device, dataset = st.session_state.cfg_device, st.session_state.cfg_dataset
+    tutorial = DEFAULTS.replace(epochs=TUTORIAL_SCHEDULE[0].epochs, lr=TUTORIAL_SCHEDULE[0].lr)
+    for key, value in widget_values(tutorial).items():
+        st.session_state[key] = value
+    st.session_state.cfg_device, st.session_state.cfg_dataset = device, dataset
+    _start(TUTORIAL_SCHEDULE)
+
+
+def stop_run() -> None:
+    run_id = current_run_id()
+    if run_id:
+        get_manager().stop(run_id)
+
+
+def continue_run() -> None:
+    run_id = current_run_id()
+    try:
+        get_manager().continue_run(run_id, int(st.session_state.cont_epochs), float(st.session_state.cont_lr))
+        st.session_state.start_error = ""
+    except (RuntimeError, KeyError, ConfigError) as exc:
+        st.session_state.start_error = f"Cannot continue: {exc}"
+
+
+def new_run() -> None:
+    st.session_state.attached_run = None
+    set_current_run(None)
+
+
+def attach_to_url_run(run_id: str | None) -> None:
+    """After a refresh or an opened link, show the settings of the run named in the URL (once)."""
+    if not run_id or st.session_state.get("attached_run") == run_id:
+        return
+    st.session_state.attached_run = run_id
+    snap = get_manager().snapshot(run_id)
+    if snap is not None:
+        init_state(snap.config, force=True)
+
+
+def train_page() -> None:
+    manager = get_manager()
+    run_id = current_run_id()
+    attach_to_url_run(run_id)
+    settings_sidebar()
+    snap = manager.snapshot(run_id) if run_id else None
+    busy = snap is not None and snap.active
+    st.sidebar.button("Train", type="primary", key="train", on_click=start_run, width="stretch", disabled=busy,
+                      help="Train a new model with these settings.")
+    st.sidebar.button("Tutorial schedule (5 @ 0.5, then 5 @ 0.1)", key="tutorial", on_click=start_tutorial,
+                      width="stretch", disabled=busy,
+                      help="The tutorial's experiment: 784-32-10 ReLU MLP, batch 100, SGD; "
+                           "fit(5 epochs, lr 0.5) then fit(5 epochs, lr 0.1).")
+
+    st.title("Train a feedforward network")
+    if st.session_state.get("start_error"):
+        st.error(st.session_state.start_error)
+    if manager.store_warning:
+        st.warning(manager.store_warning)
+    if run_id is None:
+        st.markdown("Pick settings in the sidebar and press **Train**: validation loss and accuracy stream in "
+                    "after every epoch. **Tutorial schedule** reproduces the tutorial (about 96–97 % validation "
+                    "accuracy on MNIST). Moving a slider during a run does not disturb it; the run's link "
+                    "(in the address bar) brings it back after a refresh.")
+        return
+    if snap is None:
+        st.error(f"No run with id `{run_id}` in this server or its history. Start a new one from the sidebar.")
+        return
+    run_controls(snap)
+    live_panel(lambda: manager.snapshot(run_id), snap.active)
+
+
+def run_controls(snap) -> None:
+    if snap.active:
+        st.button("Stop", key="stop", on_click=stop_run, help="Stops within a batch; finished epochs are kept.")
+        return
+    cols = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
+    if snap.can_continue:
+        if "cont_epochs" not in st.session_state:
+            st.session_state.cont_epochs = 5
+        if "cont_lr" not in st.session_state:
+            st.session_state.cont_lr = 0.1
+        cols[0].number_input("More epochs", 1, 50, key="cont_epochs")
+        cols[1].select_slider("Learning rate", LR_OPTIONS, key="cont_lr", format_func=lambda v: f"{v:g}")
+        cols[2].button("Continue", key="continue", on_click=continue_run, type="primary",
+                       help="Train this model further; epoch numbers and curves continue.")
+    cols[3].button("New run", key="new_run", on_click=new_run)
