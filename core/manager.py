@@ -1,8 +1,10 @@
 """Background training runs for a long-lived UI process: start, watch, stop, continue, shut down.
 
-Each run trains in its own worker thread and publishes immutable snapshots behind a lock; a UI
-polls `snapshot(run_id)` and never touches the trainer. Runs on one device type wait their turn
-(CPU cores are shared, so by default one CPU run trains at a time and later ones queue).
+Each run trains in a worker process (core.worker) and the manager keeps an immutable snapshot of
+it, updated from the worker's messages by one thread per run; a UI polls `snapshot(run_id)`.
+Runs on one device type wait their turn (the CPU's cores are shared, so one CPU run trains at a
+time and later ones queue). A spare worker is kept warm (torch imported, MNIST loaded) so a Train
+click starts training at once.
 """
 from __future__ import annotations
 
@@ -10,19 +12,18 @@ import atexit
 import os
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field, replace
 
 from .config import Phase, RunConfig
-from .data import DataError, load_dataset
-from .devices import DeviceError, resolve_device, set_cpu_threads
+from .devices import DeviceError, resolve_device
 from .model import LayerRow
-from .runs import TrainingRun
 from .store import Store, StoreError
-from .train import FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult, TrainingError
+from .train import FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult
+from .worker import WorkerProcess
 
 QUEUED, LOADING, RUNNING = "queued", "loading", "running"
 ACTIVE = (QUEUED, LOADING, RUNNING)
+READY_TIMEOUT_S = 180  # a cold worker imports torch and reads the dataset
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class RunSnapshot:
     message: str = ""
     epochs: tuple[EpochResult, ...] = ()
     progress: BatchProgress | None = None
-    planned_epochs: int = 0  # epochs this run will have when its current phase ends
+    planned_epochs: int = 0  # epochs this run will have when its queued phases end
     schedule: tuple[Phase, ...] = ()
     device: str = ""
     layers: tuple[LayerRow, ...] = ()
@@ -45,8 +46,9 @@ class RunSnapshot:
     data_note: str = ""
     test_acc: float | None = None
     store_warning: str = ""
+    cpu_threads: int = 0
     started_at: float = field(default_factory=time.time)
-    live: bool = True  # False when read back from the store (no trainer in memory)
+    live: bool = True  # False when read back from the store only
 
     @property
     def active(self) -> bool:
@@ -54,16 +56,18 @@ class RunSnapshot:
 
     @property
     def can_continue(self) -> bool:
-        return self.live and self.status in (FINISHED, STOPPED) and bool(self.epochs)
+        return self.status in (FINISHED, STOPPED, INTERRUPTED) and bool(self.epochs)
 
 
 class _LiveRun:
     def __init__(self, snapshot: RunSnapshot):
         self.lock = threading.Lock()
         self.snapshot = snapshot
-        self.cancel = threading.Event()
+        self.stop_requested = threading.Event()
+        self.worker: WorkerProcess | None = None
         self.thread: threading.Thread | None = None
-        self.run: TrainingRun | None = None
+        self.pending: list[Phase] = []
+        self.ended_at = 0.0
 
     def update(self, **changes) -> None:
         with self.lock:
@@ -71,7 +75,8 @@ class _LiveRun:
 
 
 class RunManager:
-    def __init__(self, db_path=None, data_dir=None, cpu_threads: int | None = None, max_cpu_runs: int = 1):
+    def __init__(self, db_path=None, data_dir=None, cpu_threads: int | None = None, max_cpu_runs: int = 1,
+                 preload: str | None = None, max_idle_workers: int = 3):
         self.data_dir = data_dir
         self.store_warning = ""
         try:
@@ -79,47 +84,60 @@ class RunManager:
         except StoreError as exc:
             self.store = None
             self.store_warning = f"{exc} Training still works; run history is off."
-        # Thread count is process-wide: set once here, not per run.
-        self.cpu_threads = cpu_threads or int(os.environ.get("TRAIN_THREADS", 0)) or torch_default_threads()
-        set_cpu_threads(self.cpu_threads)
+        # The server and the browser need a core too: oversubscribed intra-op threads spin-wait and run
+        # many times slower, not a little.
+        self.cpu_threads = cpu_threads or int(os.environ.get("TRAIN_THREADS", 0)) or max(1, (os.cpu_count() or 2) - 1)
+        self.preload = preload
+        self.max_idle_workers = max_idle_workers
         self._runs: dict[str, _LiveRun] = {}
         self._lock = threading.Lock()
         self._slots = {"cpu": threading.Semaphore(max_cpu_runs), "cuda": threading.Semaphore(1),
                        "mps": threading.Semaphore(1)}
+        self._spare: WorkerProcess | None = None
         self._closed = False
         atexit.register(self.shutdown)
+        self._replenish()
 
     # -- commands ---------------------------------------------------------------------------------
     def start(self, config: RunConfig, owner: str = "", phases: tuple[Phase, ...] | None = None) -> str:
         """Queue a run; returns its id at once. Problems found later (data, memory) end it as "failed"."""
-        if self._closed:
-            raise RuntimeError("the run manager is shut down")
         phases = tuple(phases or (Phase(config.epochs, config.lr),))
         config = config.replace(epochs=phases[0].epochs, lr=phases[0].lr)
         run_id = os.urandom(6).hex()
         live = _LiveRun(RunSnapshot(run_id, owner, config, QUEUED, planned_epochs=sum(p.epochs for p in phases),
-                                    store_warning=self.store_warning))
+                                    store_warning=self.store_warning, cpu_threads=self.cpu_threads))
+        live.pending = list(phases)
         with self._lock:
             self._runs[run_id] = live
-        live.thread = threading.Thread(target=self._work, args=(live, phases), name=f"train-{run_id}", daemon=True)
-        live.thread.start()
+        self._launch(live, ("start", run_id, config.to_dict(), [(p.epochs, p.lr) for p in phases]))
         return run_id
 
     def continue_run(self, run_id: str, epochs: int, lr: float) -> None:
-        live = self._live(run_id)
-        snap = live.snapshot
-        if not snap.can_continue or (live.thread and live.thread.is_alive()):
-            raise RuntimeError(f"run {run_id} cannot be continued now (status {snap.status})")
+        """Train a finished or stopped run further; a run known only from the store resumes from its checkpoint."""
         phase = Phase(epochs, lr)
-        live.cancel.clear()
+        live = self._runs.get(run_id)
+        if live is None:
+            stored = self._stored_snapshot(run_id)
+            if stored is None:
+                raise KeyError(f"no run {run_id}")
+            live = _LiveRun(replace(stored, live=True, cpu_threads=self.cpu_threads))
+            with self._lock:
+                self._runs[run_id] = live
+        snap = live.snapshot
+        if not snap.can_continue or (live.thread is not None and live.thread.is_alive()):
+            raise RuntimeError(f"run {run_id} cannot be continued now (status {snap.status})")
+        live.pending = [phase]
         live.update(status=QUEUED, message="", planned_epochs=len(snap.epochs) + epochs, progress=None)
-        live.thread = threading.Thread(target=self._work, args=(live, (phase,)), name=f"train-{run_id}", daemon=True)
-        live.thread.start()
+        message = ("continue", epochs, lr) if live.worker is not None and live.worker.alive() else \
+            ("resume", run_id, [(epochs, lr)])
+        self._launch(live, message)
 
     def stop(self, run_id: str) -> None:
         live = self._runs.get(run_id)
         if live is not None:
-            live.cancel.set()
+            live.stop_requested.set()
+            if live.worker is not None and live.snapshot.active:
+                live.worker.stop()
 
     def snapshot(self, run_id: str) -> RunSnapshot | None:
         live = self._runs.get(run_id)
@@ -139,87 +157,149 @@ class RunManager:
             live.thread.join(timeout)
         return self.snapshot(run_id)
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop every run between batches, join the workers, and record cut-off runs as interrupted."""
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Stop every run between batches, record cut-off runs as interrupted, and end the workers."""
         if self._closed:
             return
         self._closed = True
         with self._lock:
             runs = list(self._runs.values())
         for live in runs:
-            live.cancel.set()
+            self.stop(live.snapshot.run_id)
         deadline = time.monotonic() + timeout
         for live in runs:
             if live.thread is not None:
-                live.thread.join(max(0.0, deadline - time.monotonic()))
+                live.thread.join(max(0.1, deadline - time.monotonic()))
+        workers = [live.worker for live in runs if live.worker is not None] + ([self._spare] if self._spare else [])
+        for worker in workers:
+            worker.close(timeout=max(0.1, deadline - time.monotonic()))
 
-    # -- worker -----------------------------------------------------------------------------------
-    def _work(self, live: _LiveRun, phases: tuple[Phase, ...]) -> None:
-        snap = live.snapshot
+    # -- the per-run thread -----------------------------------------------------------------------
+    def _launch(self, live: _LiveRun, message: tuple) -> None:
+        if self._closed:
+            raise RuntimeError("the run manager is shut down")
+        live.stop_requested.clear()
+        live.thread = threading.Thread(target=self._drive, args=(live, message),
+                                       name=f"run-{live.snapshot.run_id}", daemon=True)
+        live.thread.start()
+
+    def _drive(self, live: _LiveRun, message: tuple) -> None:
         try:
-            kind = resolve_device(snap.config.device).type
+            kind = resolve_device(live.snapshot.config.device).type
         except DeviceError as exc:
             live.update(status=FAILED, message=str(exc))
             return
         slot = self._slots[kind]
         while not slot.acquire(timeout=0.2):  # queued: wait for the device, but honour Stop
-            if live.cancel.is_set():
+            if live.stop_requested.is_set():
                 live.update(status=STOPPED, message="stopped while waiting in the queue")
                 return
         try:
-            if live.run is None:
+            if live.stop_requested.is_set():
+                live.update(status=STOPPED, message="stopped before it started")
+                return
+            if live.worker is None or not live.worker.alive():
                 live.update(status=LOADING)
-                live.run = self._create(live)
-                if live.run is None:
-                    return
-            self._train(live, phases)
-        except Exception as exc:  # never let a worker die silently: the UI shows the message
-            message = str(exc) if isinstance(exc, (TrainingError, DataError, DeviceError)) else \
-                f"unexpected error: {type(exc).__name__}: {exc}"
-            if not isinstance(exc, (TrainingError, DataError, DeviceError)):
-                traceback.print_exc()
-            live.update(status=FAILED, message=message)
+                live.worker = self._take_worker()
+            worker = live.worker
+            if not worker.wait_ready(READY_TIMEOUT_S):
+                raise RuntimeError("the training process did not start")
+            worker.send(*message)
+            if live.stop_requested.is_set():  # Stop pressed while the worker was starting
+                worker.stop()
+            self._pump(live, worker)
+        except Exception as exc:  # never let a run end silently: the UI shows the message
+            live.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", progress=None)
         finally:
             slot.release()
+            live.ended_at = time.monotonic()
+            self._after_run()
 
-    def _create(self, live: _LiveRun) -> TrainingRun | None:
-        snap = live.snapshot
-        try:
-            dataset = load_dataset(snap.config.dataset, self.data_dir)
-            run = TrainingRun(snap.config, store=self.store, dataset=dataset, cancel=live.cancel,
-                              origin="dashboard", run_id=snap.run_id)
-        except (DataError, DeviceError, TrainingError) as exc:
-            live.update(status=FAILED, message=str(exc))
-            return None
-        trainer = run.trainer
-        live.update(device=trainer.device_label, layers=tuple(trainer.summary), parameters=trainer.parameter_count,
-                    n_train=trainer.n_train, n_val=trainer.n_val, data_title=dataset.title, data_note=dataset.note)
-        return run
+    def _pump(self, live: _LiveRun, worker: WorkerProcess) -> None:
+        """Apply the worker's messages to the snapshot until the phase(s) end."""
+        while True:
+            if not worker.conn.poll(0.5):
+                if not worker.alive():
+                    self._worker_died(live, worker)
+                    return
+                continue
+            try:
+                kind, *body = worker.conn.recv()
+            except (EOFError, OSError):
+                self._worker_died(live, worker)
+                return
+            snap = live.snapshot
+            if kind == "created":
+                info = body[0]
+                live.update(**{k: v for k, v in info.items() if k != "store_warning"},
+                            store_warning=info["store_warning"] or snap.store_warning)
+            elif kind == "phase":
+                epochs, lr = body
+                live.update(status=RUNNING, schedule=snap.schedule + (Phase(epochs, lr),),
+                            planned_epochs=len(snap.epochs) + sum(p.epochs for p in live.pending))
+                if live.pending:
+                    live.pending.pop(0)
+            elif kind == "epoch":
+                live.update(epochs=snap.epochs + (body[0],))
+            elif kind == "progress":
+                live.update(progress=body[0])
+            elif kind == "done":
+                status, message, test_acc, store_warning = body
+                if self._closed and status == STOPPED:
+                    status, message = INTERRUPTED, "the server shut down during the run"
+                    self._mark_interrupted(snap.run_id, message)
+                live.update(status=status, message=message, test_acc=test_acc, progress=None,
+                            store_warning=store_warning or snap.store_warning, planned_epochs=len(snap.epochs))
+                return
+            elif kind == "error":
+                live.update(status=FAILED, message=body[0], progress=None)
+                return
 
-    def _train(self, live: _LiveRun, phases: tuple[Phase, ...]) -> None:
-        run = live.run
-        for i, phase in enumerate(phases):
-            live.update(status=RUNNING, schedule=live.snapshot.schedule + (phase,),
-                        planned_epochs=len(live.snapshot.epochs) + sum(p.epochs for p in phases[i:]))
-            run.train_phase(phase.epochs, phase.lr,
-                            on_epoch=lambda e: live.update(epochs=live.snapshot.epochs + (e,)),
-                            on_progress=lambda p: live.update(progress=p))
-            if run.status != FINISHED:
-                break
-        status, message = run.status, run.message
-        if self._closed and status == STOPPED:
-            status, message = INTERRUPTED, "the server shut down during the run"
-            run.mark_interrupted(message)
-        live.update(status=status, message=message, test_acc=run.test_acc, store_warning=run.store_warning,
-                    planned_epochs=len(live.snapshot.epochs), progress=None)
+    def _worker_died(self, live: _LiveRun, worker: WorkerProcess) -> None:
+        code = worker.exitcode
+        why = " (killed: out of memory?)" if code == -9 else ""
+        message = f"the training process ended unexpectedly, exit code {code}{why}; the finished epochs are kept"
+        live.worker = None
+        live.update(status=FAILED, message=message, progress=None)
+        self._mark_interrupted(live.snapshot.run_id, message)
 
-    # -- helpers ----------------------------------------------------------------------------------
-    def _live(self, run_id: str) -> _LiveRun:
-        live = self._runs.get(run_id)
-        if live is None:
-            raise KeyError(run_id)
-        return live
+    def _mark_interrupted(self, run_id: str, message: str) -> None:
+        if self.store is not None:
+            try:
+                self.store.finish_run(run_id, INTERRUPTED, message)
+            except StoreError:
+                pass
 
+    # -- worker pool ------------------------------------------------------------------------------
+    def _new_worker(self) -> WorkerProcess:
+        db = str(self.store.path) if self.store is not None else None
+        return WorkerProcess(self.data_dir, db, self.cpu_threads, self.preload)
+
+    def _take_worker(self) -> WorkerProcess:
+        with self._lock:
+            worker, self._spare = self._spare, None
+        if worker is None or not worker.alive():
+            worker = self._new_worker()
+        return worker
+
+    def _replenish(self) -> None:
+        """Keep one warm spare, started only while nothing trains (spawning costs CPU seconds)."""
+        with self._lock:
+            if self._closed or self._spare is not None or any(r.snapshot.active for r in self._runs.values()):
+                return
+            self._spare = self._new_worker()
+
+    def _after_run(self) -> None:
+        with self._lock:
+            idle = sorted((r for r in self._runs.values() if r.worker is not None and not r.snapshot.active),
+                          key=lambda r: r.ended_at)
+            evict = idle[:max(0, len(idle) - self.max_idle_workers)]
+            for live in evict:
+                live.worker, worker = None, live.worker
+                threading.Thread(target=worker.close, daemon=True).start()  # continue resumes from the store
+        self._replenish()
+
+    # -- the store --------------------------------------------------------------------------------
     def _stored_snapshot(self, run_id: str) -> RunSnapshot | None:
         if self.store is None:
             return None
@@ -232,10 +312,4 @@ class RunManager:
         return RunSnapshot(run_id, "", config, row["status"], row["message"], epochs,
                            planned_epochs=len(epochs), schedule=tuple(Phase(e, lr) for e, lr in row["schedule"]),
                            device=row["device"], parameters=row["parameters"] or 0, test_acc=row["test_acc"],
-                           started_at=row["created_at"], live=False)
-
-
-def torch_default_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+                           data_title=row["dataset"], started_at=row["created_at"], live=False)

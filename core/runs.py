@@ -15,7 +15,8 @@ import torch
 from .config import Phase, RunConfig
 from .data import ImageDataset, load_dataset
 from .store import Store, StoreError
-from .train import DIVERGED, FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult, Trainer
+from .train import (DIVERGED, FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult, Trainer,
+                    TrainingError)
 
 EpochListener = Callable[[EpochResult], None]
 ProgressListener = Callable[[BatchProgress], None]
@@ -24,7 +25,7 @@ ProgressListener = Callable[[BatchProgress], None]
 class TrainingRun:
     def __init__(self, config: RunConfig, *, store: Store | None = None, data_dir=None,
                  dataset: ImageDataset | None = None, cancel: threading.Event | None = None,
-                 origin: str = "cli", run_id: str | None = None):
+                 origin: str = "cli", run_id: str | None = None, create_record: bool = True):
         self.config = config
         self.dataset = dataset or load_dataset(config.dataset, data_dir)
         self.cancel = cancel or threading.Event()
@@ -35,14 +36,32 @@ class TrainingRun:
         self.schedule: list[Phase] = []
         self.test_loss: float | None = None
         self.test_acc: float | None = None
-        self.id = run_id or ""
-        created = self._stored(lambda s: s.create_run(
-            config.to_dict(), device=self.trainer.device_label, data_source=self.dataset.source,
-            torch_version=torch.__version__, parameters=self.trainer.parameter_count, origin=origin, run_id=run_id))
-        if created:
-            self.id = created
-        elif not self.id:
-            self.id = uuid.uuid4().hex[:12]
+        self.id = run_id or uuid.uuid4().hex[:12]
+        if create_record:
+            self._stored(lambda s: s.create_run(
+                config.to_dict(), device=self.trainer.device_label, data_source=self.dataset.source,
+                torch_version=torch.__version__, parameters=self.trainer.parameter_count, origin=origin,
+                run_id=self.id))
+
+    @classmethod
+    def resume(cls, run_id: str, store: Store, *, data_dir=None, cancel: threading.Event | None = None,
+               device: str | None = None) -> "TrainingRun":
+        """Reload a stored run from its checkpoint (weights, optimizer, batch order) to train it further."""
+        row = store.get_run(run_id)
+        blob = store.load_checkpoint(run_id)
+        if blob is None:
+            raise TrainingError(f"run {run_id} kept no weights (it ended before its first epoch), so it cannot "
+                                f"be continued; re-run its settings instead")
+        config = RunConfig.from_dict(row["config"])
+        if device is not None:
+            config = config.replace(device=device)
+        run = cls(config, store=store, data_dir=data_dir, cancel=cancel, run_id=run_id, create_record=False)
+        run.trainer.restore(blob)
+        run.epochs = [EpochResult(**e, device=row["device"]) for e in store.epochs(run_id)]
+        run.schedule = [Phase(e, lr) for e, lr in row["schedule"]]
+        run.test_loss, run.test_acc = row["test_loss"], row["test_acc"]
+        run.trainer.status = row["status"]
+        return run
 
     @property
     def status(self) -> str:

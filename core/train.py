@@ -46,7 +46,7 @@ class EpochResult:
     val_acc: float  # fraction 0-1
     seconds: float  # wall time of training + validation, synchronized
     samples_per_s: float  # training samples / seconds
-    warmup: bool  # first epoch of this trainer: carries one-off costs (allocation, kernel init)
+    warmup: bool  # first epoch this trainer ran: carries one-off costs (allocation, kernel init, caches)
     elapsed: float  # wall seconds of training so far, this epoch included
     device: str
 
@@ -104,6 +104,7 @@ class Trainer:
         # Batch order comes from a CPU generator, so the same seed gives the same batches on any device.
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.epochs_done = 0
+        self.epochs_trained_here = 0  # by this object: its first epoch pays the warm-up costs
         self.phases_done = 0
         self.elapsed = 0.0
         self.status = READY
@@ -170,10 +171,12 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.elapsed += seconds
         self.epochs_done = epoch
+        warmup = self.epochs_trained_here == 0
+        self.epochs_trained_here += 1
         if not math.isfinite(val_loss):
             return self._diverged(epoch, f"validation loss became {val_loss} in epoch {epoch}")
         return EpochResult(epoch, phase, lr, train_loss, val_loss, val_acc, seconds, self.n_train / seconds,
-                           warmup=epoch == 1, elapsed=self.elapsed, device=self.device_label)
+                           warmup=warmup, elapsed=self.elapsed, device=self.device_label)
 
     def _resident_batches(self, order: torch.Tensor):
         size = self.config.batch_size

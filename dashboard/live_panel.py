@@ -93,11 +93,17 @@ def draw_tiles(snap: RunSnapshot) -> None:
 
 
 def draw_charts(snap: RunSnapshot) -> None:
-    frame = charts.epochs_frame(snap.epochs)
     planned = max(snap.planned_epochs, len(snap.epochs))
+    # Figures change once per epoch, the panel redraws twice a second: build them only when they change.
+    key = (snap.run_id, len(snap.epochs), planned)
+    cached = st.session_state.get("live_figures")
+    if cached is None or cached[0] != key:
+        frame = charts.epochs_frame(snap.epochs)
+        cached = (key, charts.loss_figure(frame, planned), charts.accuracy_figure(frame, planned))
+        st.session_state.live_figures = cached
     left, right = st.columns(2)
-    left.plotly_chart(charts.loss_figure(frame, planned), config=charts.CONFIG, key="live_loss")
-    right.plotly_chart(charts.accuracy_figure(frame, planned), config=charts.CONFIG, key="live_acc")
+    left.plotly_chart(cached[1], config=charts.CONFIG, key="live_loss")
+    right.plotly_chart(cached[2], config=charts.CONFIG, key="live_acc")
 
 
 def draw_model(snap: RunSnapshot) -> None:
@@ -108,7 +114,7 @@ def draw_model(snap: RunSnapshot) -> None:
         if snap.n_train:
             st.caption(f"{snap.data_title}: {snap.n_train:,} training / {snap.n_val:,} validation samples "
                        f"({snap.config.val_fraction:.0%} random split, seed {snap.config.seed}); "
-                       f"pipeline: {snap.config.pipeline}")
+                       f"pipeline: {snap.config.pipeline}; {snap.cpu_threads} CPU thread(s)")
         if snap.epochs:
             table = charts.epochs_frame(snap.epochs)
             st.dataframe(table, hide_index=True)

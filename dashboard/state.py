@@ -12,7 +12,7 @@ from core.manager import RunManager
 @st.cache_resource(show_spinner=False)
 def get_manager() -> RunManager:
     # Shared by every session and rerun; shuts its workers down at interpreter exit (atexit).
-    return RunManager(db_path=os.environ.get("RUNS_DB"), data_dir=os.environ.get("DATA_DIR"))
+    return RunManager(db_path=os.environ.get("RUNS_DB"), data_dir=os.environ.get("DATA_DIR"), preload="mnist")
 
 
 def session_owner() -> str:

@@ -1,0 +1,210 @@
+"""A training worker process: one run per process, driven over a socket pair.
+
+Training in the UI's own process shares its GIL: every torch op hands the GIL back and forth with
+the page's Python, and epochs ran 2-4x slower with a browser attached. A worker process trains
+at full speed, and a crash or an out-of-memory kill takes down only the worker, never the server.
+Workers start as `python -m core.worker` (not multiprocessing's spawn, which would re-run the
+Streamlit script that is __main__ in the server).
+
+To the worker: ("start", run_id, config_dict, [(epochs, lr), ...]), ("resume", run_id, [(epochs, lr)]),
+("continue", epochs, lr), ("stop",) (checked every batch), ("close",).
+From the worker: ("ready",), ("created", info), ("phase", epochs, lr), ("epoch", EpochResult),
+("progress", BatchProgress), ("done", status, message, test_acc, store_warning), ("error", message).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from .config import Phase, RunConfig
+from .data import DataError, load_dataset
+from .devices import DeviceError, set_cpu_threads
+from .store import Store, StoreError
+from .train import TrainingError
+
+EXPECTED_ERRORS = (TrainingError, DataError, DeviceError, StoreError)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class PipeCancel:
+    """The Trainer's cancel token: set once a message arrives while training (polled at most every 20 ms)."""
+
+    POLL_INTERVAL_S = 0.02  # Connection.poll builds a selector per call (~10 us): not every batch
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.flag = False
+        self.inbox: list[tuple] = []
+        self.last_poll = 0.0
+
+    def is_set(self) -> bool:
+        if self.flag:
+            return True
+        now = time.perf_counter()
+        if now - self.last_poll < self.POLL_INTERVAL_S:
+            return False
+        self.last_poll = now
+        if self.conn.poll():
+            message = self.conn.recv()
+            self.flag = True  # "stop", or "close" (kept in the inbox to act on after the phase)
+            if message[0] != "stop":
+                self.inbox.append(message)
+        return self.flag
+
+    def clear(self) -> None:
+        self.flag = False
+
+    def next_message(self) -> tuple:
+        return self.inbox.pop(0) if self.inbox else self.conn.recv()
+
+
+def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None) -> None:
+    set_cpu_threads(threads)
+    if preload:
+        try:
+            load_dataset(preload, data_dir)
+        except DataError:
+            pass  # reported when a run asks for the data
+    store = None
+    if db_path:
+        try:
+            store = Store(db_path)
+        except StoreError:
+            store = None
+    cancel = PipeCancel(conn)
+    conn.send(("ready",))
+    run = None
+    while True:
+        try:
+            message = cancel.next_message()
+        except (EOFError, OSError):  # the server is gone
+            return
+        kind = message[0]
+        if kind == "close":
+            return
+        if kind == "stop":
+            continue  # arrived after the phase had ended
+        cancel.clear()
+        try:
+            if kind in ("start", "resume"):
+                from .runs import TrainingRun
+
+                if kind == "start":
+                    _, run_id, config, phases = message
+                    run = TrainingRun(RunConfig.from_dict(config), store=store, data_dir=data_dir, cancel=cancel,
+                                      origin="dashboard", run_id=run_id)
+                else:
+                    _, run_id, phases = message
+                    if store is None:
+                        raise StoreError("run history is off, so stored runs cannot be resumed")
+                    run = TrainingRun.resume(run_id, store, data_dir=data_dir, cancel=cancel)
+                conn.send(("created", _describe(run)))
+            else:
+                _, epochs, lr = message
+                phases = [(epochs, lr)]
+            _train(conn, run, [Phase(e, lr) for e, lr in phases])
+        except (BrokenPipeError, EOFError, ConnectionResetError):
+            return
+        except EXPECTED_ERRORS as exc:
+            conn.send(("error", str(exc)))
+        except Exception as exc:
+            traceback.print_exc()
+            conn.send(("error", f"unexpected error: {type(exc).__name__}: {exc}"))
+
+
+def _describe(run) -> dict:
+    trainer = run.trainer
+    return {"device": trainer.device_label, "layers": tuple(trainer.summary), "parameters": trainer.parameter_count,
+            "n_train": trainer.n_train, "n_val": trainer.n_val, "data_title": run.dataset.title,
+            "data_note": run.dataset.note, "epochs": tuple(run.epochs), "store_warning": run.store_warning}
+
+
+def _train(conn: Connection, run, phases: list[Phase]) -> None:
+    for phase in phases:
+        conn.send(("phase", phase.epochs, phase.lr))
+        run.train_phase(phase.epochs, phase.lr, on_epoch=lambda e: conn.send(("epoch", e)),
+                        on_progress=lambda p: conn.send(("progress", p)))
+        if run.status != "finished":
+            break
+    conn.send(("done", run.status, run.message, run.test_acc, run.store_warning))
+
+
+class WorkerProcess:
+    """The server's handle on one worker process and its connection."""
+
+    def __init__(self, data_dir, db_path, threads: int, preload: str | None):
+        ours, theirs = socket.socketpair()
+        command = [sys.executable, "-m", "core.worker", "--fd", str(theirs.fileno()), "--threads", str(threads)]
+        if data_dir:
+            command += ["--data-dir", str(data_dir)]
+        if db_path:
+            command += ["--db", str(db_path)]
+        if preload:
+            command += ["--preload", preload]
+        # Own process group: a Ctrl-C in the terminal reaches the server, which stops workers in order.
+        self.process = subprocess.Popen(command, cwd=ROOT, pass_fds=[theirs.fileno()], start_new_session=True)
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.ready = False
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        try:
+            if not self.ready and self.conn.poll(timeout):
+                self.ready = self.conn.recv() == ("ready",)
+        except (EOFError, OSError):  # the process died while starting
+            return False
+        return self.ready
+
+    def send(self, *message) -> None:
+        self.conn.send(message)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except OSError:
+            pass
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.poll()
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self.conn.send(("close",))
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            self.process.wait(2)
+        self.conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="training worker (started by core.manager)")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--db")
+    parser.add_argument("--preload")
+    args = parser.parse_args()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(os.dup(args.fd))
+    os.close(args.fd)
+    serve(conn, args.data_dir, args.db, args.threads, args.preload)
+
+
+if __name__ == "__main__":
+    main()
