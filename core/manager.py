@@ -256,7 +256,10 @@ class RunManager:
                 return
 
     def _worker_died(self, live: _LiveRun, worker: WorkerProcess) -> None:
-        code = worker.exitcode
+        try:
+            code = worker.process.wait(timeout=5)  # the pipe closes just before the process is reaped
+        except Exception:
+            code = worker.exitcode
         why = " (killed: out of memory?)" if code == -9 else ""
         message = f"the training process ended unexpectedly, exit code {code}{why}; the finished epochs are kept"
         live.worker = None

