@@ -203,6 +203,20 @@ class Store:
         rows = self._read("SELECT blob FROM checkpoints WHERE run_id=?", (run_id,))
         return bytes(rows[0]["blob"]) if rows else None
 
+    def epochs_by_run(self) -> dict[str, list[dict]]:
+        """Every run's epochs in one query (for the history table and overlays): {run_id: [epoch, ...]}."""
+        rows = self._read(f"SELECT run_id, {', '.join(EPOCH_FIELDS)} FROM epochs ORDER BY run_id, epoch")
+        grouped: dict[str, list[dict]] = {}
+        for row in rows:
+            record = {f: row[f] for f in EPOCH_FIELDS}
+            record["warmup"] = bool(record["warmup"])
+            grouped.setdefault(row["run_id"], []).append(record)
+        return grouped
+
+    def checkpoint_times(self) -> dict[str, float]:
+        """{run_id: saved_at} of the runs whose weights are kept, without reading the blobs."""
+        return {row["run_id"]: row["saved_at"] for row in self._read("SELECT run_id, saved_at FROM checkpoints")}
+
 
 def _decode(row: sqlite3.Row) -> dict:
     run = dict(row)

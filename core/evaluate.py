@@ -1,0 +1,210 @@
+"""A trained model on the test split: accuracy, loss, confusion matrix, per-class accuracy, predictions.
+
+Models come from a run's stored checkpoint or from a weights file (core.export); the weights are
+checked against the shapes their config implies before loading, so a mismatch names the layer.
+Everything is computed in torch and returned as plain numpy arrays and lists for any front end.
+The test split is the official one (10,000 images for the full datasets), which training and
+model selection never see.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ConfigError, RunConfig
+from .data import CLASS_NAMES, ImageDataset, load_dataset, to_float
+from .devices import resolve_device, set_cpu_threads
+from .model import build_mlp, macs_per_sample
+from .store import Store
+
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}  # official test splits
+EVAL_CHUNK = 4096  # test images per forward pass: bounds memory for wide models and CIFAR's 3,072 inputs
+
+
+class ModelLoadError(ValueError):
+    """Weights cannot be turned into a model (missing, corrupt, or not matching their config)."""
+
+
+def input_size(dataset: str) -> int:
+    return math.prod(INPUT_SHAPES[dataset])
+
+
+def build_model(config: RunConfig, state_dict: dict) -> nn.Sequential:
+    """The config's MLP with the given weights, in eval mode on the CPU; ModelLoadError on any mismatch."""
+    model = build_mlp(config, input_size(config.dataset), len(CLASS_NAMES[config.dataset]))
+    expected = model.state_dict()
+    if not isinstance(state_dict, dict):
+        raise ModelLoadError(f"the weights should be a state_dict (a dict of tensors), got {type(state_dict).__name__}")
+    missing = [k for k in expected if k not in state_dict]
+    extra = [k for k in state_dict if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected {', '.join(map(str, extra))}")
+        raise ModelLoadError(f"the weights do not fit a {_layout(config)} MLP: {'; '.join(parts)}")
+    for name, tensor in expected.items():
+        given = state_dict[name]
+        if not isinstance(given, torch.Tensor) or not given.is_floating_point():
+            raise ModelLoadError(f"weight {name} should be a float tensor, got {type(given).__name__}")
+        if given.shape != tensor.shape:
+            raise ModelLoadError(f"weight {name} has shape {tuple(given.shape)} but the config "
+                                 f"({_layout(config)}) needs {tuple(tensor.shape)}")
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _layout(config: RunConfig) -> str:
+    sizes = [input_size(config.dataset), *config.hidden_sizes, len(CLASS_NAMES[config.dataset])]
+    return "-".join(str(s) for s in sizes)
+
+
+def checkpoint_weights(blob: bytes) -> tuple[RunConfig, dict, dict]:
+    """A stored checkpoint (Trainer.checkpoint bytes) -> (config, state_dict, the rest of its training state)."""
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        config = RunConfig.from_dict(state["config"])
+        weights = state["model"]
+    except ConfigError as exc:
+        raise ModelLoadError(f"the stored checkpoint's config is invalid: {exc}") from None
+    except Exception as exc:  # truncated or foreign bytes: pickle, zip and key errors alike
+        raise ModelLoadError(f"the stored checkpoint cannot be read ({type(exc).__name__}: {exc})") from None
+    rest = {k: state[k] for k in ("optimizer", "epochs_done", "phases_done", "elapsed", "batch_generator")
+            if k in state}
+    return config, weights, rest
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    config: RunConfig
+    state_dict: dict
+    epochs_done: int | None  # the epoch these weights are from, when known
+    training_state: dict  # optimizer, batch order... (empty when unknown)
+
+    def model(self) -> nn.Sequential:
+        return build_model(self.config, self.state_dict)
+
+
+def load_run_model(store: Store, run_id: str) -> LoadedModel:
+    """The weights a run kept (saved when each of its phases ended); ModelLoadError when it kept none."""
+    blob = store.load_checkpoint(run_id)
+    if blob is None:
+        raise ModelLoadError(f"run {run_id} kept no weights: a run saves them when a phase finishes or is stopped")
+    config, weights, rest = checkpoint_weights(blob)
+    build_model(config, weights)  # check the shapes now, with a clear message
+    return LoadedModel(config, weights, rest.get("epochs_done"), rest)
+
+
+def evaluation_cost(config: RunConfig, n_images: int | None = None) -> float:
+    """Multiply-accumulates of one pass over the test split (to decide whether to evaluate without asking)."""
+    n = TEST_SIZES[config.dataset] if n_images is None else n_images
+    return float(n) * macs_per_sample(input_size(config.dataset), config.hidden_sizes,
+                                      len(CLASS_NAMES[config.dataset]))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    dataset: str
+    data_title: str  # e.g. "MNIST" or "MNIST (5,000-image sample)"
+    data_source: str
+    classes: tuple[str, ...]
+    loss: float  # mean cross-entropy over the test split
+    accuracy: float  # fraction 0-1
+    labels: np.ndarray  # int64 [n]: the true class of each test image
+    predicted: np.ndarray  # int64 [n]
+    confidence: np.ndarray  # float32 [n]: softmax probability of the predicted class
+    confusion: np.ndarray  # int64 [classes, classes]: rows are true classes, columns predictions
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def mistakes(self) -> int:
+        return int((self.predicted != self.labels).sum())
+
+    @property
+    def class_counts(self) -> list[int]:
+        return self.confusion.sum(axis=1).tolist()
+
+    @property
+    def per_class_accuracy(self) -> list[float | None]:
+        """Accuracy among the test images of each true class (None for a class with no images)."""
+        counts = self.confusion.sum(axis=1)
+        return [float(self.confusion[c, c] / counts[c]) if counts[c] else None for c in range(len(self.classes))]
+
+    def sample_indices(self, limit: int, only_mistakes: bool = False, true_class: int | None = None) -> list[int]:
+        """Test-image indices to show: in test order, or only the mistakes, most confident mistakes first."""
+        keep = np.ones(self.n, dtype=bool)
+        if true_class is not None:
+            keep &= self.labels == true_class
+        if only_mistakes:
+            keep &= self.predicted != self.labels
+            chosen = np.flatnonzero(keep)
+            chosen = chosen[np.argsort(-self.confidence[chosen], kind="stable")]
+        else:
+            chosen = np.flatnonzero(keep)
+        return chosen[:max(0, limit)].tolist()
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, dataset: ImageDataset, *, device: str = "cpu", threads: int | None = None,
+             chunk: int = EVAL_CHUNK) -> Evaluation:
+    """Run the model over the dataset's test split once; every number below comes from that pass."""
+    target = resolve_device(device)
+    model = model.to(target)
+    previous = set_cpu_threads(threads) if target.type == "cpu" and threads else None
+    try:
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        predicted, confidence = [], []
+        for first in range(0, len(dataset.test_labels), chunk):
+            x = to_float(dataset.test_images[first:first + chunk]).to(target)
+            y = dataset.test_labels[first:first + chunk].to(target)
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
+            top, best = logits.softmax(1).max(1)
+            predicted.append(best.cpu())
+            confidence.append(top.cpu())
+    finally:
+        if previous is not None:
+            set_cpu_threads(previous)
+    labels = dataset.test_labels.to(torch.int64)
+    pred = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.int64)
+    classes = len(dataset.classes)
+    confusion = torch.bincount(labels * classes + pred, minlength=classes * classes).view(classes, classes)
+    n = len(labels)
+    return Evaluation(
+        dataset=dataset.name, data_title=dataset.title, data_source=dataset.source, classes=tuple(dataset.classes),
+        loss=float(loss_sum) / n if n else float("nan"),
+        accuracy=float((pred == labels).sum()) / n if n else float("nan"),
+        labels=labels.numpy().copy(), predicted=pred.numpy().copy(),
+        confidence=(torch.cat(confidence) if confidence else torch.zeros(0)).numpy().copy(),
+        confusion=confusion.numpy().copy())
+
+
+def evaluate_weights(config: RunConfig, state_dict: dict, *, data_dir=None, dataset: ImageDataset | None = None,
+                     device: str = "cpu", threads: int | None = None) -> Evaluation:
+    """Build the model from its weights and evaluate it on its dataset's test split."""
+    dataset = dataset or load_dataset(config.dataset, data_dir)
+    return evaluate(build_model(config, state_dict), dataset, device=device, threads=threads)
+
+
+def display_images(dataset: ImageDataset, indices: list[int], scale: int = 3) -> list[np.ndarray]:
+    """Test images as uint8 arrays ready to draw: H x W (grey) or H x W x 3 (colour), enlarged by `scale`
+    with nearest-neighbour pixels so small digits stay sharp."""
+    if not indices:
+        return []
+    batch = dataset.test_images[torch.as_tensor(indices, dtype=torch.int64)]
+    if scale > 1:
+        batch = batch.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    arrays = batch.permute(0, 2, 3, 1).contiguous().numpy()  # N x H x W x C
+    return [a[:, :, 0] if a.shape[2] == 1 else a for a in arrays]

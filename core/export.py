@@ -1,0 +1,365 @@
+"""Taking runs away and bringing them back: CSV of epochs, weights files, share links.
+
+- Epoch CSV: one row per epoch with the run's config in columns; floats are written with repr(),
+  so reading the file back gives exactly the stored numbers.
+- Weights file: a torch.save'd dict {"format", "config", "state_dict", "run", "epochs",
+  "training_state"}, read back with weights_only=True (no pickled code runs on upload). A file
+  whose weights do not fit its config, or that is not such a file at all, raises WeightsFileError.
+- Share link: a config as URL query parameters, and back through RunConfig's own validation.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import pickle
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+import torch
+
+from .backprop import MLPStep
+from .config import DATASETS, ConfigError, RunConfig
+from .evaluate import ModelLoadError, build_model, checkpoint_weights
+from .optim import make_optimizer
+from .store import EPOCH_FIELDS, Store
+
+WEIGHTS_FORMAT = "mlp-training-lab/weights"
+WEIGHTS_VERSION = 1
+MAX_WEIGHTS_BYTES = 2 * 1024 ** 3
+
+
+class WeightsFileError(ValueError):
+    """An uploaded weights file is corrupt, foreign, or does not match its config; the message says which."""
+
+
+# -- CSV ------------------------------------------------------------------------------------------
+CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig))
+EPOCH_CSV_COLUMNS = ("run_id", *EPOCH_FIELDS, "status", "device", "schedule", "test_acc",
+                     *(f"config_{name}" for name in CONFIG_FIELDS))
+_INT_FIELDS = {"epoch", "phase"}
+
+
+def schedule_text(schedule) -> str:
+    """[[5, 0.5], [5, 0.1]] -> '5@0.5,5@0.1' (the CLI's --schedule syntax)."""
+    return ",".join(f"{int(e)}@{float(lr):g}" for e, lr in schedule)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back to the same float
+    if isinstance(value, (list, tuple)):
+        return "-".join(str(v) for v in value)
+    return str(value)
+
+
+def _csv_text(header, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in header])
+    return buffer.getvalue()
+
+
+def epochs_csv(run: dict, epochs: list[dict]) -> str:
+    """A run's history, one row per epoch, with its config (config_*), status, device and schedule."""
+    config = run["config"]
+    common = {"run_id": run["id"], "status": run["status"], "device": run.get("device", ""),
+              "schedule": schedule_text(run.get("schedule", [])), "test_acc": run.get("test_acc"),
+              **{f"config_{name}": config.get(name) for name in CONFIG_FIELDS}}
+    return _csv_text(EPOCH_CSV_COLUMNS, [{**common, **epoch} for epoch in epochs])
+
+
+def run_epochs_csv(store: Store, run_id: str) -> str:
+    return epochs_csv(store.get_run(run_id), store.epochs(run_id))
+
+
+def read_epochs_csv(text: str) -> list[dict]:
+    """The epoch records of an epochs_csv file, typed as the store returns them."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    missing = [c for c in EPOCH_FIELDS if rows and c not in rows[0]]
+    if missing:
+        raise ValueError(f"not an epochs CSV: no column(s) {', '.join(missing)}")
+    records = []
+    for row in rows:
+        record = {}
+        for name in EPOCH_FIELDS:
+            value = row[name]
+            if name == "warmup":
+                record[name] = value == "true"
+            elif name in _INT_FIELDS:
+                record[name] = int(value)
+            else:
+                record[name] = float(value) if value != "" else None
+        records.append(record)
+    return records
+
+
+def table_csv(rows: list[dict]) -> str:
+    """Any list of flat dicts (e.g. the runs table) as CSV, columns in the first row's order."""
+    header = list(rows[0]) if rows else []
+    return _csv_text(header, rows)
+
+
+# -- weights files --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightsFile:
+    config: RunConfig
+    state_dict: dict
+    run: dict = field(default_factory=dict)  # id, status, device, data_source, schedule, test_acc, created_at
+    epochs: list[dict] = field(default_factory=list)  # the history up to these weights
+    training_state: dict = field(default_factory=dict)  # optimizer, epochs_done, batch_generator...
+
+    @property
+    def parameters(self) -> int:
+        return sum(t.numel() for t in self.state_dict.values())
+
+
+def weights_bytes(weights: WeightsFile) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": weights.config.to_dict(),
+                "state_dict": {k: v.detach().cpu().contiguous() for k, v in weights.state_dict.items()},
+                "run": weights.run, "epochs": weights.epochs, "training_state": weights.training_state}, buffer)
+    return buffer.getvalue()
+
+
+def run_weights(store: Store, run_id: str) -> WeightsFile:
+    """A stored run's kept weights with its config and the epochs that led to them."""
+    blob = store.load_checkpoint(run_id)
+    if blob is None:
+        raise ModelLoadError(f"run {run_id} kept no weights: a run saves them when a phase finishes or is stopped")
+    config, state_dict, rest = checkpoint_weights(blob)
+    row = store.get_run(run_id)
+    done = rest.get("epochs_done")
+    epochs = [e for e in store.epochs(run_id) if done is None or e["epoch"] <= done]
+    run = {k: row[k] for k in ("id", "status", "device", "data_source", "created_at", "test_acc", "test_loss")}
+    run["schedule"] = row["schedule"]
+    return WeightsFile(config, state_dict, run, epochs, rest)
+
+
+def run_weights_bytes(store: Store, run_id: str) -> bytes:
+    return weights_bytes(run_weights(store, run_id))
+
+
+def weights_filename(weights_or_run) -> str:
+    run = weights_or_run.run if isinstance(weights_or_run, WeightsFile) else weights_or_run
+    config = weights_or_run.config if isinstance(weights_or_run, WeightsFile) else RunConfig.from_dict(run["config"])
+    layers = "-".join(str(h) for h in config.hidden_sizes)
+    return f"mlp-{config.dataset}-{layers}-{run.get('id', 'weights')}.pt"
+
+
+def read_weights(data: bytes, name: str = "the file") -> WeightsFile:
+    """Parse an uploaded weights file; WeightsFileError with a plain reason when it cannot be used."""
+    if not data:
+        raise WeightsFileError(f"{name} is empty")
+    if len(data) > MAX_WEIGHTS_BYTES:
+        raise WeightsFileError(f"{name} is {len(data) / 1024 ** 3:.1f} GiB, larger than any model this app trains")
+    if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
+        raise WeightsFileError(f"{name} is not a PyTorch weights file (.pt saved by torch.save); "
+                               f"download one from a run on the History page")
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
+        raise WeightsFileError(f"{name} holds Python objects other than tensors and plain data, so it was not "
+                               f"loaded (nothing in it was run); only weights files saved by this app "
+                               f"can be loaded") from None
+    except Exception as exc:  # truncated or damaged archives fail in zip, pickle or storage code
+        raise WeightsFileError(f"{name} is corrupt or truncated and cannot be read "
+                               f"({type(exc).__name__}: {_first_line(exc)})") from None
+    if not isinstance(payload, dict):
+        raise WeightsFileError(f"{name} holds a {type(payload).__name__}, not this app's weights dict "
+                               f"(with 'config' and 'state_dict')")
+    if "state_dict" not in payload and "model" in payload and "config" in payload:
+        payload = {"config": payload["config"], "state_dict": payload["model"],
+                   "training_state": {k: payload[k] for k in ("optimizer", "epochs_done", "phases_done",
+                                                               "elapsed", "batch_generator") if k in payload}}
+    if "config" not in payload:
+        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            raise WeightsFileError(f"{name} is a bare state_dict without its config; download weights from the "
+                                   f"History page, which stores the config alongside them")
+        raise WeightsFileError(f"{name} has no 'config' entry: it was not saved by this app")
+    if "state_dict" not in payload:
+        raise WeightsFileError(f"{name} has no 'state_dict' entry: it was not saved by this app")
+    version = payload.get("version", WEIGHTS_VERSION)
+    if not isinstance(version, int) or version > WEIGHTS_VERSION:
+        raise WeightsFileError(f"{name} is format version {version!r}; this app reads up to {WEIGHTS_VERSION}")
+    if not isinstance(payload["config"], dict):
+        raise WeightsFileError(f"{name}: its config should be a dict of settings")
+    try:
+        config = RunConfig.from_dict(payload["config"])
+    except (ConfigError, TypeError) as exc:
+        raise WeightsFileError(f"{name}: its config is invalid: {exc}") from None
+    try:
+        build_model(config, payload["state_dict"])
+    except ModelLoadError as exc:
+        raise WeightsFileError(f"{name} does not match its config: {exc}") from None
+    epochs = payload.get("epochs") or []
+    if not isinstance(epochs, list) or any(not isinstance(e, dict) or set(EPOCH_FIELDS) - set(e) for e in epochs):
+        raise WeightsFileError(f"{name}: its epoch history is malformed")
+    run = payload.get("run") if isinstance(payload.get("run"), dict) else {}
+    state = payload.get("training_state") if isinstance(payload.get("training_state"), dict) else {}
+    return WeightsFile(config, payload["state_dict"], run, epochs, state)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def checkpoint_blob(weights: WeightsFile) -> bytes:
+    """The Trainer.checkpoint bytes for these weights, so the run can be continued (TrainingRun.resume)."""
+    config = weights.config
+    model = build_model(config, weights.state_dict)
+    state = weights.training_state
+    optimizer_state = state.get("optimizer")
+    if optimizer_state is None or not _optimizer_state_fits(config.optimizer, optimizer_state):
+        # Unknown optimizer state: start it fresh (momentum buffers and Adam moments at zero).
+        params = MLPStep(model, config.activation).params
+        optimizer_state = make_optimizer(config.optimizer, params, config.lr, config.weight_decay,
+                                         config.momentum).state_dict()
+    epochs_done = state.get("epochs_done", weights.epochs[-1]["epoch"] if weights.epochs else 0)
+    generator = state.get("batch_generator")
+    if not isinstance(generator, torch.Tensor):
+        generator = torch.Generator().manual_seed(config.seed).get_state()
+    buffer = io.BytesIO()
+    torch.save({"config": config.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer_state, "epochs_done": int(epochs_done),
+                "phases_done": int(state.get("phases_done", len(weights.run.get("schedule") or []))),
+                "elapsed": float(state.get("elapsed", weights.epochs[-1]["elapsed"] if weights.epochs else 0.0)),
+                "batch_generator": generator}, buffer)
+    return buffer.getvalue()
+
+
+def _optimizer_state_fits(optimizer: str, state) -> bool:
+    if not isinstance(state, dict):
+        return False
+    needed = {"sgd": set(), "sgd_momentum": {"buffers"}, "adam": {"steps", "exp_avg", "exp_avg_sq"}}[optimizer]
+    return needed <= set(state)
+
+
+def import_weights(store: Store, weights: WeightsFile, *, test_loss: float | None = None,
+                   test_acc: float | None = None, data_source: str = "") -> str:
+    """Record an uploaded model as a run in the store (history, weights), ready to evaluate or continue."""
+    config = weights.config
+    original = weights.run.get("id")
+    run_id = store.create_run(config.to_dict(), device=weights.run.get("device") or "uploaded file",
+                              data_source=data_source or weights.run.get("data_source", ""),
+                              torch_version=torch.__version__, parameters=weights.parameters, origin="upload")
+    try:
+        epochs_done = weights.training_state.get("epochs_done")
+        schedule = weights.run.get("schedule") or []
+        for epochs, lr in schedule:
+            store.add_phase(run_id, int(epochs), float(lr))
+        for record in weights.epochs:
+            if epochs_done is None or record["epoch"] <= epochs_done:
+                store.add_epoch(run_id, record)
+        store.save_checkpoint(run_id, checkpoint_blob(weights))
+        message = f"imported from a weights file (original run {original})" if original else \
+            "imported from a weights file"
+        status = weights.run.get("status") if weights.run.get("status") in ("finished", "stopped") else "stopped"
+        store.finish_run(run_id, status, message, test_loss, test_acc)
+    except Exception:
+        store.delete_run(run_id)
+        raise
+    return run_id
+
+
+# -- share links ----------------------------------------------------------------------------------
+# URL key -> config field. Short keys keep links readable; every value goes through RunConfig.
+QUERY_KEYS = {"dataset": "dataset", "hidden": "hidden_sizes", "activation": "activation", "batch": "batch_size",
+              "lr": "lr", "epochs": "epochs", "optimizer": "optimizer", "momentum": "momentum",
+              "wd": "weight_decay", "device": "device", "seed": "seed", "val": "val_fraction",
+              "pipeline": "pipeline"}
+_ALWAYS = ("dataset", "hidden", "activation", "batch", "lr", "epochs", "optimizer", "device", "seed", "pipeline")
+_INT_KEYS = {"batch", "epochs", "seed"}
+_FLOAT_KEYS = {"lr", "momentum", "wd", "val"}
+
+
+def config_to_query(config: RunConfig) -> dict[str, str]:
+    """The config as query parameters: the settings people change always, the rest when not default."""
+    default = RunConfig()
+    values = config.to_dict()
+    query = {}
+    for key, name in QUERY_KEYS.items():
+        value = values[name]
+        if key not in _ALWAYS and value == getattr(default, name):
+            continue
+        if name == "hidden_sizes":
+            query[key] = ",".join(str(h) for h in value)
+        elif isinstance(value, float):
+            query[key] = f"{value:g}" if float(f"{value:g}") == value else repr(value)
+        else:
+            query[key] = str(value)
+    return query
+
+
+def is_share_query(params: Mapping) -> bool:
+    return any(key in params for key in QUERY_KEYS)
+
+
+def config_from_query(params: Mapping) -> RunConfig:
+    """A RunConfig from share-link parameters (missing ones take defaults).
+
+    Raises ConfigError listing every invalid value, each named by its URL key.
+    """
+    changes, problems = {}, []
+    for key, name in QUERY_KEYS.items():
+        if key not in params:
+            continue
+        raw = params[key]
+        if isinstance(raw, (list, tuple)):
+            raw = raw[-1] if raw else ""
+        raw = str(raw).strip()
+        try:
+            value = _parse(key, raw)
+            RunConfig(**{name: value})  # this field alone, so every bad field is reported
+        except ConfigError as exc:
+            problems.append(f"{key}={raw!r}: {_without_field(str(exc))}")
+            continue
+        changes[name] = value
+    if problems:
+        raise ConfigError("invalid share link: " + "; ".join(problems))
+    try:
+        return RunConfig(**changes)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid share link: {exc}") from None
+
+
+def _parse(key: str, raw: str):
+    if key == "hidden":
+        parts = [p for p in raw.replace("-", ",").split(",") if p.strip()]
+        try:
+            return tuple(int(p) for p in parts)
+        except ValueError:
+            raise ConfigError("hidden: give whole numbers separated by commas, e.g. 128,64") from None
+    if key in _INT_KEYS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{key}: must be a whole number") from None
+    if key in _FLOAT_KEYS:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{key}: must be a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number")
+        return value
+    if key == "dataset" and raw not in DATASETS:
+        raise ConfigError(f"dataset: must be one of {', '.join(DATASETS)}")
+    return raw
+
+
+def _without_field(message: str) -> str:
+    head, sep, tail = message.partition(": ")
+    return tail if sep and " " not in head else message
+
+
+def config_json(config: RunConfig) -> str:
+    return json.dumps(config.to_dict(), indent=2)
