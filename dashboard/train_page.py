@@ -8,6 +8,7 @@ from core.devices import DeviceError, resolve_device
 
 from .controls import DEFAULTS, LR_OPTIONS, init_state, settings_sidebar, validated_config, widget_values
 from .live_panel import live_panel
+from .share import apply_share_link
 from .state import current_run_id, get_manager, session_owner, set_current_run
 
 
@@ -72,6 +73,7 @@ def attach_to_url_run(run_id: str | None) -> None:
 
 
 def train_page() -> None:
+    apply_share_link()  # a share link's settings fill the sidebar once (invalid ones are reported, not applied)
     manager = get_manager()
     run_id = current_run_id()
     attach_to_url_run(run_id)

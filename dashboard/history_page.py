@@ -1,0 +1,315 @@
+"""The History page: every stored run in a table, overlaid curves, one run opened, weights files loaded.
+
+Reads the run store (RUNS_DB) directly, so listing runs never starts a training worker; Continue
+and Re-run go through the shared RunManager and then show the run on the Train page.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import streamlit as st
+
+from core.config import Phase
+from core.export import WeightsFileError, import_weights, read_weights, table_csv
+from core.history import overlay_series, runs_table
+from core.store import Store, StoreError, db_path_from_env
+
+from . import history_charts
+from .evaluation_panel import cached_evaluation, data_dir, evaluation_panel
+from .run_detail import open_in_train_page, run_detail
+
+STATUS_ICONS = {"finished": "✅ finished", "stopped": "⏹️ stopped", "diverged": "⚠️ diverged",
+                "interrupted": "⚠️ interrupted", "failed": "❌ failed", "running": "▶️ running"}
+COLUMNS = {  # runs-table key -> (column title, column config)
+    "created": ("when", None),
+    "run_id": ("run", None),
+    "dataset": ("dataset", None),
+    "layers": ("layers", None),
+    "hidden_sizes": ("hidden sizes", None),
+    "activation": ("activation", None),
+    "batch_size": ("batch", None),
+    "lr_schedule": ("lr schedule", None),
+    "optimizer": ("optimizer", None),
+    "device": ("device", None),
+    "pipeline": ("pipeline", None),
+    "epochs": ("epochs", None),
+    "status": ("status", None),
+    "best_val_acc": ("best val acc", "percent"),
+    "final_val_acc": ("final val acc", "percent"),
+    "test_acc": ("test acc", "percent"),
+    "median_epoch_s": ("median epoch s", "%.3f"),
+    "origin": ("origin", None),
+}
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(path: str) -> Store:
+    return Store(path)  # a StoreError is not cached: a repaired file is picked up on the next rerun
+
+
+def history_store() -> tuple[Store | None, str]:
+    path = str(db_path_from_env())
+    try:
+        return _open_store(path), ""
+    except StoreError as exc:
+        return None, str(exc)
+
+
+def history_page() -> None:
+    st.title("Run history")
+    store, problem = history_store()
+    if store is None:
+        st.error(f"Run history is off: {problem} Training still works on the Train page; its runs are not "
+                 f"recorded until the database is usable.")
+        return
+    try:
+        rows = runs_table(store)
+    except StoreError as exc:
+        st.error(f"Run history cannot be read: {exc}")
+        return
+    if st.session_state.get("hist_flash"):
+        st.success(st.session_state.hist_flash)
+        st.session_state.hist_flash = ""
+    by_id = {row["run_id"]: row for row in rows}
+    _sanitize_state(by_id)
+    if not rows:
+        st.info("No runs yet. Train one on the Train page (or with `python -m core train`); every run is kept here.")
+    else:
+        draw_table(rows)
+        draw_overlay(store, by_id)
+        draw_open_run(store, by_id)
+    draw_confirm_delete(store, by_id)
+    draw_upload(store)
+
+
+def _sanitize_state(by_id: dict) -> None:
+    """Drop deleted runs from the widgets' state before the widgets are drawn."""
+    selected = st.session_state.get("hist_selected")
+    if selected is not None:
+        st.session_state.hist_selected = [r for r in selected if r in by_id]
+    if "hist_open" not in st.session_state:
+        wanted = st.query_params.get("run")
+        st.session_state.hist_open = wanted if wanted in by_id else None
+        if wanted and wanted not in by_id:
+            st.warning(f"Run `{wanted}` (from the link) is not in this history.")
+    elif st.session_state.hist_open not in by_id:
+        st.session_state.hist_open = None
+
+
+# -- the table --------------------------------------------------------------------------------------
+def draw_table(rows: list[dict]) -> None:
+    filters = st.columns([1.2, 1.5, 2])
+    datasets = filters[0].multiselect("Dataset", sorted({r["dataset"] for r in rows}), key="hist_f_dataset",
+                                      placeholder="all datasets")
+    statuses = filters[1].multiselect("Status", sorted({r["status"] for r in rows}), key="hist_f_status",
+                                      placeholder="all statuses")
+    text = filters[2].text_input("Search", key="hist_f_text", placeholder="run id, optimizer, device, …")
+    shown = [r for r in rows if (not datasets or r["dataset"] in datasets) and
+             (not statuses or r["status"] in statuses) and
+             (not text or text.lower() in " ".join(str(v) for v in r.values()).lower())]
+    st.session_state.hist_table_ids = [r["run_id"] for r in shown]
+    frame = pd.DataFrame([{k: r[k] for k in COLUMNS} for r in shown], columns=list(COLUMNS))
+    frame["status"] = frame["status"].map(lambda s: STATUS_ICONS.get(s, s))
+    config = {}
+    for key, (title, fmt) in COLUMNS.items():
+        config[key] = st.column_config.NumberColumn(title, format=fmt) if fmt else st.column_config.Column(title)
+    st.dataframe(frame, hide_index=True, column_config=config, key="hist_table", on_select=_table_selected,
+                 selection_mode="multi-row", height=min(420, 38 + 35 * max(1, len(frame))))
+    cols = st.columns([3, 1])
+    cols[0].caption(f"{len(shown)} of {len(rows)} runs · click column titles to sort · tick rows to overlay them "
+                    f"below · interrupted runs keep the epochs they finished")
+    cols[1].download_button("All runs (CSV)", data=lambda: table_csv(rows), file_name="runs.csv", mime="text/csv",
+                            key="hist_runs_csv", on_click="ignore", width="stretch")
+
+
+def _table_selected() -> None:
+    state = st.session_state.get("hist_table")
+    ids = st.session_state.get("hist_table_ids", [])
+    picked = [ids[i] for i in state.selection.rows if i < len(ids)] if state else []
+    st.session_state.hist_selected = picked
+    if len(picked) == 1:
+        st.session_state.hist_open = picked[0]
+        st.query_params["run"] = picked[0]
+
+
+# -- overlay ----------------------------------------------------------------------------------------
+def _label(row: dict) -> str:
+    return (f"{row['run_id']} · {row['dataset']} [{row['hidden_sizes']}] {row['activation']} · "
+            f"{row['optimizer']} {row['lr_schedule']} · {row['status']}")
+
+
+def draw_overlay(store: Store, by_id: dict) -> None:
+    st.subheader("Compare runs")
+    st.multiselect("Runs to overlay", list(by_id), key="hist_selected", format_func=lambda r: _label(by_id[r]),
+                   placeholder="pick runs here or tick them in the table")
+    selected = st.session_state.get("hist_selected") or []
+    cols = st.columns([1.3, 1.5, 1, 1], vertical_alignment="bottom")
+    x = cols[0].radio("x-axis", ("epoch", "elapsed"), key="hist_x", horizontal=True,
+                      format_func={"epoch": "epoch", "elapsed": "wall seconds"}.get)
+    smoothing = cols[1].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="hist_smooth",
+                               help="Exponential moving average weight (0 = raw values).")
+    log_loss = cols[2].checkbox("Log-scale loss", key="hist_log")
+    if selected:
+        cols[3].button(f"Delete {len(selected)} selected…", key="hist_delete_selected", on_click=_ask_delete,
+                       args=(list(selected),))
+    if not selected:
+        st.caption("Select runs to overlay their validation curves; the legend shows the settings that differ.")
+        return
+    try:
+        runs = [store.get_run(r) for r in selected]
+        epochs = {r: store.epochs(r) for r in selected}
+    except (KeyError, StoreError) as exc:
+        st.error(f"Cannot read the selected runs: {exc}")
+        return
+    series = overlay_series(runs, epochs, x=x, smoothing=smoothing)
+    left, right = st.columns(2)
+    left.plotly_chart(history_charts.overlay_figure(series, "val_loss", x=x, log_y=log_loss),
+                      config=history_charts.CONFIG, key="overlay_loss")
+    right.plotly_chart(history_charts.overlay_figure(series, "val_acc", x=x), config=history_charts.CONFIG,
+                       key="overlay_acc")
+
+
+# -- one run ----------------------------------------------------------------------------------------
+def draw_open_run(store: Store, by_id: dict) -> None:
+    st.subheader("Run details")
+    st.selectbox("Open a run", list(by_id), key="hist_open", index=None, format_func=lambda r: _label(by_id[r]),
+                 on_change=_open_changed, placeholder="choose a run (or tick one row in the table)")
+    run_id = st.session_state.get("hist_open")
+    if run_id:
+        run_detail(store, run_id, by_id[run_id]["weights_kept"], _ask_delete)
+
+
+def _open_changed() -> None:
+    run_id = st.session_state.get("hist_open")
+    if run_id:
+        st.query_params["run"] = run_id
+    elif "run" in st.query_params:
+        del st.query_params["run"]
+
+
+# -- delete -----------------------------------------------------------------------------------------
+def _ask_delete(run_ids: list[str]) -> None:
+    st.session_state.hist_confirm = list(run_ids)
+
+
+def draw_confirm_delete(store: Store, by_id: dict) -> None:
+    pending = [r for r in st.session_state.get("hist_confirm") or [] if r in by_id]
+    if not pending:
+        return
+    epochs = sum(by_id[r]["epochs"] for r in pending)
+    with st.container(border=True):
+        st.warning(f"Delete {len(pending)} run(s) ({', '.join(pending)}) with {epochs} epoch(s) and their kept "
+                   f"weights? This cannot be undone.")
+        cols = st.columns([1, 1, 4])
+        cols[0].button("Yes, delete", key="hist_confirm_yes", type="primary", on_click=_delete,
+                       args=(store, pending))
+        cols[1].button("Cancel", key="hist_confirm_no", on_click=_ask_delete, args=([],))
+
+
+def _delete(store: Store, run_ids: list[str]) -> None:
+    deleted, refused = [], []
+    for run_id in run_ids:
+        try:
+            if store.get_run(run_id)["status"] == "running":
+                refused.append(run_id)
+                continue
+            store.delete_run(run_id)
+            deleted.append(run_id)
+        except KeyError:
+            deleted.append(run_id)
+        except StoreError as exc:
+            st.session_state.hist_flash = f"Delete failed: {exc}"
+            return
+    st.session_state.hist_confirm = []
+    st.session_state.hist_selected = [r for r in st.session_state.get("hist_selected") or [] if r not in deleted]
+    if st.session_state.get("hist_open") in deleted:
+        st.session_state.hist_open = None
+        if "run" in st.query_params:
+            del st.query_params["run"]
+    message = f"Deleted {len(deleted)} run(s)." if deleted else ""
+    if refused:
+        message += f" Not deleted while still running: {', '.join(refused)} (stop them first)."
+    st.session_state.hist_flash = message.strip()
+
+
+# -- weights files ----------------------------------------------------------------------------------
+def draw_upload(store: Store) -> None:
+    with st.expander("Load a weights file (.pt) to evaluate or continue it",
+                     expanded=bool(st.session_state.get("hist_upload"))):
+        upload = st.file_uploader("Weights file downloaded from a run (Export & share tab)", type=["pt"],
+                                  key="hist_upload")
+        if upload is None:
+            return
+        data = upload.getvalue()
+        try:
+            weights = read_weights(data, name=f"'{upload.name}'")
+        except WeightsFileError as exc:
+            st.error(f"Cannot load this file: {exc}")
+            return
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        origin = weights.run.get("id")
+        st.success(f"Loaded {weights.config.describe()}: {weights.parameters:,} parameters, "
+                   f"{len(weights.epochs)} epoch(s) of history" + (f", from run {origin}." if origin else "."))
+        imported = st.session_state.setdefault("hist_imported", {})
+        cols = st.columns([1, 1.3, 1, 2], vertical_alignment="bottom")
+        cols[0].number_input("More epochs", 1, 200, 5, key="hist_up_epochs")
+        schedule = weights.run.get("schedule") or [[weights.config.epochs, weights.config.lr]]
+        cols[1].number_input("Learning rate", 1e-5, 10.0, float(schedule[-1][1]), format="%g", key="hist_up_lr")
+        continue_clicked = cols[2].button("Continue training", key="hist_up_continue", type="primary",
+                                          help="Adds the model to the history and trains it further.")
+        add_clicked = cols[3].button("Add to history", key="hist_up_add", disabled=digest in imported,
+                                     help="Record it as a run (history and weights) without training.")
+        if add_clicked or continue_clicked:
+            run_id = imported.get(digest)
+            if run_id is None or not _exists(store, run_id):
+                run_id = _import(store, weights, digest)
+                if run_id is None:
+                    return
+                imported[digest] = run_id
+            if continue_clicked:
+                _continue_upload(run_id, weights)
+            st.session_state.hist_flash = f"Added the uploaded model to the history as run {run_id}."
+            st.rerun()
+        evaluation_panel(weights.config, weights.state_dict, f"upload|{digest}", key="upload_eval",
+                         recorded_test_acc=weights.run.get("test_acc"), trained_on=weights.run.get("data_source", ""))
+
+
+def _exists(store: Store, run_id: str) -> bool:
+    try:
+        store.get_run(run_id)
+        return True
+    except (KeyError, StoreError):
+        return False
+
+
+def _import(store: Store, weights, digest: str) -> str | None:
+    try:
+        evaluation = cached_evaluation(f"upload|{digest}", data_dir(), weights.config, weights.state_dict)
+        test = (evaluation.loss, evaluation.accuracy)
+    except Exception:  # data missing here: the run is still recorded, without a test result
+        test = (None, None)
+    try:
+        return import_weights(store, weights, test_loss=test[0], test_acc=test[1],
+                              data_source=weights.run.get("data_source", ""))
+    except (StoreError, ValueError) as exc:
+        st.error(f"Cannot add it to the history: {exc}")
+        return None
+
+
+def _continue_upload(run_id: str, weights) -> None:
+    from .state import get_manager
+
+    epochs, lr = int(st.session_state.hist_up_epochs), float(st.session_state.hist_up_lr)
+    Phase(epochs, lr)  # validates
+    manager = get_manager()
+    try:
+        if weights.epochs:
+            manager.continue_run(run_id, epochs, lr)
+        else:
+            raise RuntimeError("the file carries no epoch history, so it cannot be continued in place; "
+                               "it was added to the history for evaluation")
+    except (RuntimeError, KeyError, ValueError) as exc:
+        st.session_state.hist_flash = f"Added as run {run_id}, but cannot continue it: {exc}"
+        st.rerun()
+    open_in_train_page(run_id)

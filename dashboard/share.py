@@ -1,0 +1,96 @@
+"""Share links: a run's settings as URL query parameters, and filling the sidebar from such a link.
+
+Encoding and validation live in core.export (RunConfig checks every value); this module only knows
+what the sidebar's widgets can show, and talks to st.query_params and st.session_state.
+"""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from core.config import ConfigError, RunConfig
+from core.devices import list_devices
+from core.export import QUERY_KEYS, config_from_query, config_to_query, is_share_query
+
+from .controls import init_state
+
+TRAIN_URL_PATH = "train"
+# The sidebar widgets' ranges (dashboard/controls.py): a link asking for more cannot be shown there.
+SIDEBAR_RANGES = {"hidden": (8, 1024), "layers": (1, 4), "batch": (16, 2048), "epochs": (1, 50),
+                  "seed": (0, 2**31 - 1)}
+NOT_IN_SIDEBAR = {"momentum": "momentum", "weight_decay": "weight decay", "val_fraction": "validation share"}
+
+
+def share_url(config: RunConfig, current_page_path: str = "") -> str:
+    """An absolute link to the Train page with the config in its query (relative when the URL is unknown)."""
+    query = urlencode(config_to_query(config))
+    url = st.context.url
+    if not url:
+        return f"/{TRAIN_URL_PATH}?{query}"
+    base = url.removesuffix("/")
+    if current_page_path and base.endswith("/" + current_page_path):
+        base = base[:-len(current_page_path) - 1]
+    return f"{base}/{TRAIN_URL_PATH}?{query}"
+
+
+def sidebar_check(config: RunConfig) -> tuple[list[str], list[str]]:
+    """(problems that stop the link being applied, notes about settings the sidebar replaces)."""
+    problems, notes = [], []
+    hidden = config.hidden_sizes
+    if len(set(hidden)) > 1:
+        problems.append(f"hidden sizes {'-'.join(map(str, hidden))} differ per layer; the sidebar gives every "
+                        f"layer the same width")
+    checks = {"hidden": max(hidden), "layers": len(hidden), "batch": config.batch_size, "epochs": config.epochs,
+              "seed": config.seed}
+    for name, value in checks.items():
+        low, high = SIDEBAR_RANGES[name]
+        if not low <= value <= high:
+            problems.append(f"{name} {value} is outside the sidebar's range {low}–{high}")
+    default = RunConfig()
+    for name, label in NOT_IN_SIDEBAR.items():
+        if getattr(config, name) != getattr(default, name):
+            notes.append(f"{label} {getattr(config, name):g} is not a sidebar setting, so the default "
+                         f"{getattr(default, name):g} applies")
+    devices = {d.kind: d for d in list_devices()}
+    if config.device in devices and not devices[config.device].available:
+        notes.append(f"device {config.device} is not available here ({devices[config.device].reason}); "
+                     f"another device is selected")
+    return problems, notes
+
+
+def apply_share_link() -> None:
+    """Fill the sidebar from share-link query parameters once, then drop them from the URL.
+
+    Call before the sidebar's widgets are drawn. Invalid links change nothing and say why.
+    """
+    params = st.query_params.to_dict()
+    if is_share_query(params):
+        for key in QUERY_KEYS:
+            if key in st.query_params:
+                del st.query_params[key]
+        st.session_state.share_message = _apply(params)
+    message = st.session_state.get("share_message")
+    if message:
+        kind, text = message
+        {"error": st.error, "warning": st.warning, "success": st.success}[kind](text)
+        st.button("Dismiss", key="share_dismiss", on_click=_dismiss)
+
+
+def _apply(params: dict) -> tuple[str, str]:
+    try:
+        config = config_from_query(params)
+    except ConfigError as exc:
+        return "error", f"This share link was not applied: {str(exc).removeprefix('invalid share link: ')}."
+    problems, notes = sidebar_check(config)
+    if problems:
+        return "error", f"This share link was not applied: {'; '.join(problems)}."
+    init_state(config, force=True)
+    text = f"Settings filled in from a share link: {config.describe()}. Press **Train** to run them."
+    if notes:
+        return "warning", text + " Note: " + "; ".join(notes) + "."
+    return "success", text
+
+
+def _dismiss() -> None:
+    st.session_state.share_message = None
