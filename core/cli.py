@@ -1,4 +1,4 @@
-"""Command line: `python -m core train|bench ...`, the same engine as the dashboard, headless.
+"""Command line: `python -m core train|bench|compare|speedup-map ...`, the same engine as the dashboard, headless.
 
 `train` prints one JSON object per epoch on stdout and a final summary object; people-readable
 progress goes to stderr. Bad options exit with status 2 and a one-line reason.
@@ -54,13 +54,16 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
     parser.add_argument("--pipeline", choices=PIPELINES, default=d.pipeline)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-cuda-graphs", action="store_true",
+                        help="on CUDA, launch every kernel of a step eagerly instead of replaying a captured graph")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(dataset=args.dataset, hidden_sizes=_hidden_sizes(args.hidden), activation=args.activation,
                      batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, optimizer=args.optimizer,
                      momentum=args.momentum, weight_decay=args.weight_decay, device=args.device, seed=args.seed,
-                     val_fraction=args.val_fraction, pipeline=args.pipeline, threads=args.threads)
+                     val_fraction=args.val_fraction, pipeline=args.pipeline, threads=args.threads,
+                     cuda_graphs=not getattr(args, "no_cuda_graphs", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tutorial-epochs", type=int, default=3, help="epochs of the slow pipeline (1 is warm-up)")
     bench.add_argument("--threads", type=int, help="torch CPU threads for every leg (default: torch's choice)")
     bench.add_argument("--devices", default="auto", help="comma list: cpu,cuda (default: cpu, plus cuda if present)")
+    add_compare_commands(commands)
     return parser
+
+
+def add_compare_commands(commands) -> None:
+    from .compare import DEFAULT_TARGET
+    from .speedup_map import add_map_options
+
+    compare = commands.add_parser(
+        "compare", help="one experiment on several legs, one after another; JSON per leg per epoch, then a summary",
+        description="Legs are KEY=VALUE lists: device=cpu|cuda|mps, threads=N, pipeline=resident|dataloader, "
+                    "graphs=on|off. The first leg is the baseline for speedups. Train options set the experiment; "
+                    "each leg overrides device, threads and pipeline.")
+    compare.add_argument("--leg", action="append",
+                         help="e.g. device=cpu,threads=1 (repeat; default: CPU vs CUDA, or CPU 1 vs all threads)")
+    compare.add_argument("--with-pipeline", action="store_true",
+                         help="with the default legs: add the tutorial's DataLoader pipeline leg")
+    compare.add_argument("--target", type=float, default=DEFAULT_TARGET,
+                         help="validation accuracy (0-1) for time-to-target (default %(default)s)")
+    add_config_options(compare)
+    compare.add_argument("--schedule", help="phases EPOCHS@LR,...; e.g. 5@0.5,5@0.1 (overrides --epochs/--lr)")
+    compare.add_argument("--db", help="SQLite file for run history (default: $RUNS_DB or ./runs.db)")
+    compare.add_argument("--no-db", action="store_true", help="do not record the legs' runs")
+    speedup = commands.add_parser("speedup-map", help="time training steps over a grid of sizes on each leg; JSON",
+                                  description="Speedup of each leg over the first (GPU over CPU, or all CPU threads "
+                                              "over one) per hidden size, layer count and batch size.")
+    add_map_options(speedup)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from .bench import run_bench
             return run_bench(args)
+        if args.command == "compare":
+            from .compare import cmd_compare
+            return cmd_compare(args)
+        if args.command == "speedup-map":
+            from .speedup_map import cmd_speedup_map
+            return cmd_speedup_map(args)
     except (CliError, ConfigError, DataError, DeviceError, TrainingError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ class RunConfig:
     val_fraction: float = 0.2  # share of the official training set held out for validation
     pipeline: str = "resident"  # "dataloader" is the tutorial's per-sample ToTensor + DataLoader
     threads: int | None = None  # torch intra-op threads for CPU runs; None keeps the process setting
+    cuda_graphs: bool = True  # on CUDA with the resident pipeline: replay each step as one captured CUDA graph
 
     def __post_init__(self) -> None:
         hidden = self.hidden_sizes
@@ -65,6 +66,8 @@ class RunConfig:
         _float_range("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
         if self.threads is not None:
             _int_range("threads", self.threads, 1, 256)
+        if not isinstance(self.cuda_graphs, bool):
+            raise ConfigError(f"cuda_graphs: must be true or false; got {self.cuda_graphs!r}")
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

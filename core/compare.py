@@ -1,0 +1,604 @@
+"""Comparison runs: one experiment on several legs (device, CPU threads, data pipeline), one after another.
+
+Every leg trains the same RunConfig except for its device, thread count, pipeline and CUDA-graph
+switch, so all legs start from the same weights (seeded init on the CPU) and see the same batches
+(a CPU generator orders them): their curves are comparable epoch by epoch. Legs run one after the
+other, never at once, so one leg's work cannot slow another's clock.
+
+The summary compares each leg with the first: median epoch seconds with the warm-up epoch left out
+(it carries one-off costs: allocation, BLAS/cuBLAS initialisation), samples/s, speedup, time to a
+target validation accuracy, and parity, the largest relative difference of per-epoch validation
+losses, which says whether the legs computed the same numbers.
+
+`run_in_process` runs the legs in this process (the CLI); `Comparisons` runs them as RunManager
+runs, each in a worker process (the dashboard).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import statistics
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from .config import DEVICES, PIPELINES, ConfigError, Phase, RunConfig
+from .cuda_graph import graph_support
+from .devices import DeviceError, list_devices
+from .store import StoreError
+from .train import FAILED, FINISHED, STOPPED, EpochResult, TrainingError
+
+LEG_DEVICES = tuple(d for d in DEVICES if d != "auto")
+DEFAULT_TARGET = 0.95  # validation accuracy for "time to target"
+PARITY_BAR = 1e-4  # relative per-epoch val-loss difference that still counts as "the same numbers"
+DEVICE_NAMES = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}
+
+
+# -- legs -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Leg:
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads; None keeps the training process's setting
+    pipeline: str = "resident"
+    cuda_graphs: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device not in LEG_DEVICES:
+            raise ConfigError(f"leg device: must be one of {', '.join(LEG_DEVICES)}; got {self.device!r}")
+        RunConfig(device=self.device, threads=self.threads, pipeline=self.pipeline, cuda_graphs=self.cuda_graphs)
+
+    @classmethod
+    def parse(cls, text: str) -> "Leg":
+        """'device=cpu,threads=1,pipeline=dataloader,graphs=off' -> Leg (keys in any order, all optional)."""
+        values: dict = {}
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            key, value = key.strip().lower(), value.strip().lower()
+            if not sep or not value:
+                raise ConfigError(f"leg '{text}': '{part}' should look like KEY=VALUE, e.g. device=cpu,threads=1")
+            if key == "device":
+                values["device"] = value
+            elif key == "threads":
+                try:
+                    values["threads"] = int(value)
+                except ValueError:
+                    raise ConfigError(f"leg '{text}': threads must be a whole number; got {value!r}") from None
+            elif key == "pipeline":
+                values["pipeline"] = "dataloader" if value == "tutorial" else value
+            elif key in ("graphs", "cuda_graphs"):
+                if value not in ("on", "off", "true", "false", "1", "0"):
+                    raise ConfigError(f"leg '{text}': graphs must be on or off; got {value!r}")
+                values["cuda_graphs"] = value in ("on", "true", "1")
+            else:
+                raise ConfigError(f"leg '{text}': unknown key {key!r}; use device, threads, pipeline, graphs")
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"leg '{text}': {exc}") from None
+
+    def spec(self) -> str:
+        parts = [f"device={self.device}"]
+        if self.threads is not None:
+            parts.append(f"threads={self.threads}")
+        if self.pipeline != "resident":
+            parts.append(f"pipeline={self.pipeline}")
+        if not self.cuda_graphs and self.device == "cuda":
+            parts.append("graphs=off")
+        return ",".join(parts)
+
+    def label(self) -> str:
+        parts = [DEVICE_NAMES[self.device]]
+        if self.threads is not None:
+            parts.append(f"{self.threads} thread{'s' if self.threads != 1 else ''}")
+        if self.device == "cuda" and self.pipeline == "resident":
+            parts.append("CUDA graph" if self.cuda_graphs else "eager")
+        parts.append("tutorial DataLoader" if self.pipeline == "dataloader" else "resident")
+        return " · ".join(parts)
+
+    def config(self, base: RunConfig) -> RunConfig:
+        return base.replace(device=self.device, threads=self.threads, pipeline=self.pipeline,
+                            cuda_graphs=self.cuda_graphs)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Leg":
+        return cls(**data)
+
+
+def unavailable_reason(leg: Leg) -> str:
+    """'' when the leg's device is here, else why not (for the page and the CLI)."""
+    for info in list_devices():
+        if info.kind == leg.device:
+            return "" if info.available else f"{info.label} is not available: {info.reason}"
+    return f"unknown device {leg.device}"
+
+
+def default_legs(with_pipeline: bool = False, devices=None) -> list[Leg]:
+    """CPU vs the GPU when there is one; else CPU 1 thread vs CPU all threads. `with_pipeline` adds the
+    tutorial's DataLoader pipeline on the fastest device, beside its resident leg."""
+    available = {d.kind for d in (devices if devices is not None else list_devices()) if d.available}
+    cores = os.cpu_count() or 1
+    gpu = "cuda" if "cuda" in available else "mps" if "mps" in available else None
+    if gpu:
+        legs = [Leg("cpu", threads=cores), Leg(gpu)]
+        tutorial = Leg(gpu, pipeline="dataloader")
+    else:
+        legs = [Leg("cpu", threads=1), Leg("cpu", threads=cores)]
+        tutorial = Leg("cpu", threads=1, pipeline="dataloader")
+    return legs + [tutorial] if with_pipeline else legs
+
+
+# -- summary ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LegRun:
+    """What a leg produced: its epochs and how it ended (the summary's input)."""
+
+    leg: Leg
+    status: str
+    epochs: tuple[EpochResult, ...] = ()
+    test_acc: float | None = None
+    device_label: str = ""
+    message: str = ""
+    startup_s: float | None = None  # building the trainer: data and model to the device (CUDA context)
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class LegSummary:
+    index: int
+    label: str
+    spec: str
+    status: str
+    device: str
+    epochs: int
+    warmup_epoch_s: float | None  # the first epoch, shown apart, never averaged in
+    median_epoch_s: float | None  # median of the other epochs
+    samples_per_s: float | None  # training samples / median epoch seconds
+    speedup: float | None  # first leg's median epoch seconds / this leg's
+    time_to_target_s: float | None  # training wall clock (warm-up epoch included) until val acc >= target
+    target_epoch: int | None
+    final_val_acc: float | None
+    test_acc: float | None
+    val_loss_rel_diff: float | None  # largest per-epoch relative val-loss difference from the first leg
+    graphs: str  # "on", or why the step is eager ("" off CUDA)
+    startup_s: float | None = None
+    message: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class ComparisonSummary:
+    legs: tuple[LegSummary, ...]
+    target: float
+    parity: float | None  # the largest val_loss_rel_diff over the legs
+    parity_text: str
+    pipeline_text: str
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "parity": self.parity, "parity_bar": PARITY_BAR,
+                "parity_text": self.parity_text, "pipeline_text": self.pipeline_text,
+                "legs": [dataclasses.asdict(leg) for leg in self.legs]}
+
+
+def timed_epochs(epochs) -> list[EpochResult]:
+    """The epochs that count for speed: all but the warm-up one, which is never averaged in."""
+    return [e for e in epochs if not e.warmup]
+
+
+def time_to_target(epochs, target: float) -> tuple[float | None, int | None]:
+    for e in epochs:
+        if e.val_acc >= target:
+            return e.elapsed, e.epoch
+    return None, None
+
+
+def val_loss_difference(reference, other) -> float | None:
+    """max over shared epochs of |a - b| / |a| (None when no epoch is shared)."""
+    pairs = list(zip(reference, other))
+    if not pairs:
+        return None
+    return max(abs(a.val_loss - b.val_loss) / max(abs(a.val_loss), 1e-12) for a, b in pairs)
+
+
+def summarize(leg_runs: list[LegRun], target: float = DEFAULT_TARGET, base: RunConfig | None = None
+              ) -> ComparisonSummary:
+    base = base or RunConfig()
+    medians = []
+    for run in leg_runs:
+        timed = timed_epochs(run.epochs)
+        medians.append(statistics.median(e.seconds for e in timed) if timed else None)
+    reference = leg_runs[0].epochs if leg_runs else ()
+    rows = []
+    for i, (run, median) in enumerate(zip(leg_runs, medians)):
+        n_train = round(run.epochs[0].samples_per_s * run.epochs[0].seconds) if run.epochs else 0
+        seconds, epoch = time_to_target(run.epochs, target)
+        graphed, why = graph_support(run.leg.config(base), run.leg.device)
+        rows.append(LegSummary(
+            index=i, label=run.leg.label(), spec=run.leg.spec(), status=run.status, device=run.device_label,
+            epochs=len(run.epochs),
+            warmup_epoch_s=next((e.seconds for e in run.epochs if e.warmup), None),
+            median_epoch_s=median,
+            samples_per_s=n_train / median if median else None,
+            speedup=medians[0] / median if median and medians[0] else None,
+            time_to_target_s=seconds, target_epoch=epoch,
+            final_val_acc=run.epochs[-1].val_acc if run.epochs else None,
+            test_acc=run.test_acc,
+            val_loss_rel_diff=val_loss_difference(reference, run.epochs) if i else None,
+            graphs="on" if graphed else ("" if run.leg.device != "cuda" else why),
+            startup_s=run.startup_s, message=run.message, run_id=run.run_id))
+    diffs = [r.val_loss_rel_diff for r in rows[1:] if r.val_loss_rel_diff is not None]
+    parity = max(diffs) if diffs else None
+    return ComparisonSummary(tuple(rows), target, parity, parity_sentence(leg_runs, parity),
+                             pipeline_sentence(leg_runs, rows))
+
+
+def parity_sentence(leg_runs: list[LegRun], parity: float | None) -> str:
+    if parity is None:
+        return ""
+    gpu = any(r.leg.device != "cpu" for r in leg_runs)
+    why = ("A GPU sums in a different order than the CPU (cuBLAS picks its own blocking and split of each "
+           "matrix product; parallel reductions add partial sums in whatever order the threads finish), "
+           "and float addition is not associative, so the last bits differ; over thousands of SGD steps "
+           "such differences can grow a little." if gpu else
+           "Different thread counts can split a sum into different partial sums, and float addition is not "
+           "associative, so the last bits may differ.")
+    if parity == 0:
+        return ("Parity: identical per-epoch validation losses on every leg: the legs computed the same numbers "
+                "(same seed, same initial weights, same batch order).")
+    if parity <= PARITY_BAR:
+        return (f"Parity: the same numbers within float rounding: per-epoch validation losses differ by at most "
+                f"{parity:.1e} relative (bar {PARITY_BAR:.0e}). {why}")
+    return (f"Parity: per-epoch validation losses differ by up to {parity:.1e} relative, more than float rounding "
+            f"({PARITY_BAR:.0e}). {why} The legs may also differ in settings that change the arithmetic.")
+
+
+def pipeline_sentence(leg_runs: list[LegRun], rows: list[LegSummary]) -> str:
+    """One plain sentence per tutorial-pipeline leg that has a resident twin on the same device."""
+    sentences = []
+    for run, row in zip(leg_runs, rows):
+        if run.leg.pipeline != "dataloader" or not row.median_epoch_s:
+            continue
+        twins = [r for lr, r in zip(leg_runs, rows)
+                 if lr.leg.device == run.leg.device and lr.leg.pipeline == "resident" and r.median_epoch_s]
+        if not twins:
+            continue
+        twin = min(twins, key=lambda r: r.median_epoch_s)
+        tutorial_s, resident_s = row.median_epoch_s, twin.median_epoch_s
+        slower = tutorial_s / resident_s
+        waiting = max(0.0, 1 - resident_s / tutorial_s)
+        if run.leg.device == "cpu":
+            sentences.append(
+                f"The tutorial's pipeline took {tutorial_s:.2f} s per epoch against {resident_s:.2f} s for the same "
+                f"training with the data resident ({slower:.0f}x slower): {waiting:.0%} of its epoch goes to preparing "
+                f"batches one image at a time (PIL image, ToTensor, DataLoader collate), not to the network's "
+                f"arithmetic. On a GPU this CPU work stays the same, and the GPU waits for it.")
+        else:
+            sentences.append(
+                f"The tutorial's pipeline took {tutorial_s:.2f} s per epoch on {DEVICE_NAMES[run.leg.device]} against "
+                f"{resident_s:.2f} s with the data resident on the GPU ({slower:.0f}x slower): the GPU's own work "
+                f"fits in {resident_s:.2f} s, so for about {waiting:.0%} of each epoch it sits idle, waiting for the "
+                f"CPU to convert images one at a time and copy each batch over.")
+    return " ".join(sentences)
+
+
+# -- in this process (the CLI) ----------------------------------------------------------------------
+def check_legs(legs: list[Leg]) -> None:
+    """Fail before training anything when a leg's device is missing."""
+    for leg in legs:
+        reason = unavailable_reason(leg)
+        if reason:
+            raise DeviceError(f"leg {leg.spec()}: {reason}")
+
+
+def run_in_process(base: RunConfig, legs: list[Leg], phases: list[Phase], *, dataset=None, data_dir=None,
+                   store=None, cancel: threading.Event | None = None, on_epoch=None, on_leg=None) -> list[LegRun]:
+    """Train each leg in turn in this process; a leg that fails is recorded and the next one runs."""
+    from .data import load_dataset
+    from .runs import TrainingRun
+
+    cancel = cancel or threading.Event()
+    dataset = dataset or load_dataset(base.dataset, data_dir)
+    results: list[LegRun] = []
+    for i, leg in enumerate(legs):
+        if cancel.is_set():
+            break
+        config = leg.config(base).replace(epochs=phases[0].epochs, lr=phases[0].lr)
+        start = time.perf_counter()
+        try:
+            run = TrainingRun(config, dataset=dataset, store=store, cancel=cancel, origin="compare")
+        except TrainingError as exc:
+            results.append(LegRun(leg, FAILED, message=str(exc)))
+            continue
+        startup = time.perf_counter() - start
+        if on_leg is not None:
+            on_leg(i, leg, run)
+        try:
+            run.run_schedule(phases, on_epoch=(lambda e, i=i: on_epoch(i, e)) if on_epoch else None)
+        except TrainingError as exc:
+            results.append(LegRun(leg, FAILED, tuple(run.epochs), None, run.trainer.device_label, str(exc), startup,
+                                  run.id))
+            continue
+        results.append(LegRun(leg, run.status, tuple(run.epochs), run.test_acc, run.trainer.device_label,
+                              run.message, startup, run.id))
+    return results
+
+
+def comparison_payload(comparison_id: str, base: RunConfig, legs: list[Leg], phases, leg_runs: list[LegRun],
+                       status: str, target: float, created_at: float, message: str = "", overlap: str = "") -> dict:
+    return {"id": comparison_id, "created_at": created_at, "status": status, "message": message,
+            "overlap": overlap, "base": base.to_dict(), "legs": [leg.to_dict() for leg in legs],
+            "phases": [[p.epochs, p.lr] for p in phases], "run_ids": [r.run_id for r in leg_runs],
+            "startup_s": [r.startup_s for r in leg_runs], "target": target,
+            "summary": summarize(leg_runs, target, base).to_dict()}
+
+
+def comparison_title(base: RunConfig, legs: list[Leg]) -> str:
+    return f"{' vs '.join(leg.label() for leg in legs)}: {base.describe()}"
+
+
+def cmd_compare(args) -> int:
+    """`python -m core compare`: JSON per leg per epoch on stdout, then a summary object."""
+    from .cli import config_from_args
+    from .config import parse_schedule
+    from .reports import COMPARISON, ReportStore
+    from .store import Store
+
+    legs = [Leg.parse(text) for text in args.leg] if args.leg else default_legs(args.with_pipeline)
+    check_legs(legs)
+    base = config_from_args(args)
+    phases = list(parse_schedule(args.schedule) if args.schedule else [Phase(base.epochs, base.lr)])
+    base = base.replace(epochs=phases[0].epochs, lr=phases[0].lr)
+    if not 0 < args.target <= 1:
+        raise ConfigError(f"--target: a validation accuracy between 0 and 1; got {args.target}")
+    store = None if args.no_db else Store(args.db)
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    comparison_id = uuid.uuid4().hex[:12]
+    created = time.time()
+
+    def on_leg(i, leg, run) -> None:
+        if run.dataset.note and i == 0:
+            print(f"note: {run.dataset.note}", file=sys.stderr)
+        print(f"leg {i}: {leg.label()} on {run.trainer.device_label}, {config_line(run)}", file=sys.stderr, flush=True)
+
+    def on_epoch(i, result: EpochResult) -> None:
+        print(json.dumps({"leg": i, "leg_label": legs[i].label(), "leg_spec": legs[i].spec(), **result.to_dict()}),
+              flush=True)
+        mark = " (warm-up)" if result.warmup else ""
+        print(f"  leg {i} epoch {result.epoch:3d}  val_loss {result.val_loss:.5f}  val_acc {result.val_acc:.2%}  "
+              f"{result.seconds:.3f}s{mark}", file=sys.stderr, flush=True)
+
+    try:
+        leg_runs = run_in_process(base, legs, phases, data_dir=args.data_dir, store=store, cancel=cancel,
+                                  on_epoch=on_epoch, on_leg=on_leg)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+    stopped = cancel.is_set() or len(leg_runs) < len(legs)
+    status = STOPPED if stopped else FINISHED
+    payload = comparison_payload(comparison_id, base, legs, phases, leg_runs, status, args.target, created)
+    if store is not None:
+        try:
+            ReportStore(store).save(COMPARISON, payload, comparison_title(base, legs), comparison_id)
+        except StoreError as exc:
+            print(f"warning: the comparison was not saved: {exc}", file=sys.stderr)
+    summary = {"type": "summary", "comparison_id": comparison_id, "status": status, **payload["summary"],
+               "startup_s": payload["startup_s"]}
+    print(json.dumps(summary), flush=True)
+    for row in payload["summary"]["legs"]:
+        median = f"{row['median_epoch_s']:.3f} s/epoch" if row["median_epoch_s"] else "no timed epoch"
+        speed = f", {row['speedup']:.2f}x" if row["speedup"] else ""
+        print(f"leg {row['index']} {row['label']}: {median}{speed} ({row['status']})", file=sys.stderr)
+    for text in (payload["summary"]["parity_text"], payload["summary"]["pipeline_text"]):
+        if text:
+            print(text, file=sys.stderr)
+    return 0 if all(r.status == FINISHED for r in leg_runs) and not stopped else 1
+
+
+def config_line(run) -> str:
+    trainer = run.trainer
+    return f"{trainer.n_train:,} train / {trainer.n_val:,} validation samples"
+
+
+# -- through the RunManager (the dashboard) ---------------------------------------------------------
+QUEUED, RUNNING = "queued", "running"
+
+
+@dataclass(frozen=True)
+class ComparisonSnapshot:
+    comparison_id: str
+    base: RunConfig
+    legs: tuple[Leg, ...]
+    phases: tuple[Phase, ...]
+    status: str  # queued, running, finished, stopped, failed
+    message: str = ""
+    current: int = -1  # the leg training now
+    run_ids: tuple[str, ...] = ()
+    runs: tuple = ()  # RunSnapshot (or None) per started leg
+    overlap: str = ""  # other runs trained meanwhile: timings may be distorted
+    created_at: float = field(default_factory=time.time)
+    live: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.status in (QUEUED, RUNNING)
+
+    @property
+    def planned_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def leg_runs(self) -> list[LegRun]:
+        out = []
+        for leg, run_id, snap in zip(self.legs, self.run_ids, self.runs):
+            if snap is None:
+                out.append(LegRun(leg, FAILED, message="its run is no longer in the store", run_id=run_id))
+            else:
+                out.append(LegRun(leg, snap.status, tuple(snap.epochs), snap.test_acc, snap.device, snap.message,
+                                  run_id=run_id))
+        return out
+
+    def summary(self, target: float = DEFAULT_TARGET) -> ComparisonSummary:
+        return summarize(self.leg_runs(), target, self.base)
+
+
+class _Live:
+    def __init__(self, snapshot: ComparisonSnapshot, owner: str):
+        self.snapshot = snapshot
+        self.owner = owner
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def update(self, **changes) -> None:
+        with self.lock:
+            self.snapshot = dataclasses.replace(self.snapshot, **changes)
+
+
+class Comparisons:
+    """Comparison runs for a long-lived UI process. A driver thread per comparison starts leg i+1
+    through the RunManager when leg i ends, so every leg trains in a worker process like any run."""
+
+    POLL_S = 0.1
+
+    def __init__(self, manager, target: float = DEFAULT_TARGET):
+        from .reports import ReportStore
+
+        self.manager = manager
+        self.target = target
+        self.reports = None
+        if manager.store is not None:
+            try:
+                self.reports = ReportStore(manager.store)
+            except StoreError:
+                self.reports = None
+        self._live: dict[str, _Live] = {}
+        self._lock = threading.Lock()
+
+    def start(self, base: RunConfig, legs: list[Leg], phases: tuple[Phase, ...] | None = None,
+              owner: str = "") -> str:
+        if not legs:
+            raise ConfigError("a comparison needs at least one leg")
+        for leg in legs:
+            reason = unavailable_reason(leg)
+            if reason:
+                raise DeviceError(reason)
+        phases = tuple(phases or (Phase(base.epochs, base.lr),))
+        base = base.replace(epochs=phases[0].epochs, lr=phases[0].lr)
+        comparison_id = "c" + os.urandom(5).hex()
+        live = _Live(ComparisonSnapshot(comparison_id, base, tuple(legs), phases, QUEUED), owner)
+        with self._lock:
+            self._live[comparison_id] = live
+        live.thread = threading.Thread(target=self._drive, args=(live,), name=f"compare-{comparison_id}", daemon=True)
+        live.thread.start()
+        return comparison_id
+
+    def stop(self, comparison_id: str) -> None:
+        live = self._live.get(comparison_id)
+        if live is None:
+            return
+        live.stop.set()
+        snap = live.snapshot
+        if 0 <= snap.current < len(snap.run_ids):
+            self.manager.stop(snap.run_ids[snap.current])
+
+    def wait(self, comparison_id: str, timeout: float | None = None) -> ComparisonSnapshot | None:
+        live = self._live.get(comparison_id)
+        if live is not None and live.thread is not None:
+            live.thread.join(timeout)
+        return self.snapshot(comparison_id)
+
+    def active(self) -> list[ComparisonSnapshot]:
+        with self._lock:
+            lives = list(self._live.values())
+        return [live.snapshot for live in lives if live.snapshot.active]
+
+    def snapshot(self, comparison_id: str) -> ComparisonSnapshot | None:
+        live = self._live.get(comparison_id)
+        if live is not None:
+            with live.lock:
+                snap = live.snapshot
+            return dataclasses.replace(snap, runs=tuple(self.manager.snapshot(r) for r in snap.run_ids))
+        return self._stored(comparison_id)
+
+    def recent(self, limit: int = 20) -> list[dict]:
+        if self.reports is None:
+            return []
+        from .reports import COMPARISON
+
+        try:
+            return self.reports.list(COMPARISON, limit)
+        except StoreError:
+            return []
+
+    def _stored(self, comparison_id: str) -> ComparisonSnapshot | None:
+        if self.reports is None:
+            return None
+        try:
+            payload = self.reports.get(comparison_id)
+        except (KeyError, StoreError):
+            return None
+        if "legs" not in payload:  # another kind of report
+            return None
+        run_ids = tuple(payload["run_ids"])
+        return ComparisonSnapshot(comparison_id, RunConfig.from_dict(payload["base"]),
+                                  tuple(Leg.from_dict(d) for d in payload["legs"]),
+                                  tuple(Phase(e, lr) for e, lr in payload["phases"]), payload["status"],
+                                  payload.get("message", ""), -1, run_ids,
+                                  tuple(self.manager.snapshot(r) for r in run_ids), payload.get("overlap", ""),
+                                  payload["created_at"], live=False)
+
+    def _drive(self, live: _Live) -> None:
+        snap = live.snapshot
+        status, message = FINISHED, ""
+        try:
+            for i, leg in enumerate(snap.legs):
+                if live.stop.is_set():
+                    break
+                run_id = self.manager.start(leg.config(snap.base), owner=live.owner or snap.comparison_id,
+                                            phases=snap.phases)
+                live.update(status=RUNNING, current=i, run_ids=live.snapshot.run_ids + (run_id,))
+                if live.stop.is_set():  # Stop pressed between the check above and the start
+                    self.manager.stop(run_id)
+                self._follow(live, run_id)
+            if live.stop.is_set():
+                status, message = STOPPED, "stopped: the legs that did not finish are shown as far as they got"
+        except Exception as exc:  # e.g. the manager shut down: the page shows why
+            status, message = FAILED, f"{type(exc).__name__}: {exc}"
+        live.update(status=status, message=message, current=-1)
+        self._save(live)
+
+    def _follow(self, live: _Live, run_id: str) -> None:
+        """Wait for the leg's run to end, noting other runs that train meanwhile (they share the machine)."""
+        own = set(live.snapshot.run_ids)
+        while True:
+            run = self.manager.wait(run_id, self.POLL_S)
+            if not live.snapshot.overlap:
+                others = [r for r in self.manager.active_runs() if r.run_id not in own]
+                if others:
+                    live.update(overlap=f"{len(others)} other run(s) trained during this comparison, so its timings "
+                                        f"may be distorted; run it again when nothing else trains")
+            if run is None or not run.active:
+                return
+
+    def _save(self, live: _Live) -> None:
+        if self.reports is None:
+            return
+        from .reports import COMPARISON
+
+        snap = self.snapshot(live.snapshot.comparison_id)
+        payload = comparison_payload(snap.comparison_id, snap.base, list(snap.legs), snap.phases,
+                                     snap.leg_runs(), snap.status, self.target, snap.created_at, snap.message,
+                                     snap.overlap)
+        try:
+            self.reports.save(COMPARISON, payload, comparison_title(snap.base, list(snap.legs)), snap.comparison_id)
+        except StoreError:
+            pass

@@ -1,0 +1,183 @@
+"""Speedup map: the grid, complete cells, cancelling, the CLI, storing and reloading, the dashboard's job runner."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from core.compare import Leg
+from core.config import ConfigError
+from core.reports import ReportStore
+from core.speedup_map import (CANCELLED, FINISHED, MapGrid, MapJobs, default_map_legs, run_speedup_map, step_flops)
+from core.store import Store
+
+TINY = MapGrid(hidden_sizes=(8, 32), layers=(1, 2), batch_sizes=(16, 64), steps=3, warmup_steps=1)
+LEGS = [Leg("cpu", 1), Leg("cpu", 2)]
+
+
+def test_grid_cells_and_validation():
+    assert len(MapGrid().cells()) == 4 * 2 * 3
+    assert TINY.cells()[0] == (1, 8, 16) and TINY.cells()[-1] == (2, 32, 64)
+    assert MapGrid(hidden_sizes=[64, 32, 64]).hidden_sizes == (32, 64)  # sorted, no repeats
+    assert MapGrid.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
+    for bad in (dict(hidden_sizes=()), dict(layers=(0,)), dict(batch_sizes=(70000,)), dict(steps=0),
+                dict(hidden_sizes=(1.5,)), dict(warmup_steps=0)):
+        with pytest.raises(ConfigError):
+            MapGrid(**bad)
+
+
+def test_default_map_legs_put_the_baseline_first():
+    from core.devices import DeviceInfo
+
+    cpu, cuda = DeviceInfo("cpu", True, "CPU"), DeviceInfo("cuda", True, "CUDA")
+    assert [leg.device for leg in default_map_legs([cpu, cuda])] == ["cpu", "cuda"]
+    legs = default_map_legs([cpu, DeviceInfo("cuda", False, "CUDA", "none")])
+    assert legs[0] == Leg("cpu", 1) and legs[1].device == "cpu"
+
+
+def test_step_flops_counts_forward_and_backward_matmuls():
+    assert step_flops(784, (32,), 10, 100) == 6 * (784 * 32 + 32 * 10) * 100
+
+
+def test_every_cell_is_complete_with_every_leg(small_sample):
+    seen = []
+    result = run_speedup_map(TINY, LEGS, small_sample, on_cell=lambda cell, done, total: seen.append((done, total)),
+                             gemm_seconds=0.05)
+    assert result["status"] == FINISHED and result["total_cells"] == 8
+    assert seen == [(i, 8) for i in range(1, 9)]
+    assert [(c["layers"], c["hidden"], c["batch"]) for c in result["cells"]] == TINY.cells()
+    assert [leg["spec"] for leg in result["legs"]] == ["device=cpu,threads=1", "device=cpu,threads=2"]
+    assert all(leg["gemm_gflops"] > 0 for leg in result["legs"])
+    for cell in result["cells"]:
+        assert len(cell["legs"]) == 2 and cell["speedup"][0] == 1.0
+        for timing in cell["legs"]:
+            assert timing["seconds"] > 0 and timing["floor_s"] > 0
+            assert timing["samples_per_s"] == pytest.approx(3 * cell["batch"] / timing["seconds"])
+            assert timing["floor_ratio"] == pytest.approx(timing["seconds"] / timing["floor_s"])
+        assert cell["speedup"][1] == pytest.approx(cell["legs"][0]["seconds"] / cell["legs"][1]["seconds"])
+    assert torch.get_num_threads() == torch.get_num_threads()  # thread setting restored (no exception above)
+    json.dumps(result)
+
+
+def test_threads_are_restored_after_the_map(small_sample):
+    before = torch.get_num_threads()
+    run_speedup_map(MapGrid(hidden_sizes=(8,), layers=(1,), batch_sizes=(8,), steps=1, warmup_steps=1),
+                    [Leg("cpu", 1), Leg("cpu", 2)], small_sample, gemm_seconds=0.01)
+    assert torch.get_num_threads() == before
+
+
+def test_cancel_between_cells_keeps_only_complete_cells(small_sample):
+    cancel = threading.Event()
+
+    def on_cell(cell, done, total):
+        if done == 2:
+            cancel.set()
+
+    result = run_speedup_map(TINY, LEGS, small_sample, cancel=cancel, on_cell=on_cell, gemm_seconds=0.05)
+    assert result["status"] == CANCELLED and len(result["cells"]) == 2
+    assert all(len(cell["legs"]) == 2 for cell in result["cells"])
+
+
+def test_cancel_mid_cell_stops_within_a_step(small_sample):
+    grid = MapGrid(hidden_sizes=(256,), layers=(1,), batch_sizes=(512,), steps=10000, warmup_steps=1)
+    cancel = threading.Event()
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    start = time.perf_counter()
+    result = run_speedup_map(grid, [Leg("cpu", 1)], small_sample, cancel=cancel, gemm_seconds=0.05)
+    assert time.perf_counter() - start < 10
+    assert result["status"] == CANCELLED and result["cells"] == []
+
+
+def test_dataloader_legs_are_refused(small_sample):
+    with pytest.raises(ConfigError, match="resident"):
+        run_speedup_map(TINY, [Leg("cpu", 1, "dataloader")], small_sample)
+
+
+# -- the CLI and the store --------------------------------------------------------------------------
+def test_cli_prints_cells_then_the_grid_and_stores_it(tmp_path, capsys, monkeypatch):
+    import signal
+
+    from core.cli import main
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))  # empty: the 5,000-digit sample
+    db = tmp_path / "maps.db"
+    previous = signal.getsignal(signal.SIGTERM)  # the command installs its own SIGTERM handler
+    try:
+        code = main(["speedup-map", "--hidden-sizes", "8,16", "--layers", "1", "--batch-sizes", "32", "--steps", "2",
+                     "--warmup-steps", "1", "--leg", "device=cpu,threads=1", "--leg", "device=cpu,threads=2",
+                     "--db", str(db)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [line["type"] for line in lines] == ["cell", "cell", "speedup_map"]
+    grid = lines[-1]
+    assert grid["status"] == "finished" and [c["hidden"] for c in grid["cells"]] == [8, 16]
+    assert grid["grid"]["batch_sizes"] == [32]
+    reports = ReportStore(Store(db))
+    assert reports.list("speedup_map")[0]["id"] == grid["id"]
+    assert reports.get(grid["id"])["cells"] == grid["cells"]
+
+
+def test_cli_bad_grid_exits_2(capsys):
+    from core.cli import main
+
+    assert main(["speedup-map", "--no-db", "--hidden-sizes", "32,abc"]) == 2
+    assert "hidden-sizes" in capsys.readouterr().err
+
+
+# -- the dashboard's runner: a subprocess, cancellable, stored ----------------------------------------
+@pytest.fixture
+def jobs(tmp_path):
+    (tmp_path / "data").mkdir()
+    store = Store(tmp_path / "runs.db")
+    busy = {"n": 0}
+    manager = SimpleNamespace(store=store, data_dir=str(tmp_path / "data"), active_runs=lambda: [None] * busy["n"])
+    registry = MapJobs(manager)
+    registry.busy = busy
+    yield registry
+    registry.shutdown()
+
+
+def test_map_job_runs_in_a_subprocess_and_is_reloadable(jobs):
+    grid = MapGrid(hidden_sizes=(8,), layers=(1,), batch_sizes=(16, 32), steps=2, warmup_steps=1)
+    map_id = jobs.start(grid, LEGS)
+    snap = jobs.wait(map_id, 120)
+    assert snap.status == FINISHED, snap.message
+    assert len(snap.cells) == 2 and snap.result["id"] == map_id
+    assert [leg["spec"] for leg in snap.leg_info] == [leg.spec() for leg in LEGS]
+    stored = MapJobs(jobs.manager).snapshot(map_id)  # a fresh registry, as after a server restart
+    assert stored is not None and stored.status == FINISHED and stored.cells == snap.cells
+    assert jobs.recent()[0]["id"] == map_id
+
+
+def test_map_job_cancel_keeps_finished_cells(jobs):
+    grid = MapGrid(hidden_sizes=(8, 16, 1024), layers=(1,), batch_sizes=(2048,), steps=500, warmup_steps=1)
+    map_id = jobs.start(grid, [Leg("cpu", 1)])
+    deadline = time.monotonic() + 120
+    while not jobs.snapshot(map_id).cells and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert jobs.snapshot(map_id).cells, jobs.snapshot(map_id).message
+    with pytest.raises(RuntimeError, match="already"):
+        jobs.start(grid, [Leg("cpu", 1)])  # one map at a time
+    jobs.cancel(map_id)
+    snap = jobs.wait(map_id, 60)
+    assert snap.status == CANCELLED
+    assert 1 <= len(snap.cells) < 3 and all(len(c["legs"]) == 1 for c in snap.cells)
+    assert MapJobs(jobs.manager).snapshot(map_id).status == CANCELLED  # stored as far as it got
+
+
+def test_map_job_waits_while_runs_train_and_can_be_cancelled_then(jobs):
+    jobs.busy["n"] = 1
+    map_id = jobs.start(TINY, LEGS)
+    time.sleep(0.6)
+    snap = jobs.snapshot(map_id)
+    assert snap.status == "waiting" and "waiting" in snap.message
+    jobs.cancel(map_id)
+    assert jobs.wait(map_id, 10).status == CANCELLED
