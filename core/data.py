@@ -133,7 +133,7 @@ def _load_idx_dataset(name: str, root: Path, download: bool) -> ImageDataset:
         except Exception as exc:  # torchvision asserts (or fails to reshape) on bad IDX headers and sizes
             split = "train" if train else "t10k"
             raise DataError(f"{TITLES[name]} files in {raw} are corrupt or truncated ({split} split: "
-                            f"{type(exc).__name__}: {exc or 'bad header or size'}). Delete them and let them "
+                            f"{type(exc).__name__}: {str(exc) or 'bad header or size'}). Delete them and let them "
                             f"download again, or replace them with good copies.") from None
         parts.append(_checked(ds.data.unsqueeze(1), ds.targets, name, raw))
     (train_x, train_y), (test_x, test_y) = parts

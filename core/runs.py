@@ -56,6 +56,9 @@ class TrainingRun:
         if device is not None:
             config = config.replace(device=device)
         run = cls(config, store=store, data_dir=data_dir, cancel=cancel, run_id=run_id, create_record=False)
+        if row["data_source"] and row["data_source"] != run.dataset.source:
+            raise TrainingError(f"run {run_id} was trained on {row['dataset']} ({row['data_source']}), but "
+                                f"{run.dataset.title} is what is available now; continuing would change its data")
         run.trainer.restore(blob)
         run.epochs = [EpochResult(**e, device=row["device"]) for e in store.epochs(run_id)]
         run.schedule = [Phase(e, lr) for e, lr in row["schedule"]]

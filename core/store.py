@@ -140,7 +140,10 @@ class Store:
         return run_id
 
     def add_phase(self, run_id: str, epochs: int, lr: float) -> None:
-        schedule = json.loads(self._one(run_id)["schedule"]) + [[epochs, lr]]
+        try:
+            schedule = json.loads(self._one(run_id)["schedule"]) + [[epochs, lr]]
+        except KeyError:
+            raise StoreError(f"run {run_id} is no longer in the run database {self.path} (deleted?)") from None
         self._write("UPDATE runs SET schedule=?, status='running', owner=?, message='', updated_at=? WHERE id=?",
                     (json.dumps(schedule), current_owner(), time.time(), run_id))
 

@@ -112,6 +112,8 @@ class Trainer:
         self.elapsed = 0.0
         self.status = READY
         self.stop_reason = ""
+        # Guessing uniformly costs log(classes); a hundred times that is a run that has blown up, not learning.
+        self.divergence_loss = 100 * math.log(dataset.num_classes)
         self.summary = summarize(self.model)
         self.parameter_count = parameter_count(self.model)
 
@@ -176,8 +178,8 @@ class Trainer:
         self.epochs_done = epoch
         warmup = self.epochs_trained_here == 0
         self.epochs_trained_here += 1
-        if not math.isfinite(val_loss):
-            return self._diverged(epoch, f"validation loss became {val_loss} in epoch {epoch}")
+        if not self._sane(val_loss):
+            return self._diverged(epoch, f"validation loss reached {val_loss:.3g} in epoch {epoch}")
         return EpochResult(epoch, phase, lr, train_loss, val_loss, val_acc, seconds, self.n_train / seconds,
                            warmup=warmup, elapsed=self.elapsed, device=self.device_label)
 
@@ -208,15 +210,16 @@ class Trainer:
             now = time.perf_counter()
             if now - last_report >= PROGRESS_INTERVAL_S:
                 last_report = now
-                if not math.isfinite(losses[-1].item()):  # sync point on GPUs, a few per second
-                    self._diverged(epoch, f"training loss became {losses[-1].item()} at batch {i} of epoch {epoch}")
+                loss = losses[-1].item()  # sync point on GPUs, a few per second
+                if not self._sane(loss):
+                    self._diverged(epoch, f"training loss reached {loss:.3g} at batch {i} of epoch {epoch}")
                     return None
                 if on_progress is not None:
                     on_progress(BatchProgress(epoch, i, n_batches, now - start))
         weights = torch.tensor(sizes, dtype=torch.float32, device=self.device)
         train_loss = float((torch.stack(losses) * weights).sum() / self.n_train)
-        if not math.isfinite(train_loss):
-            self._diverged(epoch, f"training loss became {train_loss} in epoch {epoch}")
+        if not self._sane(train_loss):
+            self._diverged(epoch, f"training loss reached {train_loss:.3g} in epoch {epoch}")
             return None
         if on_progress is not None:
             on_progress(BatchProgress(epoch, n_batches, n_batches, time.perf_counter() - start))
@@ -228,6 +231,9 @@ class Trainer:
         loss, grads = self.step_fn(x, y)
         self.optimizer.step(grads)
         return loss
+
+    def _sane(self, loss: float) -> bool:
+        return math.isfinite(loss) and loss <= self.divergence_loss
 
     def _diverged(self, epoch: int, reason: str) -> None:
         self.status = DIVERGED
