@@ -34,6 +34,9 @@ def overlay_figure(series: list[dict], metric: str, *, x: str = "epoch", log_y: 
             hovertemplate=f"{s['label']}<br>{X_TITLES[x]} %{{x:.4g}}: %{{y:.4g}}{' %' if percent else ''}"
                           f"<extra></extra>"))
     layout = _layout(titles[metric], X_TITLES[x], "accuracy (%)" if percent else "loss (cross-entropy)")
+    if x == "epoch":  # whole epochs only
+        last = max((max(s["x"]) for s in series if s["x"]), default=1)
+        layout["xaxis"].update(dtick=max(1, math.ceil(last / 10)), tick0=1)
     # Legends of many runs take room below the plot: grow the figure instead of squeezing the plot.
     layout["height"] = HEIGHT + 22 * max(0, len(series) - 2)
     if log_y and not percent:

@@ -15,7 +15,6 @@ from core.export import QUERY_KEYS, config_from_query, config_to_query, is_share
 
 from .controls import init_state
 
-TRAIN_URL_PATH = "train"
 # The sidebar widgets' ranges (dashboard/controls.py): a link asking for more cannot be shown there.
 SIDEBAR_RANGES = {"hidden": (8, 1024), "layers": (1, 4), "batch": (16, 2048), "epochs": (1, 50),
                   "seed": (0, 2**31 - 1)}
@@ -23,15 +22,18 @@ NOT_IN_SIDEBAR = {"momentum": "momentum", "weight_decay": "weight decay", "val_f
 
 
 def share_url(config: RunConfig, current_page_path: str = "") -> str:
-    """An absolute link to the Train page with the config in its query (relative when the URL is unknown)."""
+    """An absolute link to the Train page with the config in its query (relative when the URL is unknown).
+
+    The Train page is the app's default page, which Streamlit serves at the app's root URL.
+    """
     query = urlencode(config_to_query(config))
     url = st.context.url
     if not url:
-        return f"/{TRAIN_URL_PATH}?{query}"
+        return f"/?{query}"
     base = url.removesuffix("/")
     if current_page_path and base.endswith("/" + current_page_path):
         base = base[:-len(current_page_path) - 1]
-    return f"{base}/{TRAIN_URL_PATH}?{query}"
+    return f"{base}/?{query}"
 
 
 def sidebar_check(config: RunConfig) -> tuple[list[str], list[str]]:

@@ -1,0 +1,140 @@
+"""The History page in a real browser: a server with two stored runs, runs picked in the multiselect,
+the overlay chart drawn with one trace per run, a run opened and evaluated, no exception anywhere.
+
+Drives Debian's /usr/bin/chromium through Playwright (never `playwright install`); skipped where
+either is missing. The History page reads the store only, so no training worker starts.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from history_helpers import EMPTY_DATA_DIR, REPO_ROOT, SMALL, sample_data
+from core.config import Phase
+from core.runs import TrainingRun
+from core.store import Store
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+MS = 1000
+TRACES_JS = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => (el.data || []).length)"
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`streamlit run dashboard/app.py` on a free port, RUNS_DB pre-filled with two runs."""
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    data = sample_data()
+    ids = []
+    for config, phases in ((SMALL, [Phase(2, 0.5), Phase(1, 0.1)]), (SMALL.replace(hidden_sizes=(32,)), [Phase(2, 0.5)])):
+        run = TrainingRun(config, store=store, dataset=data)
+        run.run_schedule(phases)
+        ids.append(run.id)
+    port = free_port()
+    env = dict(os.environ, RUNS_DB=str(db), DATA_DIR=str(EMPTY_DATA_DIR), PYTHONUNBUFFERED="1")
+    env.pop("PYTHONPATH", None)
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                    if response.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"server not healthy:\n{log.read_text()}"
+            time.sleep(0.25)
+        yield {"port": port, "ids": ids, "log": log}
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def pick(page, key: str, text: str, multi: bool = False) -> None:
+    """Choose the option containing `text` in the selectbox or multiselect with this widget key."""
+    box = page.locator(f".st-key-{key} input[role='combobox']").first
+    box.click()
+    box.fill(text)  # filters the options
+    page.get_by_role("option").filter(has_text=text).first.click()
+    if multi:
+        page.keyboard.press("Escape")  # close the list (in a selectbox, Escape would clear the choice)
+
+
+def test_history_overlay_in_a_real_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    first, second = server["ids"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60 * MS)
+            page.goto(f"http://127.0.0.1:{server['port']}/history")
+            page.get_by_text("Run history").first.wait_for()
+            page.locator(".st-key-hist_selected").wait_for()
+            assert page.evaluate(TRACES_JS) == []  # nothing selected, no overlay yet
+
+            pick(page, "hist_selected", first, multi=True)
+            page.wait_for_function(f"() => ({TRACES_JS})().filter(n => n === 1).length === 2", polling=100)
+            pick(page, "hist_selected", second, multi=True)
+            # the two overlay charts (validation loss and accuracy), each with one trace per run
+            page.wait_for_function(f"() => ({TRACES_JS})().filter(n => n === 2).length === 2", polling=100)
+            names = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                                  ".map(el => el.data.map(t => t.name))")
+            assert all(any("hidden 16" in n for n in chart) and any("hidden 32" in n for n in chart)
+                       for chart in names), names
+            assert page.locator("[data-testid='stException']").count() == 0
+
+            pick(page, "hist_open", second)
+            page.wait_for_function("() => document.body.innerText.includes('Best val accuracy')", polling=100)
+            page.get_by_role("tab", name="Evaluation").click()
+            page.wait_for_function("() => document.body.innerText.includes('Mistakes')", polling=100)
+            page.locator("[data-testid='stImage'] img").first.wait_for()
+            page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+            assert page.locator("[data-testid='stException']").count() == 0
+
+            # the run's share link opens the Train page with its settings in the sidebar
+            page.get_by_role("tab", name="Export & share").click()
+            link = page.locator("[data-testid='stCode'] code").first.inner_text().strip()
+            assert link.startswith(f"http://127.0.0.1:{server['port']}/?") and "hidden=32" in link
+            page.goto(link)
+            page.wait_for_function("() => document.body.innerText.includes('filled in from a share link')",
+                                   polling=100)
+            hidden = page.locator(".st-key-cfg_hidden").get_by_role("slider").first
+            assert hidden.input_value() == "32"
+            assert page.get_by_text("Page not found").count() == 0
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
+    log = server["log"].read_text()
+    assert "Traceback" not in log, log
