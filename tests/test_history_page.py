@@ -1,5 +1,6 @@
 """AppTest of the History page: list, filter, overlay, open, evaluate, delete, continue, re-run, upload, share."""
 import json
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -7,10 +8,15 @@ from streamlit.testing.v1 import AppTest
 from history_helpers import (EMPTY_DATA_DIR, HISTORY_APP, REPO_ROOT, ManagerTracker, build_store, clear_streamlit_caches,
                              copy_store, poll)
 from core.config import RunConfig
-from core.export import config_to_query, run_weights_bytes
+from core.data import CLASS_NAMES
+from core.export import WeightsFile, config_to_query, run_weights_bytes, weights_bytes
+from core.model import build_mlp
 from core.history import runs_table
 from core.store import Store
 from dashboard.state import get_manager
+
+
+SHARED = Path("/work/shared/datasets")
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +232,25 @@ def test_uploaded_weights_evaluate_like_the_run_and_bad_files_are_refused(app_en
         at.file_uploader(key="hist_upload").set_value(("bad.pt", bad, "application/octet-stream")).run()
         no_errors(at)
         assert any(reason in e.value for e in at.error), [e.value for e in at.error]
+
+
+@pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").exists(), reason="FashionMNIST not present")
+def test_fashion_mnist_model_is_shown_with_class_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNS_DB", str(tmp_path / "runs.db"))
+    monkeypatch.setenv("DATA_DIR", str(SHARED))  # read only: nothing is downloaded or written there
+    clear_streamlit_caches()
+    config = RunConfig(dataset="fashion_mnist", hidden_sizes=(8,))
+    blob = weights_bytes(WeightsFile(config, build_mlp(config, 784, 10).state_dict()))
+    at = history_app()
+    at.file_uploader(key="hist_upload").set_value(("fashion.pt", blob, "application/octet-stream")).run()
+    no_errors(at)
+    assert {m.label: m.value for m in at.metric}["Mistakes"].endswith("of 10,000")  # the official test split
+    confusion = chart_traces(at, "upload_eval_confusion")["data"][0]
+    assert confusion["x"] == list(CLASS_NAMES["fashion_mnist"]) and "Ankle boot" in confusion["y"]
+    captions = [img.captions[0] for img in at.get("image")]
+    assert len(captions) == 24
+    assert all(any(name in c for name in CLASS_NAMES["fashion_mnist"]) for c in captions)
+    clear_streamlit_caches()
 
 
 def test_history_with_an_unusable_database_says_so(tmp_path, monkeypatch, data_dir):
