@@ -108,7 +108,9 @@ def test_history_overlay_in_a_real_browser(server, tmp_path):
             page.wait_for_function(f"() => ({TRACES_JS})().filter(n => n === 1).length === 2", polling=100)
             pick(page, "hist_selected", second, multi=True)
             # the two overlay charts (validation loss and accuracy), each with one trace per run
-            page.wait_for_function(f"() => ({TRACES_JS})().filter(n => n === 2).length === 2", polling=100)
+            # (during a rerun the old one-trace charts linger for a moment: wait until only the new ones are left)
+            page.wait_for_function(f"() => {{ const n = ({TRACES_JS})(); return n.length === 2 && "
+                                   f"n.every(k => k === 2); }}", polling=100)
             names = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
                                   ".map(el => el.data.map(t => t.name))")
             assert all(any("hidden 16" in n for n in chart) and any("hidden 32" in n for n in chart)
