@@ -201,6 +201,8 @@ class RunManager:
             if live.worker is None or not live.worker.alive():
                 live.update(status=LOADING)
                 live.worker = self._take_worker()
+                if message[0] == "continue":  # its worker went to another run meanwhile: reload from the store
+                    message = ("resume", live.snapshot.run_id, [message[1:]])
             worker = live.worker
             if not worker.wait_ready(READY_TIMEOUT_S):
                 raise RuntimeError("the training process did not start")
@@ -279,7 +281,19 @@ class RunManager:
         return WorkerProcess(self.data_dir, db, self.cpu_threads, self.preload)
 
     def _take_worker(self) -> WorkerProcess:
+        """A warm spare if one is ready; else the warm worker of the longest-ended run (that run can still be
+        continued: it resumes from its stored checkpoint); else a new worker."""
         with self._lock:
+            if self._spare is not None and self._spare.alive() and self._spare.wait_ready(0):
+                worker, self._spare = self._spare, None
+                return worker
+            if self.store is not None:
+                idle = sorted((r for r in self._runs.values() if r.worker is not None and r.worker.alive()
+                               and not r.snapshot.active and r.thread is not None and not r.thread.is_alive()),
+                              key=lambda r: r.ended_at)
+                if idle:
+                    worker, idle[0].worker = idle[0].worker, None
+                    return worker
             worker, self._spare = self._spare, None
         if worker is None or not worker.alive():
             worker = self._new_worker()

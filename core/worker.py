@@ -180,6 +180,8 @@ class WorkerProcess:
         return self.process.poll()
 
     def close(self, timeout: float = 5.0) -> None:
+        if not self.wait_ready(0):  # still importing torch or reading data: it holds nothing yet
+            self.process.terminate()
         try:
             self.conn.send(("close",))
         except OSError:

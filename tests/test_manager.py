@@ -125,3 +125,18 @@ def test_shutdown_marks_running_runs_interrupted_and_a_new_manager_resumes(env):
         assert stopped.status == "interrupted" and not stopped.live and len(stopped.epochs) >= 1
     finally:
         second.shutdown()
+
+
+def test_new_run_takes_an_idle_warm_worker_and_the_old_run_can_still_continue(manager):
+    old = manager.start(SAMPLE)
+    assert manager.wait(old, timeout=120).status == "finished"
+    spare, manager._spare = manager._spare, None  # no ready spare: the case right after a run ends
+    if spare is not None:
+        spare.close()
+    warm = manager._runs[old].worker
+    new = manager.start(SAMPLE)
+    assert manager.wait(new, timeout=120).status == "finished"
+    assert manager._runs[new].worker is warm and manager._runs[old].worker is None
+    manager.continue_run(old, 1, 0.1)  # its worker is gone: it resumes from the stored checkpoint
+    snap = manager.wait(old, timeout=120)
+    assert snap.status == "finished" and [e.epoch for e in snap.epochs] == [1, 2, 3]
