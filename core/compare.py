@@ -26,9 +26,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from .config import DEVICES, PIPELINES, ConfigError, Phase, RunConfig
+from .config import DEVICES, ConfigError, Phase, RunConfig
 from .cuda_graph import graph_support
 from .devices import DeviceError, list_devices
+from .reports import COMPARISON, ReportStore
 from .store import StoreError
 from .train import FAILED, FINISHED, STOPPED, EpochResult, TrainingError
 
@@ -349,7 +350,6 @@ def cmd_compare(args) -> int:
     """`python -m core compare`: JSON per leg per epoch on stdout, then a summary object."""
     from .cli import config_from_args
     from .config import parse_schedule
-    from .reports import COMPARISON, ReportStore
     from .store import Store
 
     legs = [Leg.parse(text) for text in args.leg] if args.leg else default_legs(args.with_pipeline)
@@ -470,8 +470,6 @@ class Comparisons:
     POLL_S = 0.1
 
     def __init__(self, manager, target: float = DEFAULT_TARGET):
-        from .reports import ReportStore
-
         self.manager = manager
         self.target = target
         self.reports = None
@@ -532,8 +530,6 @@ class Comparisons:
     def recent(self, limit: int = 20) -> list[dict]:
         if self.reports is None:
             return []
-        from .reports import COMPARISON
-
         try:
             return self.reports.list(COMPARISON, limit)
         except StoreError:
@@ -592,8 +588,6 @@ class Comparisons:
     def _save(self, live: _Live) -> None:
         if self.reports is None:
             return
-        from .reports import COMPARISON
-
         snap = self.snapshot(live.snapshot.comparison_id)
         payload = comparison_payload(snap.comparison_id, snap.base, list(snap.legs), snap.phases,
                                      snap.leg_runs(), snap.status, self.target, snap.created_at, snap.message,

@@ -11,11 +11,13 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from dashboard.compare_page import compare_page  # noqa: E402
 from dashboard.history_page import history_page  # noqa: E402
 from dashboard.train_page import train_page  # noqa: E402
 
 st.set_page_config(page_title="MLP training lab", page_icon="📈", layout="wide")
 
 pages = [st.Page(train_page, title="Train", icon="📈", url_path="train", default=True),
-         st.Page(history_page, title="History", icon="🗂️", url_path="history")]
+         st.Page(history_page, title="History", icon="🗂️", url_path="history"),
+         st.Page(compare_page, title="Compare", icon="⚖️", url_path="compare")]
 st.navigation(pages).run()

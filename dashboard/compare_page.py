@@ -1,0 +1,499 @@
+"""The Compare page: one experiment on several legs (device, CPU threads, data pipeline), side by side,
+and a speedup map over model and batch sizes.
+
+Legs run one after another through the shared RunManager (each in a worker process); a speedup map
+runs in its own subprocess. The page only draws snapshots, from fragments that poll while a
+comparison or a map is running; `?cmp=<id>` / `?map=<id>` in the URL reattach after a refresh.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple
+
+import pandas as pd
+import streamlit as st
+
+from core.compare import DEFAULT_TARGET, PARITY_BAR, Comparisons, ComparisonSnapshot, Leg, default_legs
+from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
+from core.data import TITLES
+from core.devices import DeviceError, list_devices
+from core.speedup_map import MapGrid, MapJobs, MapSnapshot, default_map_legs
+
+from . import compare_charts as charts
+from .controls import LR_OPTIONS, OPTIMIZER_LABELS
+from .state import get_manager, session_owner
+
+POLL_SECONDS = 0.5
+PIPELINE_LABELS = {"resident": "Resident (whole split on the device)",
+                   "dataloader": "Tutorial's DataLoader (per-sample ToTensor, per-batch copy)"}
+HIDDEN_CHOICES = (16, 32, 64, 128, 256, 512, 1024, 2048)
+LAYER_CHOICES = (1, 2, 3, 4)
+BATCH_CHOICES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+STATUS_TEXT = {"queued": "⏳ Queued", "running": "▶️ Running", "finished": "✅ Finished", "stopped": "⏹️ Stopped",
+               "failed": "❌ Failed", "waiting": "⏳ Waiting", "cancelled": "⏹️ Cancelled"}
+DEFAULTS = {"cmp_dataset": "mnist", "cmp_hidden": 32, "cmp_layers": 1, "cmp_activation": "relu", "cmp_batch": 100,
+            "cmp_lr": 0.5, "cmp_epochs": 5, "cmp_optimizer": "sgd", "cmp_seed": 42, "cmp_tutorial": False,
+            "cmp_target": DEFAULT_TARGET * 100, "cmp_pipeline": False, "cmp_new_pipeline": "resident",
+            "cmp_new_threads": "default", "cmp_new_graphs": True,
+            "map_hidden": list(MapGrid().hidden_sizes), "map_layers": list(MapGrid().layers),
+            "map_batches": list(MapGrid().batch_sizes), "map_steps": MapGrid().steps}
+
+
+class Lab(NamedTuple):
+    comparisons: Comparisons
+    maps: MapJobs
+
+
+@st.cache_resource(show_spinner=False)
+def get_lab() -> Lab:
+    manager = get_manager()
+    return Lab(Comparisons(manager), MapJobs(manager))
+
+
+def init_state() -> None:
+    for key, value in DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+    if "cmp_legs" not in st.session_state:
+        st.session_state.cmp_legs = [leg.spec() for leg in default_legs()]
+
+
+# -- the experiment and its legs --------------------------------------------------------------------
+def base_config() -> RunConfig:
+    s = st.session_state
+    return RunConfig(dataset=s.cmp_dataset, hidden_sizes=(int(s.cmp_hidden),) * int(s.cmp_layers),
+                     activation=s.cmp_activation, batch_size=int(s.cmp_batch), lr=float(s.cmp_lr),
+                     epochs=int(s.cmp_epochs), optimizer=s.cmp_optimizer, seed=int(s.cmp_seed))
+
+
+def phases() -> tuple[Phase, ...]:
+    s = st.session_state
+    return TUTORIAL_SCHEDULE if s.cmp_tutorial else (Phase(int(s.cmp_epochs), float(s.cmp_lr)),)
+
+
+def chosen_legs() -> list[Leg]:
+    return [Leg.parse(spec) for spec in st.session_state.cmp_legs]
+
+
+def pipeline_twin(legs: list[Leg]) -> Leg:
+    """The tutorial-pipeline leg the switch adds: on the GPU leg if there is one, else the first CPU leg."""
+    resident = [leg for leg in legs if leg.pipeline == "resident"]
+    gpu = [leg for leg in resident if leg.device != "cpu"]
+    ref = gpu[0] if gpu else resident[0] if resident else Leg("cpu", 1)
+    return Leg(ref.device, ref.threads, "dataloader")
+
+
+def effective_legs() -> list[Leg]:
+    legs = chosen_legs()
+    if st.session_state.cmp_pipeline:
+        twin = pipeline_twin(legs)
+        if twin not in legs:
+            legs.append(twin)
+    return legs
+
+
+def add_leg() -> None:
+    s = st.session_state
+    threads = None if s.cmp_new_threads == "default" else int(s.cmp_new_threads)
+    try:
+        leg = Leg(s.cmp_new_device, threads, s.cmp_new_pipeline, bool(s.cmp_new_graphs))
+    except ConfigError as exc:
+        s.cmp_error = f"Cannot add that leg: {exc}"
+        return
+    s.cmp_legs = [*s.cmp_legs, leg.spec()]
+    s.cmp_error = ""
+
+
+def remove_leg(index: int) -> None:
+    legs = list(st.session_state.cmp_legs)
+    if len(legs) > 1:
+        del legs[index]
+    st.session_state.cmp_legs = legs
+
+
+def reset_legs() -> None:
+    st.session_state.cmp_legs = [leg.spec() for leg in default_legs()]
+
+
+def start_comparison() -> None:
+    s = st.session_state
+    try:
+        comparison_id = get_lab().comparisons.start(base_config(), effective_legs(), phases(), owner=session_owner())
+    except (ConfigError, DeviceError, RuntimeError) as exc:
+        s.cmp_error = f"Cannot start the comparison: {exc}"
+        return
+    s.cmp_error = ""
+    st.query_params["cmp"] = comparison_id
+
+
+def stop_comparison() -> None:
+    comparison_id = st.query_params.get("cmp")
+    if comparison_id:
+        get_lab().comparisons.stop(comparison_id)
+
+
+def open_comparison() -> None:
+    choice = st.session_state.get("cmp_recent")
+    if choice:
+        st.query_params["cmp"] = choice
+
+
+# -- the page ---------------------------------------------------------------------------------------
+def compare_page() -> None:
+    init_state()
+    lab = get_lab()
+    settings_sidebar()
+    st.title("Compare devices and pipelines")
+    compare_tab, map_tab = st.tabs(["⚖️ Compare runs", "🗺️ Speedup map"])
+    with compare_tab:
+        comparison_section(lab)
+    with map_tab:
+        speedup_section(lab)
+
+
+def settings_sidebar() -> None:
+    sb = st.sidebar
+    sb.header("Experiment")
+    sb.caption("The same on every leg: only device, threads and pipeline differ.")
+    sb.selectbox("Dataset", DATASETS, key="cmp_dataset", format_func=TITLES.get)
+    sb.slider("Hidden size (units per layer)", 8, 1024, step=8, key="cmp_hidden")
+    sb.slider("Hidden layers", 1, 4, key="cmp_layers")
+    sb.selectbox("Activation", ACTIVATIONS, key="cmp_activation")
+    sb.slider("Batch size", 16, 2048, key="cmp_batch")
+    lr_options = sorted(set(LR_OPTIONS) | {float(st.session_state.cmp_lr)})
+    sb.select_slider("Learning rate (log scale)", lr_options, key="cmp_lr", format_func=lambda v: f"{v:g}")
+    sb.slider("Epochs", 1, 50, key="cmp_epochs")
+    sb.selectbox("Optimizer", OPTIMIZERS, key="cmp_optimizer", format_func=OPTIMIZER_LABELS.get)
+    sb.number_input("Seed", 0, 2**31 - 1, key="cmp_seed", step=1)
+    sb.checkbox("Tutorial schedule (5 @ 0.5, then 5 @ 0.1)", key="cmp_tutorial",
+                help="Overrides epochs and learning rate with the tutorial's two fit() calls.")
+
+
+def comparison_section(lab: Lab) -> None:
+    comparison_id = st.query_params.get("cmp")
+    snap = lab.comparisons.snapshot(comparison_id) if comparison_id else None
+    busy = bool(lab.comparisons.active()) or bool(lab.maps.active())
+    st.markdown(
+        "The same experiment on two or more **legs**: a leg is a device, a CPU thread count and a data pipeline. "
+        "Every leg starts from the same weights and sees the same batches (same seed), so the curves are comparable "
+        "epoch by epoch. Legs run **one after the other**, never at once, so one leg's work cannot slow down another "
+        "leg's clock. The first leg is the baseline for speedups.")
+    legs_editor(busy)
+    st.slider("Target validation accuracy for *time to target* (%)", 80.0, 99.5, step=0.5, key="cmp_target")
+    if st.session_state.get("cmp_error"):
+        st.error(st.session_state.cmp_error)
+    cols = st.columns([2, 1, 5], vertical_alignment="center")
+    cols[0].button("Run comparison", type="primary", key="cmp_run", on_click=start_comparison, disabled=busy,
+                   width="stretch", help="Train every leg in turn with the sidebar's settings.")
+    if snap is not None and snap.active:
+        cols[1].button("Stop", key="cmp_stop", on_click=stop_comparison, help="Stops the running leg within a "
+                       "batch and skips the rest; finished epochs are kept.")
+    elif busy:
+        cols[2].caption("Another comparison or a speedup map is measuring now; wait for it so the timings stay clean.")
+    recent_comparisons(lab)
+    if comparison_id and snap is None:
+        st.error(f"No comparison `{comparison_id}` in this server or its history.")
+    elif snap is not None:
+        comparison_panel(lab, comparison_id, snap.active)
+
+
+def legs_editor(busy: bool) -> None:
+    devices = list_devices()
+    available = [d for d in devices if d.available]
+    labels = {d.kind: d.label for d in devices}
+    legs = chosen_legs()
+    st.subheader("Legs")
+    for d in devices:
+        if not d.available and d.kind != "mps":
+            hint = (f" Without a GPU the default legs compare 1 CPU thread with all {os.cpu_count()} threads."
+                    if d.kind == "cuda" and not any(x.kind != "cpu" for x in available) else "")
+            st.caption(f"✗ {d.kind.upper()} leg unavailable: {d.reason}.{hint}")
+    for i, leg in enumerate(legs):
+        row = st.columns([8, 1], vertical_alignment="center")
+        row[0].markdown(f"**{i + 1}.** {leg.label()}" + ("  — *baseline*" if i == 0 else ""))
+        row[1].button("✕", key=f"cmp_rm_{i}", on_click=remove_leg, args=(i,), disabled=busy or len(legs) <= 1,
+                      help="Remove this leg")
+    if st.session_state.cmp_pipeline:
+        twin = pipeline_twin(legs)
+        if twin not in legs:
+            st.markdown(f"**{len(legs) + 1}.** {twin.label()}  — *added by the pipeline switch*")
+    st.toggle("Pipeline switch: add a leg with the tutorial's pipeline", key="cmp_pipeline", disabled=busy,
+              help="Per-sample PIL image + ToTensor, a DataLoader, and a copy of every batch to the device, beside "
+                   "the resident pipeline (the whole split on the device as one tensor, batches by indexing). "
+                   "It is tens of times slower on the CPU, so it adds a minute or so on full MNIST.")
+    with st.expander("Add a leg", expanded=False):
+        if st.session_state.get("cmp_new_device") not in [d.kind for d in available]:
+            st.session_state.cmp_new_device = available[0].kind
+        cols = st.columns([3, 2, 4, 2], vertical_alignment="bottom")
+        cols[0].selectbox("Device", [d.kind for d in available], key="cmp_new_device", format_func=labels.get)
+        cols[1].selectbox("CPU threads", ["default", *range(1, (os.cpu_count() or 1) + 1)], key="cmp_new_threads",
+                          help="torch intra-op threads; 'default' keeps the training process's setting.")
+        cols[2].selectbox("Pipeline", tuple(PIPELINE_LABELS), key="cmp_new_pipeline", format_func=PIPELINE_LABELS.get)
+        if any(d.kind == "cuda" for d in available):
+            st.checkbox("CUDA graph (one launch per step; off = eager)", key="cmp_new_graphs")
+        cols[3].button("Add leg", key="cmp_add", on_click=add_leg, disabled=busy)
+        st.button("Reset to the default legs", key="cmp_reset", on_click=reset_legs, disabled=busy)
+
+
+def recent_comparisons(lab: Lab) -> None:
+    recent = lab.comparisons.recent()
+    if not recent:
+        return
+    with st.expander("Earlier comparisons", expanded=False):
+        titles = {r["id"]: f"{pd.Timestamp(r['created_at'], unit='s'):%Y-%m-%d %H:%M} · {r['title']}" for r in recent}
+        cols = st.columns([6, 1], vertical_alignment="bottom")
+        cols[0].selectbox("Comparison", list(titles), key="cmp_recent", format_func=titles.get)
+        cols[1].button("Open", key="cmp_open", on_click=open_comparison)
+
+
+def comparison_panel(lab: Lab, comparison_id: str, was_active: bool) -> None:
+    def body() -> None:
+        snap = lab.comparisons.snapshot(comparison_id)
+        if snap is None:
+            st.warning("This comparison is no longer available.")
+            return
+        draw_comparison(snap)
+        if snap.active != was_active:
+            st.rerun()
+
+    st.fragment(body, run_every=POLL_SECONDS if was_active else None)()
+
+
+def draw_comparison(snap: ComparisonSnapshot) -> None:
+    target = float(st.session_state.cmp_target) / 100
+    leg_runs = snap.leg_runs()
+    summary = snap.summary(target)
+    draw_progress(snap)
+    if snap.overlap:
+        st.warning(snap.overlap)
+    if snap.status == "failed":
+        st.error(f"The comparison failed: {snap.message}")
+    for row in summary.legs:
+        if row.status in ("failed", "diverged", "interrupted") and row.message:
+            st.warning(f"Leg {row.index + 1} ({row.label}) {row.status}: {row.message}")
+    draw_comparison_charts(snap, leg_runs)
+    st.markdown("#### Results")
+    st.dataframe(results_table(snap, summary), hide_index=True, width="stretch")
+    st.caption("Epoch times are wall clock, read after synchronizing with the device (GPU kernels run "
+               "asynchronously). Each leg's first epoch is its **warm-up** (first allocations, BLAS/cuBLAS "
+               "initialisation, CUDA-graph capture): it is shown apart and never averaged in. The CUDA context is "
+               "created while a leg loads, before its first epoch. Time to target counts training wall clock from "
+               "the leg's first batch, warm-up included.")
+    if summary.parity_text:
+        (st.success if summary.parity is not None and summary.parity <= PARITY_BAR else st.info)(summary.parity_text)
+    if summary.pipeline_text:
+        st.info(summary.pipeline_text)
+    thread_note(summary)
+
+
+def draw_progress(snap: ComparisonSnapshot) -> None:
+    planned = snap.planned_epochs
+    done = sum(len(r.epochs) for r in snap.runs if r is not None)
+    total = planned * len(snap.legs)
+    text = STATUS_TEXT.get(snap.status, snap.status)
+    if snap.active and 0 <= snap.current < len(snap.runs) and snap.runs[snap.current] is not None:
+        run = snap.runs[snap.current]
+        phase = {"queued": "waiting for the device", "loading": "loading data and model"}.get(run.status, "training")
+        progress = run.progress
+        fraction = progress.batch / progress.batches if progress and progress.batches else 0.0
+        text += (f": leg {snap.current + 1} of {len(snap.legs)} ({snap.legs[snap.current].label()}) {phase}, "
+                 f"epoch {min(len(run.epochs) + 1, planned)} of {planned}")
+        st.progress(min(1.0, (done + fraction) / max(total, 1)), text=text)
+    else:
+        if snap.message and snap.status != "failed":
+            text += f": {snap.message}"
+        st.markdown(f"**{text}** · comparison `{snap.comparison_id}` · {snap.base.describe()} · "
+                    f"{len(snap.legs)} legs")
+
+
+def draw_comparison_charts(snap: ComparisonSnapshot, leg_runs) -> None:
+    # Figures change once per epoch while the panel redraws twice a second: rebuild only on change.
+    key = (snap.comparison_id, tuple(len(r.epochs) for r in leg_runs), snap.planned_epochs)
+    cached = st.session_state.get("cmp_figures")
+    if cached is None or cached[0] != key:
+        legs = charts.series(leg_runs)
+        planned = max([snap.planned_epochs, *[len(r.epochs) for r in leg_runs]])
+        cached = (key, charts.val_acc_figure(legs, planned), charts.val_loss_figure(legs, planned),
+                  charts.acc_vs_time_figure(legs), charts.epoch_time_figure(legs))
+        st.session_state.cmp_figures = cached
+    top = st.columns(2)
+    top[0].plotly_chart(cached[3], config=charts.CONFIG, key="cmp_chart_time")
+    top[1].plotly_chart(cached[1], config=charts.CONFIG, key="cmp_chart_acc")
+    bottom = st.columns(2)
+    bottom[0].plotly_chart(cached[2], config=charts.CONFIG, key="cmp_chart_loss")
+    bottom[1].plotly_chart(cached[4], config=charts.CONFIG, key="cmp_chart_epochs")
+
+
+def _num(value, fmt: str, none: str = "–") -> str:
+    return none if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
+
+
+def results_table(snap: ComparisonSnapshot, summary) -> pd.DataFrame:
+    target = f"{summary.target:.1%}".replace(".0%", "%")
+    rows = []
+    for row in summary.legs:
+        reached = (f"{row.time_to_target_s:.2f} (epoch {row.target_epoch})" if row.time_to_target_s is not None
+                   else "not reached" if row.epochs else "–")
+        rows.append({
+            "leg": f"{row.index + 1}. {row.label}",
+            "status": row.status,
+            "warm-up epoch s (excluded)": _num(row.warmup_epoch_s, ".3f"),
+            "median epoch s": _num(row.median_epoch_s, ".3f", "needs 2+ epochs" if row.epochs == 1 else "–"),
+            "samples/s": _num(row.samples_per_s, ",.0f"),
+            "speedup vs leg 1": f"{row.speedup:.2f}x" if row.speedup else "–",
+            f"time to {target} (s)": reached,
+            "final val acc": _num(row.final_val_acc, ".2%"),
+            "test acc": _num(row.test_acc, ".2%"),
+            "max val-loss diff vs leg 1": "baseline" if row.index == 0 else _num(row.val_loss_rel_diff, ".1e"),
+            "CUDA graph": row.graphs or "–",
+            "device": row.device or "–",
+        })
+    for i in range(len(summary.legs), len(snap.legs)):
+        rows.append({"leg": f"{i + 1}. {snap.legs[i].label()}", "status": "waiting" if snap.active else "not run"})
+    return pd.DataFrame(rows).fillna("")
+
+
+def thread_note(summary) -> None:
+    timed = [(Leg.parse(r.spec), r.median_epoch_s) for r in summary.legs if r.median_epoch_s]
+    cpu = [(leg, s) for leg, s in timed if leg.device == "cpu" and leg.pipeline == "resident" and leg.threads]
+    one = [s for leg, s in cpu if leg.threads == 1]
+    many = [s for leg, s in cpu if leg.threads > 1]
+    if one and many and min(many) > min(one):
+        st.caption("More CPU threads were slower here. At small sizes each matrix product is tiny, so splitting it "
+                   "across threads costs more in hand-offs than it saves; and when other processes share the cores "
+                   "(this page's server and browser count), a thread that waits for a descheduled partner idles. "
+                   "The speedup map shows at which sizes threads start to pay.")
+
+
+# -- speedup map ------------------------------------------------------------------------------------
+def start_map() -> None:
+    s = st.session_state
+    try:
+        grid = MapGrid([int(v) for v in s.map_hidden], [int(v) for v in s.map_layers],
+                       [int(v) for v in s.map_batches], int(s.map_steps))
+        map_id = get_lab().maps.start(grid, default_map_legs())
+    except (ConfigError, DeviceError, RuntimeError) as exc:
+        s.map_error = f"Cannot start the speedup map: {exc}"
+        return
+    s.map_error = ""
+    st.query_params["map"] = map_id
+
+
+def cancel_map() -> None:
+    map_id = st.query_params.get("map")
+    if map_id:
+        get_lab().maps.cancel(map_id)
+
+
+def open_map() -> None:
+    choice = st.session_state.get("map_recent")
+    if choice:
+        st.query_params["map"] = choice
+
+
+def speedup_section(lab: Lab) -> None:
+    map_id = st.query_params.get("map")
+    snap = lab.maps.snapshot(map_id) if map_id else None
+    busy = bool(lab.maps.active()) or bool(lab.comparisons.active())
+    legs = default_map_legs()
+    st.markdown(
+        f"Where does {'the GPU' if legs[-1].device != 'cpu' else 'a second CPU thread'} pay off? For every cell "
+        "(hidden layers x hidden size x batch size) each leg trains a fresh model for a few untimed warm-up steps, "
+        "then a fixed number of timed steps between two device synchronisations. The colour is the speedup of the "
+        "second leg over the first; hover a cell for each leg's samples/s and its **FLOP-floor ratio** (measured "
+        "time / (the step's matmul FLOPs / the leg's measured matmul rate)): near 1 the leg runs at its hardware's "
+        "matmul speed, far above 1 per-operation overhead dominates and faster hardware cannot help.")
+    st.caption("Legs: " + " vs ".join(f"{i + 1}. {leg.label()}" for i, leg in enumerate(legs)) +
+               ". The map waits until no run is training, and measures one cell at a time.")
+    cols = st.columns(4)
+    cols[0].multiselect("Hidden sizes", HIDDEN_CHOICES, key="map_hidden", disabled=busy)
+    cols[1].multiselect("Hidden layers", LAYER_CHOICES, key="map_layers", disabled=busy)
+    cols[2].multiselect("Batch sizes", BATCH_CHOICES, key="map_batches", disabled=busy)
+    cols[3].number_input("Timed steps per cell", 1, 1000, key="map_steps", disabled=busy)
+    if st.session_state.get("map_error"):
+        st.error(st.session_state.map_error)
+    buttons = st.columns([2, 1, 5], vertical_alignment="center")
+    buttons[0].button("Run speedup map", type="primary", key="map_run", on_click=start_map, disabled=busy,
+                      width="stretch")
+    if snap is not None and snap.active:
+        buttons[1].button("Cancel", key="map_cancel", on_click=cancel_map, help="Stops within a step; the cells "
+                          "already measured are kept and stored.")
+    recent_maps(lab)
+    if map_id and snap is None:
+        st.error(f"No speedup map `{map_id}` in this server or its history.")
+    elif snap is not None:
+        map_panel(lab, map_id, snap.active)
+
+
+def recent_maps(lab: Lab) -> None:
+    recent = lab.maps.recent()
+    if not recent:
+        return
+    with st.expander("Stored speedup maps", expanded=False):
+        titles = {r["id"]: f"{pd.Timestamp(r['created_at'], unit='s'):%Y-%m-%d %H:%M} · {r['title']}" for r in recent}
+        cols = st.columns([6, 1], vertical_alignment="bottom")
+        cols[0].selectbox("Speedup map", list(titles), key="map_recent", format_func=titles.get)
+        cols[1].button("Open", key="map_open", on_click=open_map)
+
+
+def map_panel(lab: Lab, map_id: str, was_active: bool) -> None:
+    def body() -> None:
+        snap = lab.maps.snapshot(map_id)
+        if snap is None:
+            st.warning("This speedup map is no longer available.")
+            return
+        draw_map(snap)
+        if snap.active != was_active:
+            st.rerun()
+
+    st.fragment(body, run_every=POLL_SECONDS if was_active else None)()
+
+
+def draw_map(snap: MapSnapshot) -> None:
+    done = len(snap.cells)
+    text = f"{STATUS_TEXT.get(snap.status, snap.status)}: {done} of {snap.total} cells"
+    if snap.message:
+        text += f" · {snap.message}"
+    if snap.active:
+        st.progress(done / max(snap.total, 1), text=text)
+    else:
+        (st.error if snap.status == "failed" else st.markdown)(text)
+    result = snap.as_result()
+    if not result["cells"]:
+        return
+    legs = result["legs"]
+    key = (snap.map_id, done)
+    cached = st.session_state.get("map_figures")
+    if cached is None or cached[0] != key:
+        figures = [charts.speedup_heatmap(result, i) for i in range(1, len(legs))]
+        figures += [charts.throughput_heatmap(result, i) for i in range(len(legs))]
+        cached = (key, figures)
+        st.session_state.map_figures = cached
+    figures = cached[1]
+    speedups, throughputs = figures[:len(legs) - 1], figures[len(legs) - 1:]
+    for i, fig in enumerate(speedups):
+        st.plotly_chart(fig, config=charts.CONFIG, key=f"map_speedup_{i}")
+    cols = st.columns(len(throughputs))
+    for i, fig in enumerate(throughputs):
+        cols[i].plotly_chart(fig, config=charts.CONFIG, key=f"map_throughput_{i}")
+    rates = ", ".join(f"{leg['label']} {leg['gemm_gflops']:.1f} GFLOP/s" for leg in legs if leg.get("gemm_gflops"))
+    if rates:
+        st.caption(f"Measured fp32 matmul rates (1024 x 1024): {rates}. {result['grid']['steps']} timed steps after "
+                   f"{result['grid']['warmup_steps']} warm-up steps per cell and leg.")
+    with st.expander("Cells as a table", expanded=False):
+        st.dataframe(map_table(result), hide_index=True, width="stretch")
+
+
+def map_table(result: dict) -> pd.DataFrame:
+    rows = []
+    for cell in result["cells"]:
+        row = {"layers": cell["layers"], "hidden": cell["hidden"], "batch": cell["batch"]}
+        for i, (leg, timing) in enumerate(zip(result["legs"], cell["legs"])):
+            row[f"{i + 1}. ms/step"] = round(timing["step_ms"], 4)
+            row[f"{i + 1}. samples/s"] = round(timing["samples_per_s"])
+            row[f"{i + 1}. x FLOP floor"] = round(timing["floor_ratio"], 1)
+        for i in range(1, len(cell["speedup"])):
+            row[f"speedup {i + 1} over 1"] = round(cell["speedup"][i], 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
