@@ -559,6 +559,9 @@ class Comparisons:
             for i, leg in enumerate(snap.legs):
                 if live.stop.is_set():
                     break
+                self._wait_for_spare(live)
+                if live.stop.is_set():
+                    break
                 run_id = self.manager.start(leg.config(snap.base), owner=live.owner or snap.comparison_id,
                                             phases=snap.phases)
                 live.update(status=RUNNING, current=i, run_ids=live.snapshot.run_ids + (run_id,))
@@ -571,6 +574,18 @@ class Comparisons:
             status, message = FAILED, f"{type(exc).__name__}: {exc}"
         live.update(status=status, message=message, current=-1)
         self._save(live)
+
+    def _wait_for_spare(self, live: _Live, timeout: float = 180.0) -> None:
+        """Let a spare worker that is still starting (importing torch, reading the data: CPU seconds) finish
+        before the next leg trains, so its start-up does not share the CPU with the leg's timed epochs.
+        Checks under the manager's lock, as the manager does when it hands a spare out."""
+        lock, deadline = getattr(self.manager, "_lock", None), time.monotonic() + timeout
+        while lock is not None and time.monotonic() < deadline and not live.stop.is_set():
+            with lock:
+                spare = getattr(self.manager, "_spare", None)
+                if spare is None or not spare.alive() or spare.wait_ready(0):
+                    return
+            time.sleep(self.POLL_S)
 
     def _follow(self, live: _Live, run_id: str) -> None:
         """Wait for the leg's run to end, noting other runs that train meanwhile (they share the machine)."""
