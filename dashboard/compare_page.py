@@ -480,7 +480,9 @@ def draw_map(snap: MapSnapshot) -> None:
     rates = ", ".join(f"{leg['label']} {leg['gemm_gflops']:.1f} GFLOP/s" for leg in legs if leg.get("gemm_gflops"))
     if rates:
         st.caption(f"Measured fp32 matmul rates (1024 x 1024): {rates}. {result['grid']['steps']} timed steps after "
-                   f"{result['grid']['warmup_steps']} warm-up steps per cell and leg.")
+                   f"{result['grid']['warmup_steps']} warm-up steps per cell and leg. The floor uses that square "
+                   f"matmul's rate, so it is approximate: a ratio a little under 1 means the cell's shapes ran "
+                   f"slightly faster than the reference matmul.")
     with st.expander("Cells as a table", expanded=False):
         st.dataframe(map_table(result), hide_index=True, width="stretch")
 
