@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .config import DEVICES, ConfigError, Phase, RunConfig
+from .cpuload import ContentionMeter, contention_note, worker_children_ticks
 from .cuda_graph import graph_support
 from .devices import DeviceError, list_devices
 from .reports import COMPARISON, ReportStore
@@ -151,6 +152,7 @@ class LegRun:
     message: str = ""
     startup_s: float | None = None  # building the trainer: data and model to the device (CUDA context)
     run_id: str = ""
+    other_cpu_share: float | None = None  # share of all cores other processes kept busy while it trained
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ class LegSummary:
     startup_s: float | None = None
     message: str = ""
     run_id: str = ""
+    other_cpu_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -183,10 +186,12 @@ class ComparisonSummary:
     parity: float | None  # the largest val_loss_rel_diff over the legs
     parity_text: str
     pipeline_text: str
+    contention_text: str = ""  # legs whose timings other processes distorted
 
     def to_dict(self) -> dict:
         return {"target": self.target, "parity": self.parity, "parity_bar": PARITY_BAR,
                 "parity_text": self.parity_text, "pipeline_text": self.pipeline_text,
+                "contention_text": self.contention_text,
                 "legs": [dataclasses.asdict(leg) for leg in self.legs]}
 
 
@@ -235,11 +240,13 @@ def summarize(leg_runs: list[LegRun], target: float = DEFAULT_TARGET, base: RunC
             test_acc=run.test_acc,
             val_loss_rel_diff=val_loss_difference(reference, run.epochs) if i else None,
             graphs="on" if graphed else ("" if run.leg.device != "cuda" else why),
-            startup_s=run.startup_s, message=run.message, run_id=run.run_id))
+            startup_s=run.startup_s, message=run.message, run_id=run.run_id, other_cpu_share=run.other_cpu_share))
     diffs = [r.val_loss_rel_diff for r in rows[1:] if r.val_loss_rel_diff is not None]
     parity = max(diffs) if diffs else None
+    contention = " ".join(note for row in rows if (note := contention_note(
+        row.other_cpu_share, f"leg {row.index + 1} ({row.label})")))
     return ComparisonSummary(tuple(rows), target, parity, parity_sentence(leg_runs, parity),
-                             pipeline_sentence(leg_runs, rows))
+                             pipeline_sentence(leg_runs, rows), contention)
 
 
 def parity_sentence(leg_runs: list[LegRun], parity: float | None) -> str:
@@ -322,14 +329,15 @@ def run_in_process(base: RunConfig, legs: list[Leg], phases: list[Phase], *, dat
         startup = time.perf_counter() - start
         if on_leg is not None:
             on_leg(i, leg, run)
+        meter = ContentionMeter()
         try:
             run.run_schedule(phases, on_epoch=(lambda e, i=i: on_epoch(i, e)) if on_epoch else None)
         except TrainingError as exc:
             results.append(LegRun(leg, FAILED, tuple(run.epochs), None, run.trainer.device_label, str(exc), startup,
-                                  run.id))
+                                  run.id, meter.share()))
             continue
         results.append(LegRun(leg, run.status, tuple(run.epochs), run.test_acc, run.trainer.device_label,
-                              run.message, startup, run.id))
+                              run.message, startup, run.id, meter.share()))
     return results
 
 
@@ -338,7 +346,8 @@ def comparison_payload(comparison_id: str, base: RunConfig, legs: list[Leg], pha
     return {"id": comparison_id, "created_at": created_at, "status": status, "message": message,
             "overlap": overlap, "base": base.to_dict(), "legs": [leg.to_dict() for leg in legs],
             "phases": [[p.epochs, p.lr] for p in phases], "run_ids": [r.run_id for r in leg_runs],
-            "startup_s": [r.startup_s for r in leg_runs], "target": target,
+            "startup_s": [r.startup_s for r in leg_runs], "other_cpu_share": [r.other_cpu_share for r in leg_runs],
+            "target": target,
             "summary": summarize(leg_runs, target, base).to_dict()}
 
 
@@ -401,6 +410,8 @@ def cmd_compare(args) -> int:
     for text in (payload["summary"]["parity_text"], payload["summary"]["pipeline_text"]):
         if text:
             print(text, file=sys.stderr)
+    if payload["summary"]["contention_text"]:
+        print(f"warning: {payload['summary']['contention_text']}", file=sys.stderr)
     return 0 if all(r.status == FINISHED for r in leg_runs) and not stopped else 1
 
 
@@ -427,6 +438,7 @@ class ComparisonSnapshot:
     overlap: str = ""  # other runs trained meanwhile: timings may be distorted
     created_at: float = field(default_factory=time.time)
     live: bool = True
+    other_cpu: tuple = ()  # per finished leg: share of all cores other processes kept busy meanwhile
 
     @property
     def active(self) -> bool:
@@ -438,12 +450,13 @@ class ComparisonSnapshot:
 
     def leg_runs(self) -> list[LegRun]:
         out = []
-        for leg, run_id, snap in zip(self.legs, self.run_ids, self.runs):
+        for i, (leg, run_id, snap) in enumerate(zip(self.legs, self.run_ids, self.runs)):
+            other = self.other_cpu[i] if i < len(self.other_cpu) else None
             if snap is None:
                 out.append(LegRun(leg, FAILED, message="its run is no longer in the store", run_id=run_id))
             else:
                 out.append(LegRun(leg, snap.status, tuple(snap.epochs), snap.test_acc, snap.device, snap.message,
-                                  run_id=run_id))
+                                  run_id=run_id, other_cpu_share=other))
         return out
 
     def summary(self, target: float = DEFAULT_TARGET) -> ComparisonSummary:
@@ -461,6 +474,18 @@ class _Live:
     def update(self, **changes) -> None:
         with self.lock:
             self.snapshot = dataclasses.replace(self.snapshot, **changes)
+
+
+def spare_starting(manager) -> bool:
+    """Whether the manager's spare worker is still starting (importing torch, reading the data: CPU seconds
+    that would share the machine with a timed leg). Checked under the manager's lock, as the manager does
+    when it hands a spare out."""
+    lock = getattr(manager, "_lock", None)
+    if lock is None:
+        return False
+    with lock:
+        spare = getattr(manager, "_spare", None)
+        return spare is not None and spare.alive() and not spare.wait_ready(0)
 
 
 class Comparisons:
@@ -550,7 +575,8 @@ class Comparisons:
                                   tuple(Phase(e, lr) for e, lr in payload["phases"]), payload["status"],
                                   payload.get("message", ""), -1, run_ids,
                                   tuple(self.manager.snapshot(r) for r in run_ids), payload.get("overlap", ""),
-                                  payload["created_at"], live=False)
+                                  payload["created_at"], live=False,
+                                  other_cpu=tuple(payload.get("other_cpu_share") or ()))
 
     def _drive(self, live: _Live) -> None:
         snap = live.snapshot
@@ -567,7 +593,9 @@ class Comparisons:
                 live.update(status=RUNNING, current=i, run_ids=live.snapshot.run_ids + (run_id,))
                 if live.stop.is_set():  # Stop pressed between the check above and the start
                     self.manager.stop(run_id)
+                meter = ContentionMeter(own_ticks=worker_children_ticks)  # the training workers are "us"
                 self._follow(live, run_id)
+                live.update(other_cpu=live.snapshot.other_cpu + (meter.share(),))
             if live.stop.is_set():
                 status, message = STOPPED, "stopped: the legs that did not finish are shown as far as they got"
         except Exception as exc:  # e.g. the manager shut down: the page shows why
@@ -576,15 +604,9 @@ class Comparisons:
         self._save(live)
 
     def _wait_for_spare(self, live: _Live, timeout: float = 180.0) -> None:
-        """Let a spare worker that is still starting (importing torch, reading the data: CPU seconds) finish
-        before the next leg trains, so its start-up does not share the CPU with the leg's timed epochs.
-        Checks under the manager's lock, as the manager does when it hands a spare out."""
-        lock, deadline = getattr(self.manager, "_lock", None), time.monotonic() + timeout
-        while lock is not None and time.monotonic() < deadline and not live.stop.is_set():
-            with lock:
-                spare = getattr(self.manager, "_spare", None)
-                if spare is None or not spare.alive() or spare.wait_ready(0):
-                    return
+        """Let a spare worker that is still starting finish before the next leg trains."""
+        deadline = time.monotonic() + timeout
+        while spare_starting(self.manager) and time.monotonic() < deadline and not live.stop.is_set():
             time.sleep(self.POLL_S)
 
     def _follow(self, live: _Live, run_id: str) -> None:

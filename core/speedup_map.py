@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 
 from .backprop import MLPStep
-from .compare import Leg, check_legs, default_legs
+from .compare import Leg, check_legs, default_legs, spare_starting
 from .config import MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig
+from .cpuload import ContentionMeter, contention_note
 from .cuda_graph import GraphedStep, graph_support
 from .data import load_dataset, to_float
 from .devices import cpu_name, device_label, set_cpu_threads, synchronize
@@ -157,6 +158,7 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
     cancel = cancel or threading.Event()
     started = time.time()
     clock = time.perf_counter()
+    meter = ContentionMeter()
     images = to_float(dataset.train_images)
     data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     leg_info = []
@@ -204,10 +206,17 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
         if cancel.is_set():
             status = CANCELLED
             break
-    return {"type": "speedup_map", "id": map_id, "created_at": started, "status": status,
-            "seconds": time.perf_counter() - clock, "grid": grid.to_dict(), "legs": leg_info, "cells": cells,
+    seconds = time.perf_counter() - clock
+    return {"type": "speedup_map", "id": map_id, "created_at": started, "status": status, "seconds": seconds,
+            "other_cpu_share": meter.share(),  # share of all cores that other processes kept busy meanwhile
+            "grid": grid.to_dict(), "legs": leg_info, "cells": cells,
             "total_cells": len(grid.cells()), "data": dataset.title, "data_source": dataset.source,
             "cpu": cpu_name(), "torch": torch.__version__}
+
+
+def contention(result: dict) -> str:
+    """One sentence when other processes distorted the map's timings, else ''."""
+    return contention_note(result.get("other_cpu_share"), "this map")
 
 
 def map_title(result: dict) -> str:
@@ -276,6 +285,8 @@ def cmd_speedup_map(args) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 1
+    if contention(result):
+        print(f"warning: {contention(result)}", file=sys.stderr)
     if store is not None and result["cells"]:
         try:
             ReportStore(store).save(SPEEDUP_MAP, result, map_title(result), map_id)
@@ -354,7 +365,7 @@ class MapJob:
     def _run(self) -> None:
         try:
             while self.busy() > 0:  # other runs would share the machine and skew every cell
-                self.update(message="waiting for the runs that are training now to finish")
+                self.update(message="waiting for the runs that are training (or a worker that is starting) to finish")
                 if self.cancelled.wait(0.5):
                     self.update(status=CANCELLED, message="cancelled before it started")
                     return
@@ -429,7 +440,7 @@ class MapJobs:
         map_id = "m" + os.urandom(5).hex()
         db = self.reports.path if self.reports is not None else None
         job = MapJob(map_id, grid, legs, self.manager.data_dir, db,
-                     busy or (lambda: len(self.manager.active_runs())))
+                     busy or (lambda: len(self.manager.active_runs()) + spare_starting(self.manager)))
         with self._lock:
             self._jobs[map_id] = job
         job.thread.start()

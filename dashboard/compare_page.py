@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import NamedTuple
 
 import pandas as pd
@@ -18,13 +19,17 @@ from core.compare import DEFAULT_TARGET, PARITY_BAR, Comparisons, ComparisonSnap
 from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
 from core.data import TITLES
 from core.devices import DeviceError, list_devices
-from core.speedup_map import MapGrid, MapJobs, MapSnapshot, default_map_legs
+from core.speedup_map import MapGrid, MapJobs, MapSnapshot, contention, default_map_legs
 
 from . import compare_charts as charts
 from .controls import LR_OPTIONS, OPTIMIZER_LABELS
 from .state import get_manager, session_owner
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 1.0
+# Building and drawing four Plotly charts costs ~0.2 s of server CPU and more in the browser: on a small
+# machine that CPU is taken from the leg being timed, so while legs run the charts are redrawn at most
+# this often (a redraw every poll slowed a 2-thread CPU leg ~7x on 2 cores).
+CHART_REFRESH_S = 4.0
 PIPELINE_LABELS = {"resident": "Resident (whole split on the device)",
                    "dataloader": "Tutorial's DataLoader (per-sample ToTensor, per-batch copy)"}
 HIDDEN_CHOICES = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -274,12 +279,17 @@ def draw_comparison(snap: ComparisonSnapshot) -> None:
             st.warning(f"Leg {row.index + 1} ({row.label}) {row.status}: {row.message}")
     draw_comparison_charts(snap, leg_runs)
     st.markdown("#### Results")
-    st.dataframe(results_table(snap, summary), hide_index=True, width="stretch")
+    if snap.active:  # a table widget redrawn every poll took more CPU than the leg it was timing: plain lines
+        st.markdown(live_lines(snap, summary))
+    else:
+        st.dataframe(results_table(snap, summary), hide_index=True, width="stretch")
     st.caption("Epoch times are wall clock, read after synchronizing with the device (GPU kernels run "
                "asynchronously). Each leg's first epoch is its **warm-up** (first allocations, BLAS/cuBLAS "
                "initialisation, CUDA-graph capture): it is shown apart and never averaged in. The CUDA context is "
                "created while a leg loads, before its first epoch. Time to target counts training wall clock from "
                "the leg's first batch, warm-up included.")
+    if summary.contention_text:
+        st.warning(summary.contention_text)
     if summary.parity_text:
         (st.success if summary.parity is not None and summary.parity <= PARITY_BAR else st.info)(summary.parity_text)
     if summary.pipeline_text:
@@ -309,9 +319,15 @@ def draw_progress(snap: ComparisonSnapshot) -> None:
 
 def draw_comparison_charts(snap: ComparisonSnapshot, leg_runs) -> None:
     # Figures change once per epoch while the panel redraws twice a second: rebuild only on change.
-    key = (snap.comparison_id, tuple(len(r.epochs) for r in leg_runs), snap.planned_epochs)
+    key = (snap.comparison_id, tuple(len(r.epochs) for r in leg_runs), snap.planned_epochs, snap.active)
     cached = st.session_state.get("cmp_figures")
-    if cached is None or cached[0] != key:
+    now = time.monotonic()
+    stale = cached is None or cached[0] != key
+    if stale and snap.active and cached is not None and cached[0][0] == snap.comparison_id and \
+            now - st.session_state.get("cmp_figures_at", 0.0) < CHART_REFRESH_S:
+        stale = False  # a leg is being timed: keep the CPU for it until the next refresh is due
+    if stale:
+        st.session_state.cmp_figures_at = now
         legs = charts.series(leg_runs)
         planned = max([snap.planned_epochs, *[len(r.epochs) for r in leg_runs]])
         cached = (key, charts.val_acc_figure(legs, planned), charts.val_loss_figure(legs, planned),
@@ -347,11 +363,25 @@ def results_table(snap: ComparisonSnapshot, summary) -> pd.DataFrame:
             "test acc": _num(row.test_acc, ".2%"),
             "max val-loss diff vs leg 1": "baseline" if row.index == 0 else _num(row.val_loss_rel_diff, ".1e"),
             "CUDA graph": row.graphs or "–",
+            "others' CPU while timed": _num(row.other_cpu_share, ".0%"),
             "device": row.device or "–",
         })
     for i in range(len(summary.legs), len(snap.legs)):
         rows.append({"leg": f"{i + 1}. {snap.legs[i].label()}", "status": "waiting" if snap.active else "not run"})
     return pd.DataFrame(rows).fillna("")
+
+
+def live_lines(snap: ComparisonSnapshot, summary) -> str:
+    lines = []
+    for row in summary.legs:
+        median = f", median epoch {row.median_epoch_s:.3f} s" if row.median_epoch_s else ""
+        speed = f" ({row.speedup:.2f}x leg 1)" if row.speedup and row.index else ""
+        acc = f", val acc {row.final_val_acc:.2%}" if row.final_val_acc is not None else ""
+        lines.append(f"- **{row.index + 1}. {row.label}**: {row.epochs}/{snap.planned_epochs} epochs{acc}{median}"
+                     f"{speed}")
+    for i in range(len(summary.legs), len(snap.legs)):
+        lines.append(f"- **{i + 1}. {snap.legs[i].label()}**: waiting for its turn")
+    return "\n".join(lines) + "\n\nThe full table appears when the last leg ends."
 
 
 def thread_note(summary) -> None:
@@ -460,7 +490,9 @@ def draw_map(snap: MapSnapshot) -> None:
     else:
         (st.error if snap.status == "failed" else st.markdown)(text)
     result = snap.as_result()
-    if not result["cells"]:
+    if contention(result):
+        st.warning(contention(result))
+    if not result["cells"] or snap.active:  # heatmaps when it ends: drawing them would take CPU from the cells
         return
     legs = result["legs"]
     key = (snap.map_id, done)

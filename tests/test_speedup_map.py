@@ -48,6 +48,7 @@ def test_every_cell_is_complete_with_every_leg(small_sample):
     result = run_speedup_map(TINY, LEGS, small_sample, on_cell=lambda cell, done, total: seen.append((done, total)),
                              gemm_seconds=0.05)
     assert result["status"] == FINISHED and result["total_cells"] == 8
+    assert result["other_cpu_share"] is None or result["other_cpu_share"] >= 0
     assert seen == [(i, 8) for i in range(1, 9)]
     assert [(c["layers"], c["hidden"], c["batch"]) for c in result["cells"]] == TINY.cells()
     assert [leg["spec"] for leg in result["legs"]] == ["device=cpu,threads=1", "device=cpu,threads=2"]
@@ -181,3 +182,34 @@ def test_map_job_waits_while_runs_train_and_can_be_cancelled_then(jobs):
     assert snap.status == "waiting" and "waiting" in snap.message
     jobs.cancel(map_id)
     assert jobs.wait(map_id, 10).status == CANCELLED
+
+
+# -- contention: how busy other processes kept the machine ------------------------------------------
+def test_contention_meter_sees_another_busy_process():
+    import os
+    import subprocess
+    import sys
+
+    from core.cpuload import ContentionMeter
+
+    meter = ContentionMeter()
+    if meter.start is None:
+        pytest.skip("no /proc here")
+    spin = subprocess.run([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"],
+                          timeout=30)
+    assert spin.returncode == 0
+    share = meter.share()
+    # one core busy for (most of) the window; other load can only add to it
+    assert share >= 0.6 / (os.cpu_count() or 1)
+
+
+def test_contention_notes_flag_only_busy_machines():
+    from core.compare import LegRun, summarize
+    from core.cpuload import CONTENDED_SHARE, contention_note
+
+    assert contention_note(None, "x") == "" and contention_note(CONTENDED_SHARE, "x") == ""
+    assert "40%" in contention_note(0.4, "this map")
+    summary = summarize([LegRun(Leg("cpu", 1), "finished", other_cpu_share=0.05),
+                         LegRun(Leg("cpu", 2), "finished", other_cpu_share=0.5)])
+    assert "leg 2 (CPU · 2 threads · resident)" in summary.contention_text
+    assert "leg 1" not in summary.contention_text
