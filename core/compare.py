@@ -275,11 +275,12 @@ def pipeline_sentence(leg_runs: list[LegRun], rows: list[LegSummary]) -> str:
     for run, row in zip(leg_runs, rows):
         if run.leg.pipeline != "dataloader" or not row.median_epoch_s:
             continue
-        twins = [r for lr, r in zip(leg_runs, rows)
+        twins = [(lr.leg.threads == run.leg.threads, r) for lr, r in zip(leg_runs, rows)
                  if lr.leg.device == run.leg.device and lr.leg.pipeline == "resident" and r.median_epoch_s]
         if not twins:
             continue
-        twin = min(twins, key=lambda r: r.median_epoch_s)
+        same_threads = [r for same, r in twins if same]  # the fairest twin: same device and thread count
+        twin = min(same_threads or [r for _, r in twins], key=lambda r: r.median_epoch_s)
         tutorial_s, resident_s = row.median_epoch_s, twin.median_epoch_s
         slower = tutorial_s / resident_s
         waiting = max(0.0, 1 - resident_s / tutorial_s)
