@@ -30,7 +30,7 @@ from .config import DEVICES, ConfigError, Phase, RunConfig
 from .cpuload import ContentionMeter, contention_note, worker_children_ticks
 from .cuda_graph import graph_support
 from .devices import DeviceError, list_devices
-from .reports import COMPARISON, ReportStore
+from .reports import COMPARISON, ReportStore, open_reports, recent_reports
 from .store import StoreError
 from .train import FAILED, FINISHED, STOPPED, EpochResult, TrainingError
 
@@ -498,12 +498,7 @@ class Comparisons:
     def __init__(self, manager, target: float = DEFAULT_TARGET):
         self.manager = manager
         self.target = target
-        self.reports = None
-        if manager.store is not None:
-            try:
-                self.reports = ReportStore(manager.store)
-            except StoreError:
-                self.reports = None
+        self.reports = open_reports(manager.store)
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()
 
@@ -554,12 +549,7 @@ class Comparisons:
         return self._stored(comparison_id)
 
     def recent(self, limit: int = 20) -> list[dict]:
-        if self.reports is None:
-            return []
-        try:
-            return self.reports.list(COMPARISON, limit)
-        except StoreError:
-            return []
+        return recent_reports(self.reports, COMPARISON, limit)
 
     def _stored(self, comparison_id: str) -> ComparisonSnapshot | None:
         if self.reports is None:

@@ -64,3 +64,23 @@ class ReportStore:
 
     def delete(self, report_id: str) -> None:
         self.store._write("DELETE FROM reports WHERE id=?", (report_id,))
+
+
+def open_reports(store: Store | None) -> ReportStore | None:
+    """The reports beside a run store, or None when there is no store or its file cannot be used."""
+    if store is None:
+        return None
+    try:
+        return ReportStore(store)
+    except StoreError:
+        return None
+
+
+def recent_reports(reports: ReportStore | None, kind: str, limit: int = 20) -> list[dict]:
+    """Newest first; [] without a store or when it cannot be read (the page still works)."""
+    if reports is None:
+        return []
+    try:
+        return reports.list(kind, limit)
+    except StoreError:
+        return []

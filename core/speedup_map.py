@@ -42,7 +42,7 @@ from .data import load_dataset, to_float
 from .devices import cpu_name, device_label, set_cpu_threads, synchronize
 from .model import build_mlp, macs_per_sample
 from .optim import make_optimizer
-from .reports import SPEEDUP_MAP, ReportStore
+from .reports import SPEEDUP_MAP, ReportStore, open_reports, recent_reports
 from .store import Store, StoreError
 
 MAP_LR = 0.01  # small enough that wide, deep nets stay finite: NaN/denormal arithmetic would skew CPU timings
@@ -420,12 +420,7 @@ class MapJobs:
 
     def __init__(self, manager):
         self.manager = manager
-        self.reports = None
-        if manager.store is not None:
-            try:
-                self.reports = ReportStore(manager.store)
-            except StoreError:
-                self.reports = None
+        self.reports = open_reports(manager.store)
         self._jobs: dict[str, MapJob] = {}
         self._lock = threading.Lock()
         atexit.register(self.shutdown)
@@ -484,12 +479,7 @@ class MapJobs:
                            result["created_at"])
 
     def recent(self, limit: int = 20) -> list[dict]:
-        if self.reports is None:
-            return []
-        try:
-            return self.reports.list(SPEEDUP_MAP, limit)
-        except StoreError:
-            return []
+        return recent_reports(self.reports, SPEEDUP_MAP, limit)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         with self._lock:

@@ -196,11 +196,12 @@ def comparison_section(lab: Lab) -> None:
                        "batch and skips the rest; finished epochs are kept.")
     elif busy:
         cols[2].caption("Another comparison or a speedup map is measuring now; wait for it so the timings stay clean.")
-    recent_comparisons(lab)
+    stored_picker(lab.comparisons.recent(), "Earlier comparisons", "Comparison", "cmp", open_comparison)
     if comparison_id and snap is None:
         st.error(f"No comparison `{comparison_id}` in this server or its history.")
     elif snap is not None:
-        comparison_panel(lab, comparison_id, snap.active)
+        live_fragment(lambda: lab.comparisons.snapshot(comparison_id), draw_comparison, snap.active,
+                      "This comparison is no longer available.")
 
 
 def legs_editor(busy: bool) -> None:
@@ -241,24 +242,25 @@ def legs_editor(busy: bool) -> None:
         st.button("Reset to the default legs", key="cmp_reset", on_click=reset_legs, disabled=busy)
 
 
-def recent_comparisons(lab: Lab) -> None:
-    recent = lab.comparisons.recent()
+def stored_picker(recent: list[dict], title: str, label: str, key: str, on_open) -> None:
+    """An expander to reopen a stored comparison or map (newest first)."""
     if not recent:
         return
-    with st.expander("Earlier comparisons", expanded=False):
+    with st.expander(title, expanded=False):
         titles = {r["id"]: f"{pd.Timestamp(r['created_at'], unit='s'):%Y-%m-%d %H:%M} · {r['title']}" for r in recent}
         cols = st.columns([6, 1], vertical_alignment="bottom")
-        cols[0].selectbox("Comparison", list(titles), key="cmp_recent", format_func=titles.get)
-        cols[1].button("Open", key="cmp_open", on_click=open_comparison)
+        cols[0].selectbox(label, list(titles), key=f"{key}_recent", format_func=titles.get)
+        cols[1].button("Open", key=f"{key}_open", on_click=on_open)
 
 
-def comparison_panel(lab: Lab, comparison_id: str, was_active: bool) -> None:
+def live_fragment(get_snapshot, draw, was_active: bool, gone: str) -> None:
+    """Draw a snapshot, polling while it is active; rerun the page when its activity changes (buttons)."""
     def body() -> None:
-        snap = lab.comparisons.snapshot(comparison_id)
+        snap = get_snapshot()
         if snap is None:
-            st.warning("This comparison is no longer available.")
+            st.warning(gone)
             return
-        draw_comparison(snap)
+        draw(snap)
         if snap.active != was_active:
             st.rerun()
 
@@ -449,35 +451,12 @@ def speedup_section(lab: Lab) -> None:
     if snap is not None and snap.active:
         buttons[1].button("Cancel", key="map_cancel", on_click=cancel_map, help="Stops within a step; the cells "
                           "already measured are kept and stored.")
-    recent_maps(lab)
+    stored_picker(lab.maps.recent(), "Stored speedup maps", "Speedup map", "map", open_map)
     if map_id and snap is None:
         st.error(f"No speedup map `{map_id}` in this server or its history.")
     elif snap is not None:
-        map_panel(lab, map_id, snap.active)
-
-
-def recent_maps(lab: Lab) -> None:
-    recent = lab.maps.recent()
-    if not recent:
-        return
-    with st.expander("Stored speedup maps", expanded=False):
-        titles = {r["id"]: f"{pd.Timestamp(r['created_at'], unit='s'):%Y-%m-%d %H:%M} · {r['title']}" for r in recent}
-        cols = st.columns([6, 1], vertical_alignment="bottom")
-        cols[0].selectbox("Speedup map", list(titles), key="map_recent", format_func=titles.get)
-        cols[1].button("Open", key="map_open", on_click=open_map)
-
-
-def map_panel(lab: Lab, map_id: str, was_active: bool) -> None:
-    def body() -> None:
-        snap = lab.maps.snapshot(map_id)
-        if snap is None:
-            st.warning("This speedup map is no longer available.")
-            return
-        draw_map(snap)
-        if snap.active != was_active:
-            st.rerun()
-
-    st.fragment(body, run_every=POLL_SECONDS if was_active else None)()
+        live_fragment(lambda: lab.maps.snapshot(map_id), draw_map, snap.active,
+                      "This speedup map is no longer available.")
 
 
 def draw_map(snap: MapSnapshot) -> None:
