@@ -13,7 +13,7 @@ from core.manager import RunSnapshot
 
 from . import charts
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
 
 STATUS_TEXT = {
     "queued": "⏳ Queued: waiting for the device (another run is training)",
@@ -115,9 +115,8 @@ def draw_model(snap: RunSnapshot) -> None:
             st.caption(f"{snap.data_title}: {snap.n_train:,} training / {snap.n_val:,} validation samples "
                        f"({snap.config.val_fraction:.0%} random split, seed {snap.config.seed}); "
                        f"pipeline: {snap.config.pipeline}; {snap.cpu_threads} CPU thread(s)")
-        if snap.epochs:
-            table = charts.epochs_frame(snap.epochs)
-            st.dataframe(table, hide_index=True)
+        if snap.epochs and not snap.active:  # per-epoch table once the run rests: redraws are not free
+            st.dataframe(charts.epochs_frame(snap.epochs), hide_index=True)
 
 
 def draw_snapshot(snap: RunSnapshot) -> None:
