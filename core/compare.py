@@ -478,15 +478,8 @@ class _Live:
 
 
 def spare_starting(manager) -> bool:
-    """Whether the manager's spare worker is still starting (importing torch, reading the data: CPU seconds
-    that would share the machine with a timed leg). Checked under the manager's lock, as the manager does
-    when it hands a spare out."""
-    lock = getattr(manager, "_lock", None)
-    if lock is None:
-        return False
-    with lock:
-        spare = getattr(manager, "_spare", None)
-        return spare is not None and spare.alive() and not spare.wait_ready(0)
+    """Whether the manager is starting a worker now (CPU seconds that would share the machine with a timed leg)."""
+    return manager.worker_starting()
 
 
 class Comparisons:
@@ -591,8 +584,10 @@ class Comparisons:
                 status, message = STOPPED, "stopped: the legs that did not finish are shown as far as they got"
         except Exception as exc:  # e.g. the manager shut down: the page shows why
             status, message = FAILED, f"{type(exc).__name__}: {exc}"
+        # Stored before it is published as ended: whoever sees it ended can also reload it.
+        ended = dataclasses.replace(live.snapshot, status=status, message=message, current=-1)
+        self._save(dataclasses.replace(ended, runs=tuple(self.manager.snapshot(r) for r in ended.run_ids)))
         live.update(status=status, message=message, current=-1)
-        self._save(live)
 
     def _wait_for_spare(self, live: _Live, timeout: float = 180.0) -> None:
         """Let a spare worker that is still starting finish before the next leg trains."""
@@ -613,10 +608,9 @@ class Comparisons:
             if run is None or not run.active:
                 return
 
-    def _save(self, live: _Live) -> None:
+    def _save(self, snap: "ComparisonSnapshot") -> None:
         if self.reports is None:
             return
-        snap = self.snapshot(live.snapshot.comparison_id)
         payload = comparison_payload(snap.comparison_id, snap.base, list(snap.legs), snap.phases,
                                      snap.leg_runs(), snap.status, self.target, snap.created_at, snap.message,
                                      snap.overlap)

@@ -151,6 +151,12 @@ class RunManager:
             runs = list(self._runs.values())
         return [r.snapshot for r in runs if r.snapshot.active]
 
+    def worker_starting(self) -> bool:
+        """Whether a spare worker is still importing torch and reading data (CPU that timed work would feel)."""
+        with self._lock:
+            spare = self._spare
+            return spare is not None and spare.alive() and not spare.wait_ready(0)
+
     def wait(self, run_id: str, timeout: float | None = None) -> RunSnapshot | None:
         live = self._runs.get(run_id)
         if live is not None and live.thread is not None:
