@@ -13,35 +13,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-ARTIFACTS = ROOT / "artifacts"
+from browser_support import ARTIFACTS, ROOT, dashboard, launch, require_browser
+
 BAR = os.environ.get("COMPARE_BAR") == "1"
 LIMIT_S = 30 if BAR else 120  # the bar on full MNIST; otherwise a limit that other load on the machine cannot trip
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+sync_api = require_browser()
 
 TRACES_JS = ("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
              ".map(el => (el.data || []).map(t => (t.x || []).length))")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def full_mnist_dir() -> str | None:
@@ -59,40 +45,15 @@ def server(tmp_path):
     if data_dir is None:
         data_dir = str(tmp_path / "data")
         Path(data_dir).mkdir()
-    env = dict(os.environ, DATA_DIR=data_dir, RUNS_DB=str(tmp_path / "runs.db"), PYTHONUNBUFFERED="1")
-    env.pop("TRAIN_THREADS", None)
-    port = free_port()
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, f"the server exited:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as response:
-                    if response.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"the server was not healthy:\n{log.read_text()}"
-            time.sleep(0.25)
+    with dashboard(log, data_dir, tmp_path / "runs.db") as (_process, port):
         yield {"port": port, "log": log, "full": data_dir != str(tmp_path / "data")}
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def test_compare_page_runs_two_legs_in_the_browser(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             opened = time.monotonic()

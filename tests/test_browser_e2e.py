@@ -8,39 +8,23 @@ of milliseconds for the default network). Skipped where Chromium or the playwrig
 """
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-ARTIFACTS = ROOT / "artifacts"
+from browser_support import ARTIFACTS, MS, dashboard, launch, require_browser
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+sync_api = require_browser()
 
-MS = 1000
 # Epoch numbers drawn by each Plotly chart on the page (old and new charts can coexist during a rerun).
 POINTS_JS = ("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
              ".map(el => (el.data && el.data[0] && el.data[0].x) ? el.data[0].x.length : 0)")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_cpu_ticks(server_pid: int) -> dict[int, int]:
@@ -72,43 +56,15 @@ def wait_workers_idle(server_pid: int, timeout: float = 45) -> None:
         before = now
 
 
-def wait_healthy(port: int, server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as response:
-                if response.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"the server was not healthy within {timeout} s:\n{log.read_text()}")
-
 
 @pytest.fixture
 def server(tmp_path):
     """The dashboard on a free port, with an empty DATA_DIR and a temporary RUNS_DB; its log in a file."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    env = dict(os.environ, DATA_DIR=str(data_dir), RUNS_DB=str(tmp_path / "runs.db"), PYTHONUNBUFFERED="1")
-    env.pop("TRAIN_THREADS", None)
-    port = free_port()
-    log = tmp_path / "server.log"
-    # No file watcher: the app's sources may change under a running test, and watching costs CPU.
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(port, process, log)
-        yield {"process": process, "port": port, "log": log, "db": Path(env["RUNS_DB"])}
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+    log, db = tmp_path / "server.log", tmp_path / "runs.db"
+    with dashboard(log, data_dir, db) as (process, port):
+        yield {"process": process, "port": port, "log": log, "db": db}
 
 
 class Page:
@@ -196,7 +152,7 @@ def test_live_training_in_a_real_browser(server):
 
     url = f"http://localhost:{server['port']}/"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60 * MS)

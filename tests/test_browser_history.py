@@ -6,36 +6,17 @@ either is missing. The History page reads the store only, so no training worker 
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
-from history_helpers import EMPTY_DATA_DIR, REPO_ROOT, SMALL, sample_data
+from browser_support import MS, dashboard, launch, require_browser
+from history_helpers import EMPTY_DATA_DIR, SMALL, sample_data
 from core.config import Phase
 from core.runs import TrainingRun
 from core.store import Store
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-MS = 1000
 TRACES_JS = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => (el.data || []).length)"
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+require_browser()
 
 
 @pytest.fixture
@@ -49,35 +30,9 @@ def server(tmp_path):
         run = TrainingRun(config, store=store, dataset=data)
         run.run_schedule(phases)
         ids.append(run.id)
-    port = free_port()
-    env = dict(os.environ, RUNS_DB=str(db), DATA_DIR=str(EMPTY_DATA_DIR), PYTHONUNBUFFERED="1")
-    env.pop("PYTHONPATH", None)
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"server not healthy:\n{log.read_text()}"
-            time.sleep(0.25)
+    with dashboard(log, EMPTY_DATA_DIR, db) as (_process, port):
         yield {"port": port, "ids": ids, "log": log}
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def pick(page, key: str, text: str, multi: bool = False) -> None:
@@ -95,7 +50,7 @@ def test_history_overlay_in_a_real_browser(server, tmp_path):
 
     first, second = server["ids"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.set_default_timeout(60 * MS)
