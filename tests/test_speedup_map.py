@@ -139,7 +139,8 @@ def jobs(tmp_path):
     (tmp_path / "data").mkdir()
     store = Store(tmp_path / "runs.db")
     busy = {"n": 0}
-    manager = SimpleNamespace(store=store, data_dir=str(tmp_path / "data"), active_runs=lambda: [None] * busy["n"])
+    manager = SimpleNamespace(store=store, data_dir=str(tmp_path / "data"), active_runs=lambda: [None] * busy["n"],
+                              worker_starting=lambda: False)
     registry = MapJobs(manager)
     registry.busy = busy
     yield registry
