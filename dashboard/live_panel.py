@@ -15,7 +15,7 @@ from core.manager import RunSnapshot
 from . import charts
 
 POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
-CHART_REFRESH_S = 3.0  # while training, new epochs reach the charts at most this often
+CHART_REFRESH_S = 2.0  # while training, new epochs reach the charts at most this often
 
 STATUS_TEXT = {
     "queued": "⏳ Queued: waiting for the device (another run is training)",

@@ -162,14 +162,14 @@ def test_train_streams_epochs_and_survives_a_slider_change(manager):
 
 def test_refresh_reattaches_to_the_running_run(manager):
     at = new_app()
-    rid = start(at, SLOW | {"cfg_epochs": 40, "cfg_seed": 7})
+    rid = start(at, SLOW | {"cfg_epochs": 50, "cfg_seed": 7})
     at = poll(at, lambda a: len(epochs_shown(a)) >= 2, 90, "two epoch points")
     seen = len(epochs_shown(at))
 
     reopened = new_app(rid)  # a new session with the run's link: what a browser refresh does
     check_ok(reopened)
     assert run_id(reopened) == rid
-    assert reopened.slider(key="cfg_epochs").value == 40
+    assert reopened.slider(key="cfg_epochs").value == 50
     assert reopened.slider(key="cfg_hidden").value == 256
     assert reopened.slider(key="cfg_layers").value == 2
     assert reopened.slider(key="cfg_batch").value == 16
@@ -183,7 +183,7 @@ def test_refresh_reattaches_to_the_running_run(manager):
     reopened.slider(key="cfg_epochs").set_value(3).run()
     check_ok(reopened)
     assert reopened.slider(key="cfg_epochs").value == 3
-    assert manager.snapshot(rid).config.epochs == 40
+    assert manager.snapshot(rid).config.epochs == 50
     manager.stop(rid)
 
 
