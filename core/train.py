@@ -174,12 +174,12 @@ class Trainer:
             val_loss, val_acc = self._evaluate_dataloader()
         synchronize(self.device)
         seconds = time.perf_counter() - start
+        if not self._sane(val_loss):  # no record for this epoch, so it does not count as done either
+            return self._diverged(epoch, f"validation loss reached {val_loss:.3g} in epoch {epoch}")
         self.elapsed += seconds
         self.epochs_done = epoch
         warmup = self.epochs_trained_here == 0
         self.epochs_trained_here += 1
-        if not self._sane(val_loss):
-            return self._diverged(epoch, f"validation loss reached {val_loss:.3g} in epoch {epoch}")
         return EpochResult(epoch, phase, lr, train_loss, val_loss, val_acc, seconds, self.n_train / seconds,
                            warmup=warmup, elapsed=self.elapsed, device=self.device_label)
 
