@@ -12,6 +12,7 @@ import atexit
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from .config import Phase, RunConfig
@@ -74,6 +75,43 @@ class _LiveRun:
             self.snapshot = replace(self.snapshot, **changes)
 
 
+class _DeviceQueue:
+    """Turns on one device type, granted in the order runs were launched (a semaphore grants them in
+    whatever order the waiting threads happen to wake)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._cond = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._holders = 0
+
+    def join(self) -> object:
+        ticket = object()
+        with self._cond:
+            self._waiting.append(ticket)
+        return ticket
+
+    def acquire(self, ticket: object, timeout: float) -> bool:
+        with self._cond:
+            granted = self._cond.wait_for(
+                lambda: self._waiting[0] is ticket and self._holders < self.capacity, timeout)
+            if granted:
+                self._waiting.popleft()
+                self._holders += 1
+                self._cond.notify_all()
+            return granted
+
+    def leave(self, ticket: object) -> None:
+        with self._cond:
+            self._waiting.remove(ticket)
+            self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            self._holders -= 1
+            self._cond.notify_all()
+
+
 class RunManager:
     def __init__(self, db_path=None, data_dir=None, cpu_threads: int | None = None, max_cpu_runs: int = 1,
                  preload: str | None = None, max_idle_workers: int = 3):
@@ -91,8 +129,7 @@ class RunManager:
         self.max_idle_workers = max_idle_workers
         self._runs: dict[str, _LiveRun] = {}
         self._lock = threading.Lock()
-        self._slots = {"cpu": threading.Semaphore(max_cpu_runs), "cuda": threading.Semaphore(1),
-                       "mps": threading.Semaphore(1)}
+        self._queues = {"cpu": _DeviceQueue(max_cpu_runs), "cuda": _DeviceQueue(1), "mps": _DeviceQueue(1)}
         self._spare: WorkerProcess | None = None
         self._closed = False
         atexit.register(self.shutdown)
@@ -185,19 +222,21 @@ class RunManager:
         if self._closed:
             raise RuntimeError("the run manager is shut down")
         live.stop_requested.clear()
-        live.thread = threading.Thread(target=self._drive, args=(live, message),
+        try:  # the place in the queue is taken here, in the caller's order, not when the thread runs
+            queue = self._queues[resolve_device(live.snapshot.config.device).type]
+        except DeviceError as exc:
+            live.update(status=FAILED, message=str(exc))
+            live.thread = None
+            return
+        ticket = queue.join()
+        live.thread = threading.Thread(target=self._drive, args=(live, message, queue, ticket),
                                        name=f"run-{live.snapshot.run_id}", daemon=True)
         live.thread.start()
 
-    def _drive(self, live: _LiveRun, message: tuple) -> None:
-        try:
-            kind = resolve_device(live.snapshot.config.device).type
-        except DeviceError as exc:
-            live.update(status=FAILED, message=str(exc))
-            return
-        slot = self._slots[kind]
-        while not slot.acquire(timeout=0.2):  # queued: wait for the device, but honour Stop
+    def _drive(self, live: _LiveRun, message: tuple, queue: _DeviceQueue, ticket: object) -> None:
+        while not queue.acquire(ticket, timeout=0.2):  # queued: wait for the device, but honour Stop
             if live.stop_requested.is_set():
+                queue.leave(ticket)
                 live.update(status=STOPPED, message="stopped while waiting in the queue")
                 return
         try:
@@ -219,7 +258,7 @@ class RunManager:
         except Exception as exc:  # never let a run end silently: the UI shows the message
             live.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", progress=None)
         finally:
-            slot.release()
+            queue.release()
             live.ended_at = time.monotonic()
             self._after_run()
 

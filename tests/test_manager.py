@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 from core.config import Phase, RunConfig
-from core.manager import RunManager
+from core.manager import RunManager, _DeviceQueue
 from core.store import Store
 
 SAMPLE = RunConfig(device="cpu", epochs=2)  # on the 5,000-image sample: ~0.05 s per epoch
@@ -81,6 +82,31 @@ def test_second_cpu_run_queues_behind_the_first(manager):
     assert manager.snapshot(second).status == "queued"
     manager.stop(first)
     assert manager.wait(second, timeout=120).status == "finished"
+
+
+def test_device_queue_grants_turns_in_the_order_runs_joined():
+    queue = _DeviceQueue(1)
+    tickets = [queue.join() for _ in range(6)]
+    order, threads = [], []
+    for i in reversed(range(6)):  # threads start in the opposite order to the tickets
+        def take(i=i):
+            assert queue.acquire(tickets[i], timeout=10)
+            order.append(i)
+            time.sleep(0.01)
+            queue.release()
+        threads.append(threading.Thread(target=take))
+        threads[-1].start()
+    for t in threads:
+        t.join()
+    assert order == list(range(6))
+
+
+def test_a_ticket_that_leaves_the_queue_lets_the_next_one_through():
+    queue = _DeviceQueue(1)
+    first, second = queue.join(), queue.join()
+    assert not queue.acquire(second, timeout=0.05)
+    queue.leave(first)
+    assert queue.acquire(second, timeout=1)
 
 
 def test_problems_end_the_run_as_failed_with_a_message(manager):
