@@ -216,6 +216,13 @@ class Store:
             grouped.setdefault(row["run_id"], []).append(record)
         return grouped
 
+    def last_change(self) -> tuple:
+        """A cheap marker that differs whenever a run is added, deleted, gets an epoch, ends or saves weights."""
+        row = self._read("SELECT (SELECT COUNT(*) FROM runs), (SELECT MAX(updated_at) FROM runs), "
+                         "(SELECT COUNT(*) FROM epochs), (SELECT COUNT(*) FROM checkpoints), "
+                         "(SELECT MAX(saved_at) FROM checkpoints)")[0]
+        return tuple(row)
+
     def checkpoint_times(self) -> dict[str, float]:
         """{run_id: saved_at} of the runs whose weights are kept, without reading the blobs."""
         return {row["run_id"]: row["saved_at"] for row in self._read("SELECT run_id, saved_at FROM checkpoints")}

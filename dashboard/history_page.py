@@ -19,6 +19,8 @@ from . import history_charts
 from .evaluation_panel import cached_evaluation, data_dir, evaluation_panel
 from .run_detail import open_in_train_page, run_detail
 
+WATCH_TRAINING_S = 2.0  # how often the page looks for new epochs while a run trains
+WATCH_IDLE_S = 10.0  # and for runs started elsewhere (another tab, the CLI) when none does
 STATUS_ICONS = {"finished": "✅ finished", "stopped": "⏹️ stopped", "diverged": "⚠️ diverged",
                 "interrupted": "⚠️ interrupted", "failed": "❌ failed", "running": "▶️ running"}
 COLUMNS = {  # runs-table key -> (column title, column config)
@@ -72,6 +74,7 @@ def history_page() -> None:
         st.success(st.session_state.hist_flash)
         st.session_state.hist_flash = ""
     by_id = {row["run_id"]: row for row in rows}
+    _watch_for_changes(store, rows)
     _sanitize_state(by_id)
     if not rows:
         st.info("No runs yet. Train one on the Train page (or with `python -m core train`); every run is kept here.")
@@ -81,6 +84,31 @@ def history_page() -> None:
         draw_open_run(store, by_id)
     draw_confirm_delete(store, by_id)
     draw_upload(store)
+
+
+def _watch_for_changes(store: Store, rows: list[dict]) -> None:
+    """Redraw the page when the store changes (a new epoch, a run ending or starting), without a reload.
+
+    A fragment polls a one-row marker; only a change reruns the whole page, so an idle page costs a
+    tiny query every few seconds and widget choices survive the redraw.
+    """
+    try:
+        seen = store.last_change()
+    except StoreError:
+        return
+    training = sum(r["status"] == "running" for r in rows)
+    if training:
+        st.caption(f"▶️ {training} run{'s' if training > 1 else ''} training: this page updates as epochs arrive.")
+
+    def poll() -> None:
+        try:
+            now = store.last_change()
+        except StoreError:
+            return
+        if now != seen:
+            st.rerun(scope="app")
+
+    st.fragment(poll, run_every=WATCH_TRAINING_S if training else WATCH_IDLE_S)()
 
 
 def _sanitize_state(by_id: dict) -> None:

@@ -6,6 +6,9 @@ either is missing. The History page reads the store only, so no training worker 
 """
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from browser_support import MS, dashboard, launch, require_browser
@@ -95,3 +98,45 @@ def test_history_overlay_in_a_real_browser(server, tmp_path):
             browser.close()
     log = server["log"].read_text()
     assert "Traceback" not in log, log
+
+
+def test_history_page_follows_a_training_run_without_a_reload(tmp_path):
+    """A run trains in this process (one epoch at a time, on our signal); the open page shows each new
+    epoch in the overlay and the run's end, by itself."""
+    from playwright.sync_api import sync_playwright
+
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    run = TrainingRun(SMALL, store=store, dataset=sample_data())
+    gate = threading.Semaphore(0)
+    trainer = threading.Thread(target=run.train_phase, args=(3, 0.5),
+                               kwargs={"on_epoch": lambda _: gate.acquire(timeout=120)}, daemon=True)
+    trainer.start()
+    points = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => el.data[0].x.length)"
+    log = tmp_path / "server.log"
+    with dashboard(log, EMPTY_DATA_DIR, db) as (_process, port), sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60 * MS)
+            while len(store.epochs(run.id)) < 1:
+                time.sleep(0.05)
+            page.goto(f"http://127.0.0.1:{port}/history")
+            page.get_by_text("1 run training").wait_for()
+            pick(page, "hist_selected", run.id, multi=True)
+            page.wait_for_function(f"() => {{ const n = ({points})(); return n.length === 2 && n[0] === 1; }}",
+                                   polling=100)
+            gate.release()  # epoch 2 is trained and stored; nobody touches the page
+            page.wait_for_function(f"() => {{ const n = ({points})(); return n.length === 2 && n[0] === 2; }}",
+                                   polling=100, timeout=20 * MS)
+            gate.release(2)  # epoch 3, then the run finishes
+            trainer.join(60)
+            assert store.get_run(run.id)["status"] == "finished"
+            page.wait_for_function("() => !document.body.innerText.includes('run training')", polling=100,
+                                   timeout=20 * MS)
+            page.wait_for_function(f"() => ({points})()[0] === 3", polling=100)
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            gate.release(5)
+            browser.close()
+    assert "Traceback" not in log.read_text()

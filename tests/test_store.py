@@ -72,6 +72,21 @@ def test_create_add_finish_list_epochs_delete(tmp_path):
     assert len(store.epochs(other)) == 1
 
 
+def test_last_change_moves_with_every_kind_of_write(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    seen = [store.last_change()]
+    run_id = new_run(store)
+    writes = [lambda: store.add_phase(run_id, 2, 0.5), lambda: store.add_epoch(run_id, epoch_record(1)),
+              lambda: store.add_epoch(run_id, epoch_record(2)), lambda: store.save_checkpoint(run_id, b"w"),
+              lambda: store.finish_run(run_id, "finished"), lambda: store.delete_run(run_id)]
+    seen.append(store.last_change())
+    for write in writes:
+        write()
+        seen.append(store.last_change())
+    assert all(before != after for before, after in zip(seen, seen[1:])), seen
+    assert store.last_change() == seen[-1]  # reading changes nothing
+
+
 def test_finish_keeps_earlier_test_results_when_none_given(tmp_path):
     store = Store(tmp_path / "runs.db")
     run_id = new_run(store)
