@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 
 from .backprop import MLPStep
-from .config import DATASETS, ConfigError, RunConfig
+from .config import DATASETS, ConfigError, Phase, RunConfig, parse_schedule
 from .evaluate import ModelLoadError, build_model, checkpoint_weights
 from .optim import make_optimizer
 from .store import EPOCH_FIELDS, Store
@@ -293,14 +293,48 @@ def config_to_query(config: RunConfig) -> dict[str, str]:
         if name == "hidden_sizes":
             query[key] = ",".join(str(h) for h in value)
         elif isinstance(value, float):
-            query[key] = f"{value:g}" if float(f"{value:g}") == value else repr(value)
+            query[key] = _number(value)
         else:
             query[key] = str(value)
     return query
 
 
+THEN_KEY = "then"  # the phases after the first (epochs + lr), e.g. then=5@0.1 for the tutorial's schedule
+SHARE_KEYS = (*QUERY_KEYS, THEN_KEY)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+
+
+def schedule_to_query(phases) -> dict[str, str]:
+    """The phases after the first as {"then": "5@0.1,..."}; nothing for a one-phase run."""
+    later = list(phases)[1:]
+    return {THEN_KEY: ",".join(f"{p.epochs}@{_number(p.lr)}" for p in later)} if later else {}
+
+
 def is_share_query(params: Mapping) -> bool:
-    return any(key in params for key in QUERY_KEYS)
+    return any(key in params for key in SHARE_KEYS)
+
+
+def share_from_query(params: Mapping) -> tuple[RunConfig, tuple[Phase, ...]]:
+    """(config, later phases) from a share link; ConfigError lists every invalid value by its URL key."""
+    problems, later = [], ()
+    raw = params.get(THEN_KEY)
+    if isinstance(raw, (list, tuple)):
+        raw = raw[-1] if raw else ""
+    if raw is not None and str(raw).strip():
+        try:
+            later = parse_schedule(str(raw))
+        except ConfigError as exc:
+            problems.append(f"{THEN_KEY}={str(raw)!r}: {str(exc).removeprefix('schedule: ')}")
+    try:
+        config = config_from_query(params)
+    except ConfigError as exc:
+        problems.insert(0, str(exc).removeprefix("invalid share link: "))
+    if problems:
+        raise ConfigError("invalid share link: " + "; ".join(problems))
+    return config, later
 
 
 def config_from_query(params: Mapping) -> RunConfig:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, ConfigError, RunConfig
+from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, ConfigError, Phase, RunConfig
 from core.data import TITLES
 from core.devices import list_devices
 
@@ -36,11 +36,19 @@ def widget_values(config: RunConfig) -> dict:
     }
 
 
-def init_state(config: RunConfig | None = None, force: bool = False) -> None:
-    """Create the widgets' state only where it is missing (or overwrite it all with force=True)."""
-    for key, value in widget_values(config or DEFAULTS).items():
+def init_state(config: RunConfig | None = None, force: bool = False, then: tuple[Phase, ...] = ()) -> None:
+    """Create the widgets' state only where it is missing (or overwrite it all with force=True).
+
+    `then`: phases Train runs after the sidebar's epochs at its learning rate (a shared schedule).
+    """
+    for key, value in {**widget_values(config or DEFAULTS), "cfg_then": tuple(then)}.items():
         if force or key not in st.session_state:
             st.session_state[key] = value
+
+
+def planned_phases(config: RunConfig) -> tuple[Phase, ...]:
+    """What Train runs: the sidebar's epochs at its learning rate, then any later phases kept in the state."""
+    return (Phase(config.epochs, config.lr), *st.session_state.get("cfg_then", ()))
 
 
 def config_from_state() -> RunConfig:
@@ -65,10 +73,19 @@ def settings_sidebar() -> None:
     lr_options = sorted(set(LR_OPTIONS) | {float(st.session_state.cfg_lr)})
     st.sidebar.select_slider("Learning rate (log scale)", lr_options, key="cfg_lr", format_func=lambda v: f"{v:g}")
     st.sidebar.slider("Epochs", 1, 50, key="cfg_epochs")
+    later = st.session_state.get("cfg_then") or ()
+    if later:
+        steps = ", ".join(f"{p.epochs} epoch{'s' * (p.epochs != 1)} at lr {p.lr:g}" for p in later)
+        st.sidebar.caption(f"Then {steps}: Train runs this whole schedule.")
+        st.sidebar.button("Train the first phase only", key="cfg_then_clear", on_click=_drop_later_phases)
     st.sidebar.selectbox("Optimizer", OPTIMIZERS, key="cfg_optimizer", format_func=OPTIMIZER_LABELS.get)
     device_picker()
     st.sidebar.number_input("Seed", 0, 2**31 - 1, key="cfg_seed", step=1)
     st.sidebar.selectbox("Data pipeline", tuple(PIPELINE_LABELS), key="cfg_pipeline", format_func=PIPELINE_LABELS.get)
+
+
+def _drop_later_phases() -> None:
+    st.session_state.cfg_then = ()
 
 
 def device_picker() -> None:

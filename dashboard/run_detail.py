@@ -179,7 +179,8 @@ def draw_export(store: Store, run: dict, config: RunConfig, has_weights: bool) -
     cols[2].download_button("Config (JSON)", data=config_json(config), file_name=f"run-{run_id}-config.json",
                             mime="application/json", key="detail_config", on_click="ignore")
     st.markdown("**Share link**: opens the Train page with these settings in the sidebar.")
-    st.code(share_url(config, "history"), language=None, wrap_lines=True)
+    schedule = tuple(Phase(int(e), float(lr)) for e, lr in run["schedule"])
+    st.code(share_url(config, "history", schedule), language=None, wrap_lines=True)
     with st.expander("Python: load the weights file"):
         st.code(LOAD_SNIPPET.format(name=weights_filename(run), sizes=json.dumps(list(config.hidden_sizes))),
                 language="python")

@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from core.config import ConfigError, RunConfig
+from core.config import ConfigError, Phase, RunConfig
 from core.devices import list_devices
-from core.export import QUERY_KEYS, config_from_query, config_to_query, is_share_query
+from core.export import SHARE_KEYS, config_to_query, is_share_query, schedule_to_query, share_from_query
 
 from .controls import init_state
 
@@ -21,12 +21,15 @@ SIDEBAR_RANGES = {"hidden": (8, 1024), "layers": (1, 4), "batch": (16, 2048), "e
 NOT_IN_SIDEBAR = {"momentum": "momentum", "weight_decay": "weight decay", "val_fraction": "validation share"}
 
 
-def share_url(config: RunConfig, current_page_path: str = "") -> str:
-    """An absolute link to the Train page with the config in its query (relative when the URL is unknown).
+def share_url(config: RunConfig, current_page_path: str = "", schedule: tuple[Phase, ...] = ()) -> str:
+    """An absolute link to the Train page with the config (and the run's later phases) in its query
+    (relative when the URL is unknown).
 
     The Train page is the app's default page, which Streamlit serves at the app's root URL.
     """
-    query = urlencode(config_to_query(config))
+    if schedule:
+        config = config.replace(epochs=schedule[0].epochs, lr=schedule[0].lr)
+    query = urlencode({**config_to_query(config), **schedule_to_query(schedule)}, safe=",@")
     url = st.context.url
     if not url:
         return f"/?{query}"
@@ -68,7 +71,7 @@ def apply_share_link() -> None:
     """
     params = st.query_params.to_dict()
     if is_share_query(params):
-        for key in QUERY_KEYS:
+        for key in SHARE_KEYS:
             if key in st.query_params:
                 del st.query_params[key]
         st.session_state.share_message = _apply(params)
@@ -81,14 +84,16 @@ def apply_share_link() -> None:
 
 def _apply(params: dict) -> tuple[str, str]:
     try:
-        config = config_from_query(params)
+        config, later = share_from_query(params)
     except ConfigError as exc:
         return "error", f"This share link was not applied: {str(exc).removeprefix('invalid share link: ')}."
     problems, notes = sidebar_check(config)
     if problems:
         return "error", f"This share link was not applied: {'; '.join(problems)}."
-    init_state(config, force=True)
-    text = f"Settings filled in from a share link: {config.describe()}. Press **Train** to run them."
+    init_state(config, force=True, then=later)
+    schedule = "".join(f", then {p.epochs} epoch{'s' * (p.epochs != 1)} at lr {p.lr:g}" for p in later)
+    text = (f"Settings filled in from a share link: {config.describe()}, {config.epochs} epochs{schedule}. "
+            f"Press **Train** to run them.")
     if notes:
         return "warning", text + " Note: " + "; ".join(notes) + "."
     return "success", text

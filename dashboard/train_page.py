@@ -9,13 +9,15 @@ from core.config import TUTORIAL_SCHEDULE, ConfigError, Phase
 from core.data import availability_note
 from core.devices import DeviceError, resolve_device
 
-from .controls import DEFAULTS, LR_OPTIONS, init_state, settings_sidebar, validated_config, widget_values
+from .controls import (DEFAULTS, LR_OPTIONS, init_state, planned_phases, settings_sidebar, validated_config,
+                       widget_values)
 from .live_panel import live_panel
 from .share import apply_share_link
 from .state import current_run_id, get_manager, session_owner, set_current_run
 
 
 def _start(phases: tuple[Phase, ...] | None = None) -> None:
+    """Start the sidebar's settings: the given phases, else the sidebar's epochs and lr and any later phases."""
     config, error = validated_config()
     if config is None:
         st.session_state.start_error = f"Invalid setting: {error}"
@@ -25,7 +27,7 @@ def _start(phases: tuple[Phase, ...] | None = None) -> None:
     except DeviceError as exc:
         st.session_state.start_error = f"{exc}. Pick another device in the sidebar."
         return
-    run_id = get_manager().start(config, owner=session_owner(), phases=phases)
+    run_id = get_manager().start(config, owner=session_owner(), phases=phases or planned_phases(config))
     st.session_state.start_error = ""
     st.session_state.attached_run = run_id
     set_current_run(run_id)
@@ -42,6 +44,7 @@ def start_tutorial() -> None:
     for key, value in widget_values(tutorial).items():
         st.session_state[key] = value
     st.session_state.cfg_device, st.session_state.cfg_dataset = device, dataset
+    st.session_state.cfg_then = TUTORIAL_SCHEDULE[1:]  # the sidebar shows the whole schedule; Train repeats it
     _start(TUTORIAL_SCHEDULE)
 
 

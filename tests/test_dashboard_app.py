@@ -22,6 +22,8 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from core.config import RunConfig  # noqa: E402
+from core.export import config_to_query  # noqa: E402
 from dashboard import state  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -234,12 +236,24 @@ def test_tutorial_schedule_plans_ten_epochs(manager):
     assert at.slider(key="cfg_hidden").value == 32
     assert at.slider(key="cfg_epochs").value == 5
     assert at.select_slider(key="cfg_lr").value == 0.5
+    assert any("Then 5 epochs at lr 0.1" in c.value for c in at.sidebar.caption)  # Train would repeat it
     at = poll(at, lambda a: is_status("Finished")(a) and len(epochs_shown(a)) == 10, 90, "ten epochs")
     assert epochs_shown(at) == list(range(1, 11))
     assert at.metric[3].value == "10 / 10"
     snap = manager.snapshot(rid)
     assert [(p.epochs, p.lr) for p in snap.schedule] == [(5, 0.5), (5, 0.1)]
     assert snap.config.hidden_sizes == (32,) and snap.config.batch_size == 100
+
+
+def test_a_shared_schedule_trains_all_its_phases(manager):
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT)
+    for key, value in {**config_to_query(RunConfig(epochs=2, lr=0.5, device="cpu")), "then": "1@0.1"}.items():
+        at.query_params[key] = value
+    at.run()
+    check_ok(at)
+    rid = start(at)
+    at = poll(at, lambda a: is_status("Finished")(a) and len(epochs_shown(a)) == 3, 90, "three epochs")
+    assert [(p.epochs, p.lr) for p in manager.snapshot(rid).schedule] == [(2, 0.5), (1, 0.1)]
 
 
 def test_diverged_run_shows_a_warning(manager):

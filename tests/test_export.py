@@ -10,7 +10,7 @@ import torch
 from history_helpers import EMPTY_DATA_DIR, SMALL, copy_store, sample_data
 from core.config import ConfigError, Phase, RunConfig
 from core.evaluate import evaluate_weights, load_run_model
-from core.export import (EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
+from core.export import (schedule_to_query, share_from_query, EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
                          epochs_csv, import_weights, is_share_query, read_epochs_csv, read_weights, run_epochs_csv,
                          run_weights, run_weights_bytes, table_csv, weights_bytes)
 from core.history import differing_fields, median_epoch_seconds, overlay_series, run_label, runs_table, smooth
@@ -218,6 +218,24 @@ def test_invalid_share_query_names_every_bad_value():
                      "momentum='1.5'"):
         assert fragment in message
     assert "dataset" not in message
+
+
+def test_a_schedule_travels_as_then_after_the_first_phase():
+    config = RunConfig(epochs=5, lr=0.5)
+    phases = (Phase(5, 0.5), Phase(5, 0.1), Phase(3, 1 / 30))
+    query = {**config_to_query(config), **schedule_to_query(phases)}
+    assert query["then"].startswith("5@0.1,3@")
+    assert share_from_query(query) == (config.replace(threads=None), phases[1:])
+    assert schedule_to_query(phases[:1]) == {}
+    assert share_from_query(config_to_query(config))[1] == ()
+    assert is_share_query({"then": "5@0.1"})
+
+
+@pytest.mark.parametrize("then", ["5", "5@x", "0@0.1", "5@-1"])
+def test_a_bad_schedule_in_a_link_is_reported_with_the_other_bad_values(then):
+    with pytest.raises(ConfigError) as info:
+        share_from_query({"lr": "nan", "then": then})
+    assert f"then={then!r}" in str(info.value) and "lr='nan'" in str(info.value)
 
 
 # -- history summaries --------------------------------------------------------------------------------

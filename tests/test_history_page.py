@@ -139,6 +139,8 @@ def test_open_a_run_config_epochs_charts_and_evaluation(app_env):
     assert len(chart_traces(at, "detail_eval_per_class")["data"][0]["y"]) == 10
     images = at.get("image")
     assert len(images) == 24
+    link = [c.value for c in at.code if "?dataset=" in c.value]
+    assert len(link) == 1 and "epochs=2&" in link[0] and link[0].endswith("then=1@0.1"), link  # its whole schedule
     assert {b.key for b in at.button} >= {"hist_continue", "hist_rerun", "hist_delete"}
     assert not at.button(key="hist_continue").disabled
 
@@ -270,12 +272,13 @@ def sidebar_app():
     def script():
         import streamlit as st
 
-        from dashboard.controls import config_from_state, settings_sidebar
+        from dashboard.controls import config_from_state, planned_phases, settings_sidebar
         from dashboard.share import apply_share_link
 
         apply_share_link()
         settings_sidebar()
         st.session_state.config_now = config_from_state().to_dict()
+        st.session_state.phases_now = [(p.epochs, p.lr) for p in planned_phases(config_from_state())]
 
     return AppTest.from_function(script, default_timeout=30)
 
@@ -298,12 +301,29 @@ def test_share_link_fills_the_sidebar_once_and_leaves_the_url():
     assert not at.success
 
 
+def test_share_link_with_a_schedule_plans_the_later_phases_until_dropped():
+    at = sidebar_app()
+    for key, value in {**config_to_query(RunConfig(epochs=5, lr=0.5, device="cpu")), "then": "5@0.1,1@0.05"}.items():
+        at.query_params[key] = value
+    at.run()
+    no_errors(at)
+    assert at.session_state.phases_now == [(5, 0.5), (5, 0.1), (1, 0.05)]
+    assert any("then 5 epochs at lr 0.1, then 1 epoch at lr 0.05" in s.value for s in at.success)
+    assert any("Then 5 epochs at lr 0.1, 1 epoch at lr 0.05" in c.value for c in at.sidebar.caption)
+    at.slider(key="cfg_epochs").set_value(3).run()  # the first phase follows the sidebar
+    assert at.session_state.phases_now == [(3, 0.5), (5, 0.1), (1, 0.05)]
+    at.button(key="cfg_then_clear").click().run()
+    assert at.session_state.phases_now == [(3, 0.5)]
+    assert not any("Then " in c.value for c in at.sidebar.caption)
+
+
 @pytest.mark.parametrize("query, reason", [
     ({"hidden": "64", "lr": "-1", "activation": "swish"}, "lr='-1'"),
     ({"batch": "lots"}, "whole number"),
     ({"hidden": "64,32"}, "same width"),
     ({"batch": "4096"}, "outside the sidebar's range"),
     ({"dataset": "imagenet"}, "dataset='imagenet'"),
+    ({"lr": "0.1", "then": "5@fast"}, "then='5@fast'"),
 ])
 def test_invalid_share_link_is_refused_with_a_message(query, reason):
     at = sidebar_app()
