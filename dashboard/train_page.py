@@ -29,6 +29,7 @@ def _start(phases: tuple[Phase, ...] | None = None) -> None:
         return
     run_id = get_manager().start(config, owner=session_owner(), phases=phases or planned_phases(config))
     st.session_state.start_error = ""
+    st.session_state.share_message = None  # the link's settings are in use now: its notice has done its job
     st.session_state.attached_run = run_id
     set_current_run(run_id)
 

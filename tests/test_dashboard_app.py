@@ -251,7 +251,9 @@ def test_a_shared_schedule_trains_all_its_phases(manager):
         at.query_params[key] = value
     at.run()
     check_ok(at)
+    assert any("then 1 epoch at lr 0.1" in s.value for s in at.success)
     rid = start(at)
+    assert not any("share link" in s.value for s in at.success)  # the notice goes once its settings train
     at = poll(at, lambda a: is_status("Finished")(a) and len(epochs_shown(a)) == 3, 90, "three epochs")
     assert [(p.epochs, p.lr) for p in manager.snapshot(rid).schedule] == [(2, 0.5), (1, 0.1)]
 
