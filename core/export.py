@@ -320,14 +320,12 @@ def is_share_query(params: Mapping) -> bool:
 def share_from_query(params: Mapping) -> tuple[RunConfig, tuple[Phase, ...]]:
     """(config, later phases) from a share link; ConfigError lists every invalid value by its URL key."""
     problems, later = [], ()
-    raw = params.get(THEN_KEY)
-    if isinstance(raw, (list, tuple)):
-        raw = raw[-1] if raw else ""
-    if raw is not None and str(raw).strip():
+    raw = _last_value(params.get(THEN_KEY, ""))
+    if raw:
         try:
-            later = parse_schedule(str(raw))
+            later = parse_schedule(raw)
         except ConfigError as exc:
-            problems.append(f"{THEN_KEY}={str(raw)!r}: {str(exc).removeprefix('schedule: ')}")
+            problems.append(f"{THEN_KEY}={raw!r}: {str(exc).removeprefix('schedule: ')}")
     try:
         config = config_from_query(params)
     except ConfigError as exc:
@@ -346,10 +344,7 @@ def config_from_query(params: Mapping) -> RunConfig:
     for key, name in QUERY_KEYS.items():
         if key not in params:
             continue
-        raw = params[key]
-        if isinstance(raw, (list, tuple)):
-            raw = raw[-1] if raw else ""
-        raw = str(raw).strip()
+        raw = _last_value(params[key])
         try:
             value = _parse(key, raw)
             RunConfig(**{name: value})  # this field alone, so every bad field is reported
@@ -363,6 +358,13 @@ def config_from_query(params: Mapping) -> RunConfig:
         return RunConfig(**changes)
     except ConfigError as exc:
         raise ConfigError(f"invalid share link: {exc}") from None
+
+
+def _last_value(raw) -> str:
+    """A query value as text: the last one where a key is repeated."""
+    if isinstance(raw, (list, tuple)):
+        raw = raw[-1] if raw else ""
+    return str(raw).strip()
 
 
 def _parse(key: str, raw: str):

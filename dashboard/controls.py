@@ -51,6 +51,11 @@ def planned_phases(config: RunConfig) -> tuple[Phase, ...]:
     return (Phase(config.epochs, config.lr), *st.session_state.get("cfg_then", ()))
 
 
+def describe_phases(phases: tuple[Phase, ...]) -> str:
+    """'5 epochs at lr 0.1, 1 epoch at lr 0.05'."""
+    return ", ".join(f"{p.epochs} epoch{'s' * (p.epochs != 1)} at lr {p.lr:g}" for p in phases)
+
+
 def config_from_state() -> RunConfig:
     s = st.session_state
     return RunConfig(dataset=s.cfg_dataset, hidden_sizes=(int(s.cfg_hidden),) * int(s.cfg_layers),
@@ -75,8 +80,7 @@ def settings_sidebar() -> None:
     st.sidebar.slider("Epochs", 1, 50, key="cfg_epochs")
     later = st.session_state.get("cfg_then") or ()
     if later:
-        steps = ", ".join(f"{p.epochs} epoch{'s' * (p.epochs != 1)} at lr {p.lr:g}" for p in later)
-        st.sidebar.caption(f"Then {steps}: Train runs this whole schedule.")
+        st.sidebar.caption(f"Then {describe_phases(later)}: Train runs this whole schedule.")
         st.sidebar.button("Train the first phase only", key="cfg_then_clear", on_click=_drop_later_phases)
     st.sidebar.selectbox("Optimizer", OPTIMIZERS, key="cfg_optimizer", format_func=OPTIMIZER_LABELS.get)
     device_picker()

@@ -13,7 +13,7 @@ from core.config import ConfigError, Phase, RunConfig
 from core.devices import list_devices
 from core.export import SHARE_KEYS, config_to_query, is_share_query, schedule_to_query, share_from_query
 
-from .controls import init_state
+from .controls import describe_phases, init_state
 
 # The sidebar widgets' ranges (dashboard/controls.py): a link asking for more cannot be shown there.
 SIDEBAR_RANGES = {"hidden": (8, 1024), "layers": (1, 4), "batch": (16, 2048), "epochs": (1, 50),
@@ -91,7 +91,7 @@ def _apply(params: dict) -> tuple[str, str]:
     if problems:
         return "error", f"This share link was not applied: {'; '.join(problems)}."
     init_state(config, force=True, then=later)
-    schedule = "".join(f", then {p.epochs} epoch{'s' * (p.epochs != 1)} at lr {p.lr:g}" for p in later)
+    schedule = f", then {describe_phases(later)}" if later else ""
     text = (f"Settings filled in from a share link: {config.describe()}, {config.epochs} epochs{schedule}. "
             f"Press **Train** to run them.")
     if notes:

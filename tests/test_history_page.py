@@ -308,7 +308,7 @@ def test_share_link_with_a_schedule_plans_the_later_phases_until_dropped():
     at.run()
     no_errors(at)
     assert at.session_state.phases_now == [(5, 0.5), (5, 0.1), (1, 0.05)]
-    assert any("then 5 epochs at lr 0.1, then 1 epoch at lr 0.05" in s.value for s in at.success)
+    assert any("then 5 epochs at lr 0.1, 1 epoch at lr 0.05" in s.value for s in at.success)
     assert any("Then 5 epochs at lr 0.1, 1 epoch at lr 0.05" in c.value for c in at.sidebar.caption)
     at.slider(key="cfg_epochs").set_value(3).run()  # the first phase follows the sidebar
     assert at.session_state.phases_now == [(3, 0.5), (5, 0.1), (1, 0.05)]
