@@ -11,9 +11,11 @@ import signal
 import sys
 import threading
 
+import torch
+
 from .config import DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, ConfigError, RunConfig, parse_schedule
 from .data import DataError
-from .devices import DeviceError
+from .devices import DeviceError, default_cpu_threads, set_cpu_threads
 from .store import Store, StoreError
 from .train import TrainingError
 
@@ -53,7 +55,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
     parser.add_argument("--pipeline", choices=PIPELINES, default=d.pipeline)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: $TRAIN_THREADS, else cores - 1, as in the dashboard)")
     parser.add_argument("--no-cuda-graphs", action="store_true",
                         help="on CUDA, launch every kernel of a step eagerly instead of replaying a captured graph")
 
@@ -77,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="tutorial pipeline vs resident pipeline vs FLOP floor")
     bench.add_argument("--data-dir")
     bench.add_argument("--tutorial-epochs", type=int, default=3, help="epochs of the slow pipeline (1 is warm-up)")
-    bench.add_argument("--threads", type=int, help="torch CPU threads for every leg (default: torch's choice)")
+    bench.add_argument("--threads", type=int,
+                       help="torch CPU threads for every leg (default: $TRAIN_THREADS, else cores - 1)")
     bench.add_argument("--devices", default="auto", help="comma list: cpu,cuda (default: cpu, plus cuda if present)")
     add_compare_commands(commands)
     return parser
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # One default everywhere (the dashboard's workers too): a leg or --threads overrides it.
+        set_cpu_threads(getattr(args, "threads", None) or default_cpu_threads())
         if args.command == "train":
             return cmd_train(args)
         if args.command == "bench":
@@ -152,14 +158,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run.dataset.note:
         print(f"note: {run.dataset.note}", file=sys.stderr)
     print(f"run {run.id}: {config.describe()} on {run.trainer.device_label}, "
-          f"{run.trainer.n_train:,} train / {run.trainer.n_val:,} validation samples", file=sys.stderr, flush=True)
+          f"{run.trainer.n_train:,} train / {run.trainer.n_val:,} validation samples, "
+          f"{torch.get_num_threads()} CPU thread(s)", file=sys.stderr, flush=True)
     try:
         run.run_schedule(phases or [parse_schedule(f"{config.epochs}@{config.lr}")[0]], on_epoch)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
     if cancel.is_set():
         run.mark_interrupted("stopped by SIGTERM")
-    summary = run.summary()
+    summary = {**run.summary(), "cpu_threads": torch.get_num_threads()}
     print(json.dumps(summary), flush=True)
     if summary["store_warning"]:
         print(f"warning: {summary['store_warning']}", file=sys.stderr)

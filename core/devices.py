@@ -89,6 +89,23 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def default_cpu_threads() -> int:
+    """Torch CPU threads for training when none are asked for: $TRAIN_THREADS, else cores - 1 (at least 1).
+
+    One core is left for the server, the browser or the shell: on a busy 2-core machine 2 intra-op threads
+    ran 10-20x slower than 1, because OpenMP spin-waits for a descheduled partner thread.
+    """
+    value = os.environ.get("TRAIN_THREADS", "").strip()
+    if value:
+        try:
+            if int(value) >= 1:
+                return int(value)
+        except ValueError:
+            pass
+        raise DeviceError(f"TRAIN_THREADS must be a whole number of at least 1; got {value!r}")
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def set_cpu_threads(threads: int | None) -> int:
     """Set torch's intra-op thread count (process-wide); returns the previous value."""
     previous = torch.get_num_threads()

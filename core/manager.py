@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from .config import Phase, RunConfig
-from .devices import DeviceError, resolve_device
+from .devices import DeviceError, default_cpu_threads, resolve_device
 from .model import LayerRow
 from .store import Store, StoreError
 from .train import FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult
@@ -124,7 +124,7 @@ class RunManager:
             self.store_warning = f"{exc} Training still works; run history is off."
         # The server and the browser need a core too: oversubscribed intra-op threads spin-wait and run
         # many times slower, not a little.
-        self.cpu_threads = cpu_threads or int(os.environ.get("TRAIN_THREADS", 0)) or max(1, (os.cpu_count() or 2) - 1)
+        self.cpu_threads = cpu_threads or default_cpu_threads()
         self.preload = preload
         self.max_idle_workers = max_idle_workers
         self._runs: dict[str, _LiveRun] = {}
