@@ -88,10 +88,15 @@ class RunConfig:
             data["hidden_sizes"] = tuple(data["hidden_sizes"])
         return cls(**data)
 
-    def describe(self) -> str:
-        """A short human label such as '784-32-10 relu, batch 100, sgd lr 0.5'."""
+    def describe(self, schedule=()) -> str:
+        """A short human label such as 'mnist [32] relu, batch 100, sgd lr 0.5'.
+
+        With the run's schedule (phases or (epochs, lr) pairs) of more than one phase, the learning rates
+        as trained: '..., sgd lr 5@0.5,3@0.05'.
+        """
         layers = "-".join(str(h) for h in self.hidden_sizes)
-        return f"{self.dataset} [{layers}] {self.activation}, batch {self.batch_size}, {self.optimizer} lr {self.lr:g}"
+        rates = schedule_text(schedule) if len(schedule) > 1 else f"{(schedule[0][1] if schedule else self.lr):g}"
+        return f"{self.dataset} [{layers}] {self.activation}, batch {self.batch_size}, {self.optimizer} lr {rates}"
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,17 @@ class Phase:
     epochs: int
     lr: float
 
+    def __iter__(self):  # unpacks like the (epochs, lr) pairs the store keeps
+        return iter((self.epochs, self.lr))
+
     def __post_init__(self) -> None:
         _int_range("epochs", self.epochs, 1, MAX_EPOCHS)
         _float_range("lr", self.lr, 0.0, 10.0, low_open=True)
+
+
+def schedule_text(schedule) -> str:
+    """Phases or [[5, 0.5], [5, 0.1]] -> '5@0.5,5@0.1' (the CLI's --schedule syntax)."""
+    return ",".join(f"{int(e)}@{float(lr):g}" for e, lr in schedule)
 
 
 def parse_schedule(text: str) -> tuple[Phase, ...]:

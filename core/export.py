@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 
 from .backprop import MLPStep
-from .config import DATASETS, ConfigError, Phase, RunConfig, parse_schedule
+from .config import DATASETS, ConfigError, Phase, RunConfig, parse_schedule, schedule_text  # noqa: F401 (re-exported)
 from .evaluate import ModelLoadError, build_model, checkpoint_weights
 from .optim import make_optimizer
 from .store import EPOCH_FIELDS, Store
@@ -39,11 +39,6 @@ CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig))
 EPOCH_CSV_COLUMNS = ("run_id", *EPOCH_FIELDS, "status", "device", "schedule", "test_acc",
                      *(f"config_{name}" for name in CONFIG_FIELDS))
 _INT_FIELDS = {"epoch", "phase"}
-
-
-def schedule_text(schedule) -> str:
-    """[[5, 0.5], [5, 0.1]] -> '5@0.5,5@0.1' (the CLI's --schedule syntax)."""
-    return ",".join(f"{int(e)}@{float(lr):g}" for e, lr in schedule)
 
 
 def _cell(value) -> str:
