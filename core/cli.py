@@ -14,7 +14,7 @@ import threading
 import torch
 
 from .config import DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, ConfigError, RunConfig, parse_schedule
-from .data import DataError
+from .data import DataError, missing_data_dir
 from .devices import DeviceError, default_cpu_threads, set_cpu_threads
 from .store import Store, StoreError
 from .train import TrainingError
@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # A mistyped --data-dir (or DATA_DIR) is a bad option, not a reason to train on the fallback sample.
+        problem = missing_data_dir(getattr(args, "data_dir", None))
+        if problem:
+            raise CliError(problem)
         # One default everywhere (the dashboard's workers too): a leg or --threads overrides it.
         set_cpu_threads(getattr(args, "threads", None) or default_cpu_threads())
         if args.command == "train":

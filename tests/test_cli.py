@@ -150,6 +150,26 @@ def test_main_returns_2_with_one_error_line(tmp_path, capsys, restore_sigterm, a
     assert captured.out == ""
 
 
+@pytest.mark.parametrize("named_by", ["--data-dir", "DATA_DIR"])
+def test_a_mistyped_data_folder_exits_2_and_creates_nothing(tmp_path, capsys, monkeypatch, restore_sigterm, named_by):
+    from core.cli import main
+
+    missing = tmp_path / "nonexistent"
+    db = tmp_path / "runs.db"
+    if named_by == "DATA_DIR":
+        monkeypatch.setenv("DATA_DIR", str(missing))
+        code = main(["train", "--db", str(db), "--epochs", "1"])
+    else:
+        monkeypatch.delenv("DATA_DIR", raising=False)
+        code = main(["train", "--data-dir", str(missing), "--db", str(db), "--epochs", "1"])
+    captured = capsys.readouterr()
+    assert code == 2  # before: exit 0 after training on the 5,000-image sample, and nonexistent/MNIST/raw made
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(missing) in errors[0] and named_by in errors[0], captured.err
+    assert captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the folder nor a run database
+
+
 def test_unknown_choice_is_rejected_by_argparse(capsys):
     from core.cli import main
 

