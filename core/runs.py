@@ -27,9 +27,7 @@ class TrainingRun:
                  dataset: ImageDataset | None = None, cancel: threading.Event | None = None,
                  origin: str = "cli", run_id: str | None = None, create_record: bool = True):
         self.config = config
-        self.dataset = dataset or load_dataset(config.dataset, data_dir)
         self.cancel = cancel or threading.Event()
-        self.trainer = Trainer(config, self.dataset, self.cancel)
         self.store = store
         self.store_warning = ""
         self.epochs: list[EpochResult] = []
@@ -37,6 +35,13 @@ class TrainingRun:
         self.test_loss: float | None = None
         self.test_acc: float | None = None
         self.id = run_id or uuid.uuid4().hex[:12]
+        try:
+            self.dataset = dataset or load_dataset(config.dataset, data_dir)
+            self.trainer = Trainer(config, self.dataset, self.cancel)
+        except Exception as exc:  # no data, no device, a batch larger than the data...: still a run, so recorded
+            if create_record:
+                self._record_failed_start(exc, origin)
+            raise
         if create_record:
             self._stored(lambda s: s.create_run(
                 config.to_dict(), device=self.trainer.device_label, data_source=self.dataset.source,
@@ -65,6 +70,14 @@ class TrainingRun:
         run.test_loss, run.test_acc = row["test_loss"], row["test_acc"]
         run.trainer.status = row["status"]
         return run
+
+    def _record_failed_start(self, exc: Exception, origin: str) -> None:
+        def record(store: Store) -> None:
+            store.create_run(self.config.to_dict(), device=self.config.device, data_source="",
+                             torch_version=torch.__version__, parameters=None, origin=origin, run_id=self.id)
+            store.finish_run(self.id, FAILED, str(exc).strip() or type(exc).__name__)
+
+        self._stored(record)
 
     @property
     def status(self) -> str:

@@ -130,7 +130,7 @@ class Store:
 
     # -- writing ----------------------------------------------------------------------------------
     def create_run(self, config: dict, *, device: str, data_source: str, torch_version: str,
-                   parameters: int, origin: str = "", run_id: str | None = None) -> str:
+                   parameters: int | None, origin: str = "", run_id: str | None = None) -> str:
         run_id = run_id or uuid.uuid4().hex[:12]
         now = time.time()
         self._write("INSERT INTO runs (id, created_at, updated_at, status, origin, config, dataset, data_source, "
