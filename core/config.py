@@ -95,7 +95,8 @@ class RunConfig:
         as trained: '..., sgd lr 5@0.5,3@0.05'.
         """
         layers = "-".join(str(h) for h in self.hidden_sizes)
-        rates = schedule_text(schedule) if len(schedule) > 1 else f"{(schedule[0][1] if schedule else self.lr):g}"
+        pairs = [tuple(p) for p in schedule]
+        rates = schedule_text(pairs) if len(pairs) > 1 else f"{(pairs[0][1] if pairs else self.lr):g}"
         return f"{self.dataset} [{layers}] {self.activation}, batch {self.batch_size}, {self.optimizer} lr {rates}"
 
 

@@ -19,12 +19,42 @@ def default_device() -> str:
     return "cuda" if "cuda" in available else "mps" if "mps" in available else "cpu"
 
 
+HIDDEN_SLIDER = (8, 1024)  # units; wider, uneven or deeper models use the per-layer field
+LAYERS_SLIDER = (1, 4)
+
+
+def fits_sliders(hidden_sizes: tuple[int, ...]) -> bool:
+    """Whether the two sliders (one width for every layer) can show these hidden sizes exactly."""
+    low, high = HIDDEN_SLIDER
+    return (len(set(hidden_sizes)) == 1 and low <= hidden_sizes[0] <= high
+            and LAYERS_SLIDER[0] <= len(hidden_sizes) <= LAYERS_SLIDER[1])
+
+
+def hidden_list_text(hidden_sizes) -> str:
+    return ", ".join(str(int(h)) for h in hidden_sizes)
+
+
+def parse_hidden_list(text: str) -> tuple[int, ...]:
+    """'128, 64' -> (128, 64); RunConfig checks the ranges."""
+    try:
+        sizes = tuple(int(part) for part in str(text).replace(" ", ",").split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"hidden sizes per layer: {text!r} should be whole numbers separated by commas, "
+                          f"e.g. 128, 64") from None
+    if not sizes:
+        raise ConfigError("hidden sizes per layer: give at least one width, e.g. 128, 64")
+    return sizes
+
+
 def widget_values(config: RunConfig) -> dict:
     """Session-state values for every settings widget that show `config`."""
+    low, high = HIDDEN_SLIDER
     return {
         "cfg_dataset": config.dataset,
-        "cfg_hidden": int(config.hidden_sizes[0]),
-        "cfg_layers": len(config.hidden_sizes),
+        "cfg_hidden": min(high, max(low, int(config.hidden_sizes[0]))),
+        "cfg_layers": min(LAYERS_SLIDER[1], len(config.hidden_sizes)),
+        "cfg_per_layer_mode": not fits_sliders(config.hidden_sizes),
+        "cfg_hidden_list": hidden_list_text(config.hidden_sizes),
         "cfg_activation": config.activation,
         "cfg_batch": config.batch_size,
         "cfg_lr": config.lr,
@@ -58,7 +88,9 @@ def describe_phases(phases: tuple[Phase, ...]) -> str:
 
 def config_from_state() -> RunConfig:
     s = st.session_state
-    return RunConfig(dataset=s.cfg_dataset, hidden_sizes=(int(s.cfg_hidden),) * int(s.cfg_layers),
+    hidden = parse_hidden_list(s.cfg_hidden_list) if s.get("cfg_per_layer_mode") else \
+        (int(s.cfg_hidden),) * int(s.cfg_layers)
+    return RunConfig(dataset=s.cfg_dataset, hidden_sizes=hidden,
                      activation=s.cfg_activation, batch_size=int(s.cfg_batch), lr=float(s.cfg_lr),
                      epochs=int(s.cfg_epochs), optimizer=s.cfg_optimizer, device=s.cfg_device,
                      seed=int(s.cfg_seed), pipeline=s.cfg_pipeline)
@@ -69,10 +101,7 @@ def settings_sidebar() -> None:
     init_state()
     st.sidebar.header("Settings")
     st.sidebar.selectbox("Dataset", DATASETS, key="cfg_dataset", format_func=TITLES.get)
-    # A reopened run may have a width that is not on the slider's grid: widen the grid for it.
-    st.sidebar.slider("Hidden size (units per layer)", 8, 1024, step=8 if st.session_state.cfg_hidden % 8 == 0 else 1,
-                      key="cfg_hidden")
-    st.sidebar.slider("Hidden layers", 1, 4, key="cfg_layers")
+    hidden_layers_picker()
     st.sidebar.selectbox("Activation", ACTIVATIONS, key="cfg_activation")
     st.sidebar.slider("Batch size", 16, 2048, key="cfg_batch")
     lr_options = sorted(set(LR_OPTIONS) | {float(st.session_state.cfg_lr)})
@@ -86,6 +115,41 @@ def settings_sidebar() -> None:
     device_picker()
     st.sidebar.number_input("Seed", 0, 2**31 - 1, key="cfg_seed", step=1)
     st.sidebar.selectbox("Data pipeline", tuple(PIPELINE_LABELS), key="cfg_pipeline", format_func=PIPELINE_LABELS.get)
+
+
+def hidden_layers_picker() -> None:
+    """One width for every layer on two sliders, or each layer's width in a text field (a reopened run or a
+    link whose sizes the sliders cannot show keeps them exactly: Train never trains another shape)."""
+    if st.session_state.get("cfg_per_layer_mode"):
+        st.sidebar.text_input("Hidden sizes per layer", key="cfg_hidden_list",
+                              help="Units of each hidden layer, first layer first, separated by commas "
+                                   "(1 to 8192 units, up to 16 layers), e.g. 128, 64.")
+        st.sidebar.button("Same width for every layer", key="cfg_equal_layers", on_click=_use_sliders,
+                          help="Back to the Hidden size and Hidden layers sliders.")
+        return
+    low, high = HIDDEN_SLIDER
+    # A reopened run may have a width that is not on the slider's grid: widen the grid for it.
+    st.sidebar.slider("Hidden size (units per layer)", low, high,
+                      step=8 if st.session_state.cfg_hidden % 8 == 0 else 1, key="cfg_hidden")
+    st.sidebar.slider("Hidden layers", *LAYERS_SLIDER, key="cfg_layers")
+    st.sidebar.button("Set each layer's width", key="cfg_per_layer", on_click=_use_per_layer_field,
+                      help="Give every hidden layer its own width, e.g. 128, 64.")
+
+
+def _use_per_layer_field() -> None:
+    st.session_state.cfg_hidden_list = hidden_list_text((st.session_state.cfg_hidden,) * st.session_state.cfg_layers)
+    st.session_state.cfg_per_layer_mode = True
+
+
+def _use_sliders() -> None:
+    try:
+        sizes = parse_hidden_list(st.session_state.cfg_hidden_list)
+    except ConfigError:
+        sizes = (DEFAULTS.hidden_sizes[0],)
+    low, high = HIDDEN_SLIDER
+    st.session_state.cfg_hidden = min(high, max(low, sizes[0]))
+    st.session_state.cfg_layers = min(LAYERS_SLIDER[1], len(sizes))
+    st.session_state.cfg_per_layer_mode = False
 
 
 def _drop_later_phases() -> None:

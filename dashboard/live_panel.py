@@ -48,7 +48,7 @@ def eta_seconds(snap: RunSnapshot) -> float | None:
 
 def draw_status(snap: RunSnapshot) -> None:
     st.markdown(f"**{STATUS_TEXT.get(snap.status, snap.status)}** · run `{snap.run_id}` · "
-                f"{snap.config.describe()} · {snap.device or snap.config.device}")
+                f"{snap.config.describe(snap.schedule)} · {snap.device or snap.config.device}")
     if snap.data_note:
         st.info(snap.data_note)
     if snap.store_warning:

@@ -16,7 +16,7 @@ from core.export import SHARE_KEYS, config_to_query, is_share_query, schedule_to
 from .controls import describe_phases, init_state
 
 # The sidebar widgets' ranges (dashboard/controls.py): a link asking for more cannot be shown there.
-SIDEBAR_RANGES = {"hidden": (8, 1024), "layers": (1, 4), "batch": (16, 2048), "epochs": (1, 50),
+SIDEBAR_RANGES = {"batch": (16, 2048), "epochs": (1, 50),
                   "seed": (0, 2**31 - 1)}
 NOT_IN_SIDEBAR = {"momentum": "momentum", "weight_decay": "weight decay", "val_fraction": "validation share"}
 
@@ -42,12 +42,8 @@ def share_url(config: RunConfig, current_page_path: str = "", schedule: tuple[Ph
 def sidebar_check(config: RunConfig) -> tuple[list[str], list[str]]:
     """(problems that stop the link being applied, notes about settings the sidebar replaces)."""
     problems, notes = [], []
-    hidden = config.hidden_sizes
-    if len(set(hidden)) > 1:
-        problems.append(f"hidden sizes {'-'.join(map(str, hidden))} differ per layer; the sidebar gives every "
-                        f"layer the same width")
-    checks = {"hidden": max(hidden), "layers": len(hidden), "batch": config.batch_size, "epochs": config.epochs,
-              "seed": config.seed}
+    # Hidden sizes of any shape RunConfig accepts fit: the sidebar's per-layer field shows what its sliders cannot.
+    checks = {"batch": config.batch_size, "epochs": config.epochs, "seed": config.seed}
     for name, value in checks.items():
         low, high = SIDEBAR_RANGES[name]
         if not low <= value <= high:

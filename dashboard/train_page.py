@@ -115,18 +115,31 @@ def train_page() -> None:
     live_panel(lambda: manager.snapshot(run_id), snap.active)
 
 
+MAX_CONTINUE_EPOCHS = 50
+
+
 def run_controls(snap) -> None:
     if snap.active:
         st.button("Stop", key="stop", on_click=stop_run, help="Stops within a batch; finished epochs are kept.")
         return
     cols = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
     if snap.can_continue:
-        if "cont_epochs" not in st.session_state:
-            st.session_state.cont_epochs = 5
-        if "cont_lr" not in st.session_state:
-            st.session_state.cont_lr = 0.1
-        cols[0].number_input("More epochs", 1, 50, key="cont_epochs")
-        cols[1].select_slider("Learning rate", LR_OPTIONS, key="cont_lr", format_func=lambda v: f"{v:g}")
+        last = last_phase(snap)
+        # The controls start from the run's last phase (its own optimizer's scale of learning rate), and again
+        # each time its schedule grows: a continuation's choice is what the next Continue offers.
+        if st.session_state.get("cont_for") != (snap.run_id, len(snap.schedule)):
+            st.session_state.cont_for = (snap.run_id, len(snap.schedule))
+            st.session_state.cont_epochs = min(MAX_CONTINUE_EPOCHS, last.epochs)
+            st.session_state.cont_lr = last.lr
+        cols[0].number_input("More epochs", 1, MAX_CONTINUE_EPOCHS, key="cont_epochs")
+        cols[1].select_slider("Learning rate", sorted(set(LR_OPTIONS) | {last.lr, float(st.session_state.cont_lr)}),
+                              key="cont_lr", format_func=lambda v: f"{v:g}")
         cols[2].button("Continue", key="continue", on_click=continue_run, type="primary",
                        help="Train this model further; epoch numbers and curves continue.")
+        st.caption(f"Continue trains {snap.config.optimizer} from epoch {len(snap.epochs) + 1}; it starts at lr "
+                   f"{last.lr:g}, the rate of the run's last phase ({last.epochs} epoch{'s' * (last.epochs != 1)}).")
     cols[3].button("New run", key="new_run", on_click=new_run)
+
+
+def last_phase(snap) -> Phase:
+    return snap.schedule[-1] if snap.schedule else Phase(snap.config.epochs, snap.config.lr)

@@ -1,0 +1,99 @@
+"""The Train page never trains settings nobody chose: Continue's defaults, the status line's schedule,
+per-layer hidden sizes, and runs that learn nothing or diverge at once (AppTest, real worker processes).
+
+Uses the `manager` fixture and helpers of test_dashboard_app (empty DATA_DIR: the 5,000-digit sample).
+"""
+from __future__ import annotations
+
+import pytest
+
+from core.config import Phase, RunConfig
+from core.export import config_to_query
+from core.runs import TrainingRun
+from core.store import Store
+
+from test_dashboard_app import (APP, RUN_TIMEOUT, AppTest, check_ok, epochs_shown, is_status, manager,  # noqa: F401
+                                new_app, poll, settled, start, status_line)
+
+
+def cli_run(manager, config: RunConfig) -> str:
+    """A run trained the way `python -m core train` trains it, into the dashboard's store."""
+    run = TrainingRun(config, store=Store(manager.store.path), data_dir=manager.data_dir, origin="cli")
+    run.run_schedule([Phase(config.epochs, config.lr)])
+    assert run.status == "finished"
+    return run.id
+
+
+def finished(count: int):
+    return lambda at: is_status("Finished")(at) and len(epochs_shown(at)) == count
+
+
+def test_continue_starts_at_the_runs_own_last_learning_rate(manager):
+    rid = cli_run(manager, RunConfig(hidden_sizes=(64, 32), activation="gelu", optimizer="adam", lr=0.001,
+                                     epochs=2, device="cpu"))
+    at = new_app(rid)
+    check_ok(at)
+    assert at.select_slider(key="cont_lr").value == pytest.approx(0.001)
+    assert any("0.001" in c.value and "last" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.number_input(key="cont_epochs").set_value(1)
+    at.button(key="continue").click().run()
+    check_ok(at)
+    at = poll(at, finished(3), 90, "the continuation to finish")
+    snap = manager.snapshot(rid)
+    assert [e.lr for e in snap.epochs] == [0.001] * 3
+    assert snap.config.optimizer == "adam"
+
+
+def test_continue_controls_keep_the_last_continuation_and_the_status_shows_the_schedule(manager):
+    at = new_app()
+    rid = start(at, {"cfg_epochs": 2})
+    at = poll(at, finished(2), 90, "the first phase")
+    at.number_input(key="cont_epochs").set_value(3)
+    at.select_slider(key="cont_lr").set_value(0.05)
+    at.button(key="continue").click().run()
+    check_ok(at)
+    at = poll(at, finished(5), 90, "the continuation")
+    assert at.number_input(key="cont_epochs").value == 3
+    assert at.select_slider(key="cont_lr").value == pytest.approx(0.05)
+    line = status_line(at)
+    assert "2@0.5" in line and "3@0.05" in line, line
+    assert [(p.epochs, p.lr) for p in manager.snapshot(rid).schedule] == [(2, 0.5), (3, 0.05)]
+
+
+def test_a_run_with_unequal_hidden_sizes_reopens_and_retrains_as_it_was(manager):
+    rid = cli_run(manager, RunConfig(hidden_sizes=(128, 64), epochs=1, device="cpu"))
+    at = new_app(rid)
+    check_ok(at)
+    assert at.text_input(key="cfg_hidden_list").value == "128, 64"
+    at.button(key="new_run").click().run()
+    new = start(at)
+    assert new != rid
+    assert manager.snapshot(new).config.hidden_sizes == (128, 64)
+    at = poll(at, settled, 90, "the new run to end")
+    assert "[128-64]" in status_line(at)
+
+
+def test_a_share_link_with_unequal_hidden_sizes_is_applied(manager):
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT)
+    for key, value in config_to_query(RunConfig(hidden_sizes=(128, 64), epochs=1, device="cpu")).items():
+        at.query_params[key] = value
+    at.run()
+    check_ok(at)
+    assert any("[128-64]" in s.value for s in at.success), [s.value for s in at.success]
+    rid = start(at)
+    assert manager.snapshot(rid).config.hidden_sizes == (128, 64)
+
+
+def test_per_layer_sizes_can_be_edited_and_bad_ones_are_refused(manager):
+    at = new_app()
+    at.button(key="cfg_per_layer").click().run()
+    check_ok(at)
+    at.text_input(key="cfg_hidden_list").set_value("48, 24, 12").run()
+    rid = start(at)
+    assert manager.snapshot(rid).config.hidden_sizes == (48, 24, 12)
+    at = poll(at, settled, 90, "the run to end")
+    at.button(key="new_run").click().run()
+    at.text_input(key="cfg_hidden_list").set_value("48, x").run()
+    at.button(key="train").click().run()
+    assert not at.exception
+    assert any("hidden" in e.value.lower() for e in at.error), [e.value for e in at.error]
