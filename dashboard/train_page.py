@@ -6,7 +6,7 @@ import os
 import streamlit as st
 
 from core.config import TUTORIAL_SCHEDULE, ConfigError, Phase
-from core.data import availability_note
+from core.data import availability_note, missing_data_dir
 from core.devices import DeviceError, resolve_device
 
 from .controls import (DEFAULTS, LR_OPTIONS, init_state, planned_phases, settings_sidebar, validated_config,
@@ -104,9 +104,12 @@ def train_page() -> None:
                     "after every epoch. **Tutorial schedule** reproduces the tutorial (about 96–97 % validation "
                     "accuracy on MNIST). Moving a slider during a run does not disturb it; the run's link "
                     "(in the address bar) brings it back after a refresh.")
-        note = availability_note(st.session_state.cfg_dataset, os.environ.get("DATA_DIR"))
+        # Runs load their data in worker processes: the store says what the last one got (e.g. the offline sample).
+        dataset, data_dir = st.session_state.cfg_dataset, os.environ.get("DATA_DIR")
+        note = availability_note(dataset, data_dir,
+                                 last_source=manager.store.last_data_source(dataset) if manager.store else "")
         if note:
-            st.info(note)
+            (st.warning if missing_data_dir(data_dir) else st.info)(note)
         return
     if snap is None:
         st.error(f"No run with id `{run_id}` in this server or its history. Start a new one from the sidebar.")
