@@ -9,6 +9,7 @@ model selection never see.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from .store import Store
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}  # official test splits
+log = logging.getLogger(__name__)
 EVAL_CHUNK = 4096  # test images per forward pass: bounds memory for wide models and CIFAR's 3,072 inputs
 
 
@@ -50,20 +52,21 @@ def build_model(config: RunConfig, state_dict: dict) -> nn.Sequential:
             parts.append(f"missing {', '.join(missing)}")
         if extra:
             parts.append(f"unexpected {', '.join(map(str, extra))}")
-        raise ModelLoadError(f"the weights do not fit a {_layout(config)} MLP: {'; '.join(parts)}")
+        raise ModelLoadError(f"the weights do not fit a {layer_layout(config)} MLP: {'; '.join(parts)}")
     for name, tensor in expected.items():
         given = state_dict[name]
         if not isinstance(given, torch.Tensor) or not given.is_floating_point():
             raise ModelLoadError(f"weight {name} should be a float tensor, got {type(given).__name__}")
         if given.shape != tensor.shape:
             raise ModelLoadError(f"weight {name} has shape {tuple(given.shape)} but the config "
-                                 f"({_layout(config)}) needs {tuple(tensor.shape)}")
+                                 f"({layer_layout(config)}) needs {tuple(tensor.shape)}")
     model.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()})
     model.eval().requires_grad_(False)
     return model
 
 
-def _layout(config: RunConfig) -> str:
+def layer_layout(config: RunConfig) -> str:
+    """Layer widths from input to classes, e.g. '784-32-10'."""
     sizes = [input_size(config.dataset), *config.hidden_sizes, len(CLASS_NAMES[config.dataset])]
     return "-".join(str(s) for s in sizes)
 
@@ -77,7 +80,8 @@ def checkpoint_weights(blob: bytes) -> tuple[RunConfig, dict, dict]:
     except ConfigError as exc:
         raise ModelLoadError(f"the stored checkpoint's config is invalid: {exc}") from None
     except Exception as exc:  # truncated or foreign bytes: pickle, zip and key errors alike
-        raise ModelLoadError(f"the stored checkpoint cannot be read ({type(exc).__name__}: {exc})") from None
+        log.warning("a stored checkpoint could not be read: %s: %s", type(exc).__name__, exc)
+        raise ModelLoadError("the stored weights are damaged and cannot be read (details in the server log)") from None
     rest = {k: state[k] for k in ("optimizer", "epochs_done", "phases_done", "elapsed", "batch_generator")
             if k in state}
     return config, weights, rest

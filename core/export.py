@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import pickle
+import zipfile
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
@@ -21,9 +23,11 @@ import torch
 
 from .backprop import MLPStep
 from .config import DATASETS, ConfigError, Phase, RunConfig, parse_schedule, schedule_text  # noqa: F401 (re-exported)
-from .evaluate import ModelLoadError, build_model, checkpoint_weights
+from .evaluate import ModelLoadError, build_model, checkpoint_weights, layer_layout
 from .optim import make_optimizer
 from .store import EPOCH_FIELDS, Store
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FORMAT = "mlp-training-lab/weights"
 WEIGHTS_VERSION = 1
@@ -155,18 +159,33 @@ def read_weights(data: bytes, name: str = "the file") -> WeightsFile:
         raise WeightsFileError(f"{name} is empty")
     if len(data) > MAX_WEIGHTS_BYTES:
         raise WeightsFileError(f"{name} is {len(data) / 1024 ** 3:.1f} GiB, larger than any model this app trains")
+    # torch's own errors for damaged files ("negative seek value -3212", "[enforce fail at
+    # inline_container.cc:180]") mean nothing to a user: say what the file is in one sentence, log the rest.
+    if data.startswith(b"\x80"):  # a pickle stream: plain pickle, or torch.save's pre-1.6 format
+        raise WeightsFileError(f"{name} is a Python pickle, not a weights file saved by this app, so it was not "
+                               f"loaded (nothing in it was run)")
     if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
         raise WeightsFileError(f"{name} is not a PyTorch weights file (.pt saved by torch.save); "
                                f"download one from a run on the History page")
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.namelist()
+            bad_entry = archive.testzip()  # checks every entry's CRC: catches cut or overwritten bytes
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise _unreadable(name, "is truncated or damaged (download it again)", exc) from None
+    if not any(entry.endswith("/data.pkl") for entry in entries):
+        raise WeightsFileError(f"{name} is a zip archive, but not a PyTorch weights file")
+    if bad_entry is not None:
+        raise _unreadable(name, "is damaged (download it again)", f"bad CRC in {bad_entry}")
+    try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
+    except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain containers
+        log.warning("refused to load %s: %s", name, _first_line(exc))
         raise WeightsFileError(f"{name} holds Python objects other than tensors and plain data, so it was not "
                                f"loaded (nothing in it was run); only weights files saved by this app "
                                f"can be loaded") from None
-    except Exception as exc:  # truncated or damaged archives fail in zip, pickle or storage code
-        raise WeightsFileError(f"{name} is corrupt or truncated and cannot be read "
-                               f"({type(exc).__name__}: {_first_line(exc)})") from None
+    except Exception as exc:  # a consistent archive whose records torch cannot use
+        raise _unreadable(name, "is damaged or not a PyTorch weights file", exc) from None
     if not isinstance(payload, dict):
         raise WeightsFileError(f"{name} holds a {type(payload).__name__}, not this app's weights dict "
                                f"(with 'config' and 'state_dict')")
@@ -193,13 +212,23 @@ def read_weights(data: bytes, name: str = "the file") -> WeightsFile:
     try:
         build_model(config, payload["state_dict"])
     except ModelLoadError as exc:
-        raise WeightsFileError(f"{name} does not match its config: {exc}") from None
+        log.warning("%s does not match its config: %s", name, exc)
+        raise WeightsFileError(f"{name} has weights of the wrong shapes for its own {layer_layout(config)} model "
+                               f"(details in the server log)") from None
     epochs = payload.get("epochs") or []
     if not isinstance(epochs, list) or any(not isinstance(e, dict) or set(EPOCH_FIELDS) - set(e) for e in epochs):
         raise WeightsFileError(f"{name}: its epoch history is malformed")
     run = payload.get("run") if isinstance(payload.get("run"), dict) else {}
     state = payload.get("training_state") if isinstance(payload.get("training_state"), dict) else {}
     return WeightsFile(config, payload["state_dict"], run, epochs, state)
+
+
+def _unreadable(name: str, what: str, detail) -> WeightsFileError:
+    """The user's sentence; torch's or zipfile's own words go to the server log."""
+    if isinstance(detail, BaseException):
+        detail = f"{type(detail).__name__}: {_first_line(detail)}"
+    log.warning("uploaded weights %s %s: %s", name, what.split(" (")[0], detail)
+    return WeightsFileError(f"{name} {what}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,14 +2,18 @@
 share-link query parameters, and the history summaries the runs table is made of."""
 import csv
 import io
+import logging
+import pickle
 import threading
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 
 from history_helpers import EMPTY_DATA_DIR, SMALL, copy_store, sample_data
 from core.config import ConfigError, Phase, RunConfig
-from core.evaluate import evaluate_weights, load_run_model
+from core.evaluate import ModelLoadError, evaluate_weights, load_run_model
 from core.export import (schedule_to_query, share_from_query, EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
                          epochs_csv, import_weights, is_share_query, read_epochs_csv, read_weights, run_epochs_csv,
                          run_weights, run_weights_bytes, table_csv, weights_bytes)
@@ -165,9 +169,9 @@ def corrupt_files(blob):
     return [
         (b"", "is empty"),
         (b"hello, not a model", "not a PyTorch weights file"),
-        (blob[: len(blob) // 2], "corrupt or truncated"),
-        (blob[:-200] + bytes(200), "corrupt or truncated"),
-        (mismatched.getvalue(), r"does not match its config: weight 0.weight has shape \(16, 784\)"),
+        (blob[: len(blob) // 2], "truncated or damaged"),
+        (blob[:-200] + bytes(200), "truncated or damaged"),
+        (mismatched.getvalue(), "wrong shapes for its own 784-32-10 model"),
         (bare.getvalue(), "bare state_dict without its config"),
         (bad_config.getvalue(), "config is invalid: lr"),
         (unknown.getvalue(), "unknown setting.*colour"),
@@ -182,6 +186,65 @@ def test_bad_weights_files_get_a_clear_error(stored):
     for data, message in corrupt_files(run_weights_bytes(store, run.id)):
         with pytest.raises(WeightsFileError, match=message):
             read_weights(data, name="upload.pt")
+
+
+def crafted_upload_files(blob: bytes) -> dict[str, tuple[bytes, str]]:
+    """Real files a user might pick by mistake: {what: (bytes, what the one sentence must say)}."""
+    not_torch_zip = io.BytesIO()
+    with zipfile.ZipFile(not_torch_zip, "w") as archive:
+        archive.writestr("notes/readme.txt", "holiday photos")
+    torch_like_zip = io.BytesIO()  # torch's layout, without its records
+    with zipfile.ZipFile(torch_like_zip, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0xFF  # one byte inside the tensor data
+    wrong_shapes = io.BytesIO()
+    torch.save({"config": SMALL.replace(hidden_sizes=(32,)).to_dict(),
+                "state_dict": build_mlp(SMALL, 784, 10).state_dict()}, wrong_shapes)
+    legacy = io.BytesIO()
+    torch.save({"config": SMALL.to_dict()}, legacy, _use_new_zipfile_serialization=False)
+    return {
+        "random bytes": (np.random.default_rng(0).bytes(4096), "is not a PyTorch weights file"),
+        "random bytes after a zip signature": (b"PK\x03\x04" + np.random.default_rng(1).bytes(4096),
+                                               "is truncated or damaged"),
+        "truncated by 3,212 bytes": (blob[:-3212], "is truncated or damaged"),  # was "negative seek value"
+        "truncated to 100 bytes": (blob[:100], "is truncated or damaged"),
+        "one byte flipped": (bytes(flipped), "is damaged"),
+        "a zip that is not a torch file": (not_torch_zip.getvalue(), "is a zip archive, but not a PyTorch weights file"),
+        "a zip in torch's layout without its records": (torch_like_zip.getvalue(), "not a PyTorch weights file"),
+        "wrong shapes for its model": (wrong_shapes.getvalue(), "wrong shapes for its own 784-32-10 model"),
+        "a pickle": (pickle.dumps({"config": SMALL.to_dict()}), "is a Python pickle"),
+        "a pickled object": (pickle.dumps(SMALL), "is a Python pickle"),
+        "torch.save's old pickle format": (legacy.getvalue(), "is a Python pickle"),
+    }
+
+
+INTERNALS = ("seek", "enforce", "inline_container", "Error", "hasRecord", "miniz", "(Could", "CRC", "0.weight")
+
+
+def test_unusable_uploads_get_one_plain_sentence_and_the_details_go_to_the_log(stored, caplog):
+    store, run, _ = stored
+    for what, (data, says) in crafted_upload_files(run_weights_bytes(store, run.id)).items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="core"):
+            with pytest.raises(WeightsFileError) as info:
+                read_weights(data, name="'model.pt'")
+        message = str(info.value)
+        assert message.startswith("'model.pt' ") and says in message, (what, message)
+        assert not any(word in message for word in INTERNALS), (what, message)  # before: torch's own words
+        assert message.count(". ") == 0 and "\n" not in message, (what, message)  # one sentence
+        if "damaged" in message or "wrong shapes" in message:
+            assert caplog.text.strip(), f"{what}: no details in the log"
+
+
+def test_a_damaged_stored_checkpoint_says_so_plainly(stored, caplog, tmp_path):
+    _, run, _ = stored
+    store = Store(copy_store(stored[0].path, tmp_path / "copy.db"))  # the module's store stays intact
+    store.save_checkpoint(run.id, store.load_checkpoint(run.id)[:-3212])
+    with caplog.at_level(logging.WARNING, logger="core"), pytest.raises(ModelLoadError) as info:
+        run_weights(store, run.id)
+    assert "damaged" in str(info.value) and "seek" not in str(info.value)
+    assert "seek" in caplog.text or "zip" in caplog.text
 
 
 # -- share links --------------------------------------------------------------------------------------

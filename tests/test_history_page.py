@@ -230,7 +230,7 @@ def test_uploaded_weights_evaluate_like_the_run_and_bad_files_are_refused(app_en
     assert store.epochs(imported[0]["id"]) == store.epochs(run_id)
     assert imported[0]["id"] in set(at.dataframe[0].value["run_id"])
 
-    for bad, reason in ((blob[: len(blob) // 2], "corrupt or truncated"), (b"not a model", "not a PyTorch")):
+    for bad, reason in ((blob[: len(blob) // 2], "truncated or damaged"), (b"not a model", "not a PyTorch")):
         at.file_uploader(key="hist_upload").set_value(("bad.pt", bad, "application/octet-stream")).run()
         no_errors(at)
         assert any(reason in e.value for e in at.error), [e.value for e in at.error]
