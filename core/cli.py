@@ -172,6 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.mark_interrupted("stopped by SIGTERM")
     summary = {**run.summary(), "cpu_threads": torch.get_num_threads()}
     print(json.dumps(summary), flush=True)
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     if summary["store_warning"]:
         print(f"warning: {summary['store_warning']}", file=sys.stderr)
     if run.status not in ("finished",):

@@ -5,6 +5,7 @@ A store that fails mid-run never stops training: the run goes on and `store_warn
 """
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import uuid
@@ -14,6 +15,7 @@ import torch
 
 from .config import Phase, RunConfig
 from .data import ImageDataset, load_dataset
+from .health import learning_warnings
 from .store import Store, StoreError
 from .train import (DIVERGED, FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult, Trainer,
                     TrainingError)
@@ -152,7 +154,13 @@ class TrainingRun:
             "data_source": self.dataset.source,
             "data_note": self.dataset.note,
             "store_warning": self.store_warning,
+            "warnings": self.warnings(),
         }
+
+    def warnings(self) -> list[str]:
+        """Not learning, or validation loss rising: what was seen and what to change (the run is kept)."""
+        steps = math.ceil(self.trainer.n_train / self.config.batch_size)
+        return learning_warnings(self.epochs, self.dataset.num_classes, steps_per_epoch=steps)
 
 
 def _median(values: list[float]) -> float | None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .config import RunConfig
 from .data import ImageDataset, split_indices, to_float
 from .devices import device_label, resolve_device, set_cpu_threads, synchronize
+from .health import describe_batch_losses, lower_lr
 from .memory import check_fits
 from .backprop import MLPStep
 from .cuda_graph import GraphedStep, graph_support
@@ -212,14 +213,14 @@ class Trainer:
                 last_report = now
                 loss = losses[-1].item()  # sync point on GPUs, a few per second
                 if not self._sane(loss):
-                    self._diverged(epoch, f"training loss reached {loss:.3g} at batch {i} of epoch {epoch}")
+                    self._diverged(epoch, f"training loss reached {loss:.3g} at batch {i} of epoch {epoch}", losses)
                     return None
                 if on_progress is not None:
                     on_progress(BatchProgress(epoch, i, n_batches, now - start))
         weights = torch.tensor(sizes, dtype=torch.float32, device=self.device)
         train_loss = float((torch.stack(losses) * weights).sum() / self.n_train)
         if not self._sane(train_loss):
-            self._diverged(epoch, f"training loss reached {train_loss:.3g} in epoch {epoch}")
+            self._diverged(epoch, f"mean training loss reached {train_loss:.3g} in epoch {epoch}", losses)
             return None
         if on_progress is not None:
             on_progress(BatchProgress(epoch, n_batches, n_batches, time.perf_counter() - start))
@@ -235,9 +236,12 @@ class Trainer:
     def _sane(self, loss: float) -> bool:
         return math.isfinite(loss) and loss <= self.divergence_loss
 
-    def _diverged(self, epoch: int, reason: str) -> None:
+    def _diverged(self, epoch: int, reason: str, batch_losses: list[torch.Tensor] | None = None) -> None:
         self.status = DIVERGED
-        self.stop_reason = reason + " (learning rate too high for this model?)"
+        story = describe_batch_losses(torch.stack(batch_losses).tolist(), self.divergence_loss) if batch_losses else ""
+        lr = self.optimizer.lr
+        self.stop_reason = (reason + (f" ({story})" if story else "")
+                            + f". The learning rate {lr:g} is too high for this model: try {lower_lr(lr):g}")
         return None
 
     # -- evaluation -------------------------------------------------------------------------------

@@ -4,12 +4,15 @@ Drawn from RunManager snapshots only, inside a fragment that polls while the run
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
 import pandas as pd
 import streamlit as st
 
+from core.data import CLASS_NAMES
+from core.health import learning_warnings
 from core.manager import RunSnapshot
 
 from . import charts
@@ -47,7 +50,7 @@ def eta_seconds(snap: RunSnapshot) -> float | None:
 
 
 def draw_status(snap: RunSnapshot) -> None:
-    st.markdown(f"**{STATUS_TEXT.get(snap.status, snap.status)}** · run `{snap.run_id}` · "
+    st.markdown(f"**{status_text(snap)}** · run `{snap.run_id}` · "
                 f"{snap.config.describe(snap.schedule)} · {snap.device or snap.config.device}")
     if snap.data_note:
         st.info(snap.data_note)
@@ -56,13 +59,30 @@ def draw_status(snap: RunSnapshot) -> None:
     if snap.status == "failed":
         st.error(f"Training failed: {snap.message}")
     elif snap.status == "diverged":
-        st.warning(f"The run diverged: {snap.message}. The epochs before it are kept below; lower the learning "
-                   f"rate (or use a smaller model) and train again.")
+        kept = (f"The {len(snap.epochs)} epoch{'s' * (len(snap.epochs) != 1)} before it are kept below."
+                if snap.epochs else "No epoch finished, so there is no curve to show and nothing was kept.")
+        st.warning(f"The run diverged: {snap.message}. {kept} Lower the learning rate (or use a smaller model) "
+                   f"and train again.")
     elif snap.status == "interrupted":
         st.warning(f"This run was interrupted: {snap.message or 'the process ended before it finished'}. "
                    f"Its epochs are kept.")
     elif snap.status == "stopped" and snap.message:
         st.caption(snap.message)
+    for warning in run_warnings(snap):
+        st.warning(warning)
+
+
+def run_warnings(snap: RunSnapshot) -> list[str]:
+    """Not-learning and rising-loss warnings (the run goes on; the user decides)."""
+    steps = math.ceil(snap.n_train / snap.config.batch_size) if snap.n_train else None
+    return learning_warnings(snap.epochs, len(CLASS_NAMES.get(snap.config.dataset, range(10))), steps_per_epoch=steps)
+
+
+def status_text(snap: RunSnapshot) -> str:
+    text = STATUS_TEXT.get(snap.status, snap.status)
+    if snap.status == "finished" and run_warnings(snap):
+        return "⚠️ Finished, with a warning below"
+    return text
 
 
 def draw_progress(snap: RunSnapshot) -> None:

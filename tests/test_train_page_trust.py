@@ -97,3 +97,23 @@ def test_per_layer_sizes_can_be_edited_and_bad_ones_are_refused(manager):
     at.button(key="train").click().run()
     assert not at.exception
     assert any("hidden" in e.value.lower() for e in at.error), [e.value for e in at.error]
+
+
+def test_a_run_that_learns_nothing_finishes_with_a_warning_not_a_tick(manager):
+    at = new_app()
+    rid = start(at, {"cfg_optimizer": "adam", "cfg_lr": 2.0, "cfg_epochs": 3})
+    at = poll(at, settled, 90, "the run to end")
+    assert manager.snapshot(rid).status == "finished"  # kept: the user decides what to do with it
+    assert "✅" not in status_line(at) and "warning" in status_line(at), status_line(at)
+    warnings = [w.value for w in at.warning]
+    assert any("Not learning" in w and "try 0.2" in w for w in warnings), warnings
+
+
+def test_divergence_in_the_first_epoch_explains_the_empty_page(manager):
+    at = new_app()
+    start(at, {"cfg_hidden": 256, "cfg_layers": 3, "cfg_lr": 2.0})
+    at = poll(at, settled, 90, "the run to end")
+    assert "Diverged" in status_line(at)
+    (warning,) = [w.value for w in at.warning if "diverged" in w.value]
+    assert "batch losses went" in warning and "No epoch finished" in warning and "kept below" not in warning
+    assert "try 0.2" in warning
