@@ -9,6 +9,7 @@ click starts training at once.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import threading
 import time
@@ -16,8 +17,9 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from .config import Phase, RunConfig
-from .devices import DeviceError, default_cpu_threads, resolve_device
-from .model import LayerRow
+from .data import CLASS_NAMES, IMAGE_SHAPES
+from .devices import DeviceError, default_cpu_threads, device_label, resolve_device
+from .model import LayerRow, layer_rows
 from .store import Store, StoreError
 from .train import FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult
 from .worker import WorkerProcess
@@ -48,6 +50,7 @@ class RunSnapshot:
     test_acc: float | None = None
     store_warning: str = ""
     cpu_threads: int = 0
+    queue_ahead: int = 0  # while queued: runs before this one on its device (training or waiting)
     started_at: float = field(default_factory=time.time)
     live: bool = True  # False when read back from the store only
 
@@ -69,6 +72,8 @@ class _LiveRun:
         self.thread: threading.Thread | None = None
         self.pending: list[Phase] = []
         self.ended_at = 0.0
+        self.queue: _DeviceQueue | None = None
+        self.ticket: object | None = None
 
     def update(self, **changes) -> None:
         with self.lock:
@@ -106,6 +111,14 @@ class _DeviceQueue:
             self._waiting.remove(ticket)
             self._cond.notify_all()
 
+    def ahead_of(self, ticket: object) -> int:
+        """Runs that train before this ticket's: those holding the device and those queued earlier."""
+        with self._cond:
+            try:
+                return self._holders + self._waiting.index(ticket)
+            except ValueError:  # granted or left meanwhile
+                return 0
+
     def release(self) -> None:
         with self._cond:
             self._holders -= 1
@@ -141,8 +154,14 @@ class RunManager:
         phases = tuple(phases or (Phase(config.epochs, config.lr),))
         config = config.replace(epochs=phases[0].epochs, lr=phases[0].lr)
         run_id = os.urandom(6).hex()
+        layers = layer_rows(config, math.prod(IMAGE_SHAPES[config.dataset]), len(CLASS_NAMES[config.dataset]))
+        try:  # the page names the device and the model while the run waits for its turn
+            device = device_label(resolve_device(config.device))
+        except DeviceError:
+            device = ""
         live = _LiveRun(RunSnapshot(run_id, owner, config, QUEUED, planned_epochs=sum(p.epochs for p in phases),
-                                    store_warning=self.store_warning, cpu_threads=self.cpu_threads))
+                                    store_warning=self.store_warning, cpu_threads=self.cpu_threads, device=device,
+                                    layers=tuple(layers), parameters=sum(r.parameters for r in layers)))
         live.pending = list(phases)
         with self._lock:
             self._runs[run_id] = live
@@ -180,7 +199,10 @@ class RunManager:
         live = self._runs.get(run_id)
         if live is not None:
             with live.lock:
-                return live.snapshot
+                snap = live.snapshot
+            if snap.status == QUEUED and live.queue is not None:
+                snap = replace(snap, queue_ahead=live.queue.ahead_of(live.ticket))
+            return snap
         return self._stored_snapshot(run_id)
 
     def active_runs(self) -> list[RunSnapshot]:
@@ -229,6 +251,7 @@ class RunManager:
             live.thread = None
             return
         ticket = queue.join()
+        live.queue, live.ticket = queue, ticket
         live.thread = threading.Thread(target=self._drive, args=(live, message, queue, ticket),
                                        name=f"run-{live.snapshot.run_id}", daemon=True)
         live.thread.start()

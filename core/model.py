@@ -55,6 +55,20 @@ def summarize(model: nn.Module) -> list[LayerRow]:
     return rows
 
 
+def layer_rows(config: RunConfig, input_size: int, num_classes: int) -> list[LayerRow]:
+    """The rows summarize() gives for build_mlp(config, ...), without building it (a queued run's page)."""
+    sizes = [input_size, *config.hidden_sizes, num_classes]
+    activation = ACTIVATION_LAYERS[config.activation].__name__
+    rows, index = [], 0
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        rows.append(LayerRow(f"{index}", "Linear", f"{fan_in} -> {fan_out}", fan_in * fan_out + fan_out))
+        index += 1
+        if i < len(sizes) - 2:
+            rows.append(LayerRow(f"{index}", activation, "", 0))
+            index += 1
+    return rows
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -21,7 +21,7 @@ POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the 
 CHART_REFRESH_S = 2.0  # while training, new epochs reach the charts at most this often
 
 STATUS_TEXT = {
-    "queued": "⏳ Queued: waiting for the device (another run is training)",
+    "queued": "⏳ Queued: waiting for its turn (one run trains at a time per device)",
     "loading": "⏳ Loading data and building the model",
     "running": "▶️ Training",
     "finished": "✅ Finished",
@@ -87,6 +87,15 @@ def status_text(snap: RunSnapshot) -> str:
 
 def draw_progress(snap: RunSnapshot) -> None:
     if not snap.active:
+        return
+    if snap.status == "queued":
+        ahead = snap.queue_ahead
+        where = snap.device.split(":")[0] if snap.device else "device"
+        st.progress(0.0, text=f"Waiting for the {where}: {ahead} run{'s' * (ahead != 1)} ahead of this one"
+                    if ahead else f"Waiting for the {where}")
+        return
+    if snap.status == "loading" or snap.progress is None and not snap.epochs:
+        st.progress(0.0, text="Starting: loading the data and building the model")
         return
     progress = snap.progress
     epoch = progress.epoch if progress else len(snap.epochs) + 1

@@ -161,3 +161,11 @@ def test_build_mlp_uses_pytorch_default_init_ranges():
 def test_macs_per_sample():
     assert macs_per_sample(784, (32,), 10) == 784 * 32 + 32 * 10
     assert macs_per_sample(784, (64, 16), 10) == 784 * 64 + 64 * 16 + 16 * 10
+
+
+@pytest.mark.parametrize("hidden, activation", [((32,), "relu"), ((128, 64, 16), "gelu")])
+def test_layer_rows_match_the_built_models_summary(hidden, activation):
+    from core.model import layer_rows
+
+    config = RunConfig(hidden_sizes=hidden, activation=activation)
+    assert layer_rows(config, 784, 10) == summarize(build_mlp(config, 784, 10))

@@ -84,6 +84,21 @@ def test_second_cpu_run_queues_behind_the_first(manager):
     assert manager.wait(second, timeout=120).status == "finished"
 
 
+def test_a_queued_run_names_its_device_model_and_place_in_the_queue(manager):
+    first = manager.start(SAMPLE.replace(epochs=30, hidden_sizes=(256, 256), batch_size=16))
+    wait_for(lambda: manager.snapshot(first).status == "running")
+    second = manager.start(SAMPLE.replace(hidden_sizes=(64, 32)))
+    third = manager.start(SAMPLE)
+    queued = manager.snapshot(third)
+    assert queued.status == "queued" and queued.queue_ahead == 2
+    assert queued.device.startswith("CPU:"), queued.device
+    assert manager.snapshot(second).parameters == 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+    assert [r.kind for r in manager.snapshot(second).layers] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    manager.stop(first)
+    assert manager.wait(third, timeout=120).status == "finished"
+    assert manager.snapshot(second).parameters == manager.wait(second, 1).parameters
+
+
 def test_device_queue_grants_turns_in_the_order_runs_joined():
     queue = _DeviceQueue(1)
     tickets = [queue.join() for _ in range(6)]
