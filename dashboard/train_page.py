@@ -82,6 +82,7 @@ def attach_to_url_run(run_id: str | None) -> None:
 def train_page() -> None:
     apply_share_link()  # a share link's settings fill the sidebar once (invalid ones are reported, not applied)
     manager = get_manager()
+    manager.warm_up()  # a worker reaped while nobody trained starts warming while settings are picked
     run_id = current_run_id()
     attach_to_url_run(run_id)
     settings_sidebar()

@@ -181,3 +181,24 @@ def test_new_run_takes_an_idle_warm_worker_and_the_old_run_can_still_continue(ma
     manager.continue_run(old, 1, 0.1)  # its worker is gone: it resumes from the stored checkpoint
     snap = manager.wait(old, timeout=120)
     assert snap.status == "finished" and [e.epoch for e in snap.epochs] == [1, 2, 3]
+
+
+def test_at_most_one_warm_worker_stays_after_many_runs_and_idle_ones_are_reaped(env):
+    data_dir, db = env
+    manager = RunManager(db_path=db, data_dir=data_dir, cpu_threads=1, idle_reap_s=2.0)
+    try:
+        runs = [manager.start(SAMPLE.replace(epochs=1, seed=seed)) for seed in range(4)]
+        assert [manager.wait(r, timeout=120).status for r in runs] == ["finished"] * 4
+        wait_for(lambda: len(manager.idle_workers()) == 1, timeout=10)
+        (warm,) = manager.idle_workers()
+        assert manager._runs[runs[-1]].worker is warm  # the last run's own: its Continue starts at once
+        closed = [manager._runs[r].worker for r in runs[:-1]]
+        assert closed == [None] * 3
+        wait_for(lambda: manager.idle_workers() == [], timeout=20)  # nothing happened for idle_reap_s
+        wait_for(lambda: not warm.alive(), timeout=10)
+        manager.warm_up()
+        assert len(manager.idle_workers()) == 1
+        manager.continue_run(runs[0], 1, 0.1)  # its worker was closed long ago: it resumes from the store
+        assert [e.epoch for e in manager.wait(runs[0], timeout=120).epochs] == [1, 2]
+    finally:
+        manager.shutdown()
