@@ -147,17 +147,24 @@ class Evaluation:
         return [float(self.confusion[c, c] / counts[c]) if counts[c] else None for c in range(len(self.classes))]
 
     def sample_indices(self, limit: int, only_mistakes: bool = False, true_class: int | None = None) -> list[int]:
-        """Test-image indices to show: in test order, or only the mistakes, most confident mistakes first."""
+        """Test-image indices to show: the mistakes, most confident first; then, unless only_mistakes, the correct
+        predictions one class after another (test order within a class). A test split in class order would
+        otherwise fill the grid with correct zeros, which teaches nothing."""
         keep = np.ones(self.n, dtype=bool)
         if true_class is not None:
             keep &= self.labels == true_class
+        wrong = self.predicted != self.labels
+        mistakes = np.flatnonzero(keep & wrong)
+        mistakes = mistakes[np.argsort(-self.confidence[mistakes], kind="stable")]
         if only_mistakes:
-            keep &= self.predicted != self.labels
-            chosen = np.flatnonzero(keep)
-            chosen = chosen[np.argsort(-self.confidence[chosen], kind="stable")]
-        else:
-            chosen = np.flatnonzero(keep)
-        return chosen[:max(0, limit)].tolist()
+            return mistakes[:max(0, limit)].tolist()
+        correct = np.flatnonzero(keep & ~wrong)
+        labels = self.labels[correct]
+        rank = np.zeros(len(correct), dtype=np.int64)  # the image's place among its class's correct ones
+        for c in np.unique(labels):
+            rank[labels == c] = np.arange(int((labels == c).sum()))
+        correct = correct[np.lexsort((labels, rank))]
+        return np.concatenate([mistakes, correct])[:max(0, limit)].tolist()
 
 
 @torch.inference_mode()

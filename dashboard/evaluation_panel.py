@@ -85,7 +85,8 @@ def draw_evaluation(ev: Evaluation, *, key: str, recorded_test_acc: float | None
 def draw_samples(ev: Evaluation, *, key: str) -> None:
     st.markdown("**Sample predictions**")
     cols = st.columns([1.2, 1.2, 1.6], vertical_alignment="bottom")
-    only_mistakes = cols[0].toggle("Only mistakes (most confident first)", key=f"{key}_mistakes")
+    only_mistakes = cols[0].toggle("Only mistakes (most confident first)", value=True, key=f"{key}_mistakes",
+                                   help="Off: the mistakes first, then correct predictions from every class.")
     class_options = [None, *range(len(ev.classes))]
     true_class = cols[1].selectbox("True class", class_options, key=f"{key}_class",
                                    format_func=lambda c: "all classes" if c is None else ev.classes[c])

@@ -40,9 +40,30 @@ def overlay_figure(series: list[dict], metric: str, *, x: str = "epoch", log_y: 
     # Legends of many runs take room below the plot: grow the figure instead of squeezing the plot.
     layout["height"] = HEIGHT + 22 * max(0, len(series) - 2)
     if log_y and not percent:
-        layout["yaxis"]["type"] = "log"
+        # Plotly's own log labels at a small span read "1, 9, 8 ... 3" (minor ticks as single digits).
+        losses = [v for s in series for v in s[metric] if v is not None and v > 0]
+        if losses:
+            layout["yaxis"] = loss_log_axis(min(losses), max(losses))
     fig.update_layout(**layout)
     return fig
+
+
+LOG_TICK_STEPS = ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), (1, 1.2, 1.4, 1.6, 1.8, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9))
+
+
+def loss_log_axis(low: float, high: float) -> dict:
+    """A log axis whose labels are whole numbers (0.1, 0.2, 0.5, 1 ...), finer where the losses span little.
+
+    Plotly's own labels between decades are bare digits ("1, 9, 8 ... 3"), which read as nonsense for losses.
+    The coarsest steps that put at least three labels among the data are used.
+    """
+    for steps in LOG_TICK_STEPS:
+        ticks = [round(m * 10.0 ** e, 12) for e in range(-6, 5) for m in steps]
+        if sum(low <= t <= high for t in ticks) >= 3:
+            break
+    shown = [t for t in ticks if low / 1.6 <= t <= high * 1.6]
+    return dict(type="log", title="loss (cross-entropy, log scale)", tickvals=shown,
+                ticktext=[f"{t:g}" for t in shown])
 
 
 def confusion_figure(confusion: np.ndarray, classes: tuple[str, ...], normalize: bool = False) -> go.Figure:

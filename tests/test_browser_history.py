@@ -140,3 +140,55 @@ def test_history_page_follows_a_training_run_without_a_reload(tmp_path):
             gate.release(5)
             browser.close()
     assert "Traceback" not in log.read_text()
+
+
+def test_history_at_1400_px_shows_status_and_accuracy_reads_log_labels_and_opens_on_mistakes(server, tmp_path):
+    """What a tester saw at 1,400 px: status and accuracy off-screen, log labels "1, 9, 8 ... 3", and an
+    evaluation grid of correct zeros. The screenshot (history-1400.png) is there to look at."""
+    from playwright.sync_api import sync_playwright
+
+    from dashboard.history_page import COLUMNS
+
+    first, second = server["ids"]
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60 * MS)
+            page.goto(f"http://127.0.0.1:{server['port']}/history")
+            table = page.locator("[data-testid='stDataFrame']")
+            table.wait_for()
+            headers_js = ("() => Array.from(document.querySelectorAll(\"[data-testid='stDataFrame'] "
+                          "[role='columnheader']\")).map(e => e.innerText)")
+            page.wait_for_function(f"() => ({headers_js})().length > 0", polling=100)
+            headers = page.evaluate(headers_js)
+            assert headers[:3] == ["status", "test acc", "best val"], headers
+            box = table.bounding_box()
+            widths = [width for _title, _format, width in COLUMNS.values()]
+            row_marker = 36  # the tick-box column
+            assert box["x"] + row_marker + sum(widths[:3]) < 1400 - 20 and box["width"] > row_marker + sum(widths[:3])
+            page.screenshot(path=str(tmp_path / "history-1400.png"))
+
+            pick(page, "hist_selected", first, multi=True)
+            pick(page, "hist_selected", second, multi=True)
+            page.locator(".st-key-hist_log label").click()
+            labels_js = ("() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => "
+                         "Array.from(el.querySelectorAll('.ytick text')).map(t => t.textContent))")
+            page.wait_for_function(f"() => ({labels_js})().some(ls => ls.length && ls.every(l => l.includes('.')"
+                                   f" || l === '1' || l === '2'))", polling=100)
+            loss_labels = [labels for labels in page.evaluate(labels_js) if labels and float(labels[0]) < 10][0]
+            values = [float(label) for label in loss_labels]
+            assert len(values) >= 3 and values == sorted(values), loss_labels  # 0.4, 0.5, 0.6 ..., never 9, 8, 3
+
+            pick(page, "hist_open", second)
+            page.get_by_role("tab", name="Evaluation").click()
+            page.locator("[data-testid='stImage'] img").first.wait_for()
+            page.locator("[data-testid='stImage']").first.scroll_into_view_if_needed()
+            captions = page.evaluate("() => Array.from(document.querySelectorAll(\"[data-testid='stImage']\"))"
+                                     ".map(e => e.innerText.trim())")
+            assert captions and all(c.startswith("✗") for c in captions), captions  # mistakes, not correct zeros
+            page.screenshot(path=str(tmp_path / "history-evaluation-1400.png"))
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
+    assert "Traceback" not in server["log"].read_text()

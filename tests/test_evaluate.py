@@ -111,7 +111,10 @@ def test_sample_indices_mistakes_most_confident_first(trained, sample):
     assert all(ev.predicted[i] != ev.labels[i] for i in mistakes)
     confidence = [ev.confidence[i] for i in mistakes]
     assert confidence == sorted(confidence, reverse=True)
-    assert ev.sample_indices(5) == [0, 1, 2, 3, 4]
+    everything = ev.sample_indices(ev.n)  # mistakes first (before: test order, so the grid opened on zeros)
+    assert everything[:len(mistakes)] == mistakes and sorted(everything) == list(range(ev.n))
+    first_correct = everything[len(mistakes):len(mistakes) + 10]
+    assert sorted(ev.labels[first_correct].tolist()) == list(range(10))  # one of each class, not ten zeros
     sevens = ev.sample_indices(10, true_class=7)
     assert len(sevens) == 10 and all(ev.labels[i] == 7 for i in sevens)
     assert all(ev.labels[i] == 3 and ev.predicted[i] != 3 for i in ev.sample_indices(50, True, true_class=3))

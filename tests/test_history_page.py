@@ -66,9 +66,11 @@ def test_lists_every_run_with_its_columns(app_env):
     no_errors(at)
     table = at.dataframe[0].value
     assert set(table["run_id"]) == set(ids.values())
-    assert list(table.columns) == ["created", "run_id", "dataset", "layers", "hidden_sizes", "activation",
-                                   "batch_size", "lr_schedule", "optimizer", "device", "pipeline", "epochs",
-                                   "status", "best_val_acc", "final_val_acc", "test_acc", "median_epoch_s", "origin"]
+    # what a run reached first: at 1,400 px the table shows its first ~900 px (tests/test_browser_history.py)
+    assert list(table.columns) == ["status", "test_acc", "best_val_acc", "run_id", "dataset", "hidden_sizes",
+                                   "activation", "optimizer", "lr_schedule", "batch_size", "epochs", "median_epoch_s",
+                                   "created", "device", "origin"]
+    assert all(len(when) == len("12-03 10:17") for when in table["created"])
     rows = table.set_index("run_id")
     assert rows.loc[ids["two_phase"], "lr_schedule"] == "2@0.5,1@0.1"
     assert rows.loc[ids["two_phase"], "epochs"] == 3
@@ -80,7 +82,7 @@ def test_lists_every_run_with_its_columns(app_env):
     expected = {r["run_id"]: r for r in runs_table(store)}
     for run_id, row in rows.iterrows():
         assert row["best_val_acc"] == pytest.approx(expected[run_id]["best_val_acc"])
-        assert row["device"].startswith("CPU")
+        assert row["device"] == "CPU"  # the processor's name is in the run's details
     assert [b.label for b in at.get("download_button")] == ["All runs (CSV)"]
 
     at.multiselect(key="hist_f_status").set_value(["finished"]).run()
@@ -114,9 +116,26 @@ def test_overlay_of_selected_runs(app_env):
     loss, acc = chart_traces(at, "overlay_loss"), chart_traces(at, "overlay_acc")
     assert acc["data"][0]["x"] == pytest.approx([e["elapsed"] for e in epochs])
     assert loss["layout"]["yaxis"]["type"] == "log"
+    # labels are numbers a person reads (0.2, 0.25, 0.3 ...), not plotly's bare minor digits ("1, 9, 8 ... 3")
+    axis = loss["layout"]["yaxis"]
+    assert axis["ticktext"] == [f"{v:g}" for v in axis["tickvals"]]
+    shown = [y for trace in loss["data"] for y in trace["y"]]
+    assert sum(min(shown) <= v <= max(shown) for v in axis["tickvals"]) >= 3
     raw = [e["val_loss"] for e in epochs]
     assert loss["data"][0]["y"][0] == pytest.approx(raw[0])
     assert loss["data"][0]["y"][1] == pytest.approx((0.5 * 0.5 * raw[0] + 0.5 * raw[1]) / 0.75)
+
+
+@pytest.mark.parametrize("low, high, labels", [
+    (0.05, 2.3, ["0.05", "0.1", "0.2", "0.5", "1", "2"]),  # over decades: 1-2-5
+    (0.26, 0.36, ["0.18", "0.2", "0.25", "0.3", "0.35", "0.4", "0.45", "0.5"]),  # within one: finer steps
+])
+def test_log_loss_axis_labels_read_as_numbers(low, high, labels):
+    from dashboard.history_charts import loss_log_axis
+
+    axis = loss_log_axis(low, high)
+    assert axis["type"] == "log" and axis["ticktext"] == labels
+    assert axis["tickvals"] == pytest.approx([float(t) for t in labels])
 
 
 def test_open_a_run_config_epochs_charts_and_evaluation(app_env):
@@ -137,18 +156,21 @@ def test_open_a_run_config_epochs_charts_and_evaluation(app_env):
     confusion = chart_traces(at, "detail_eval_confusion")["data"][0]
     assert sum(map(sum, confusion["z"])) == 1000  # the sample's 1,000 test digits
     assert len(chart_traces(at, "detail_eval_per_class")["data"][0]["y"]) == 10
-    images = at.get("image")
-    assert len(images) == 24
+    captions = [img.captions[0] for img in at.get("image")]
+    assert len(captions) == 24 and all(c.startswith("✗") for c in captions)  # opens on mistakes, not on zeros
     link = [c.value for c in at.code if "?dataset=" in c.value]
     assert len(link) == 1 and "epochs=2&" in link[0] and link[0].endswith("then=1@0.1"), link  # its whole schedule
     assert {b.key for b in at.button} >= {"hist_continue", "hist_rerun", "hist_delete"}
     assert not at.button(key="hist_continue").disabled
 
-    at.toggle(key="detail_eval_mistakes").set_value(True).run()
-    captions = [img.captions[0] for img in at.get("image")]
-    assert captions and all(c.startswith("✗") for c in captions)
     confidences = [int(c.rsplit("(", 1)[1].rstrip("%)")) for c in captions]
     assert confidences == sorted(confidences, reverse=True)  # most confident mistakes first
+    at.toggle(key="detail_eval_mistakes").set_value(False).run()
+    at.selectbox(key="detail_eval_class").set_value(1).run()  # the 100 ones: few mistakes, then correct ones
+    at.slider(key="detail_eval_count").set_value(64).run()
+    captions = [img.captions[0] for img in at.get("image")]
+    mistakes = [c for c in captions if c.startswith("✗")]
+    assert len(captions) == 64 and captions[:len(mistakes)] == mistakes and len(mistakes) < 64, captions
 
 
 def test_link_opens_the_run_and_a_run_without_weights_cannot_continue(app_env):
