@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from types import SimpleNamespace
 
 import streamlit as st
 
 from core.config import Phase, RunConfig
+from core.data import CLASS_NAMES
 from core.devices import DeviceError, resolve_device
 from core.evaluate import ModelLoadError, load_run_model
+from core.health import learning_warnings
 from core.export import config_json, run_epochs_csv, run_weights_bytes, schedule_text, weights_filename
 from core.history import median_epoch_seconds, rerun_phases
 from core.store import Store, StoreError
@@ -45,13 +48,15 @@ def run_detail(store: Store, run_id: str, has_weights: bool, on_delete) -> None:
         return
     config = RunConfig.from_dict(run["config"])
     status = run["status"]
-    st.markdown(f"**{STATUS_TEXT.get(status, status)}** · run `{run_id}` · {config.describe()} · "
+    st.markdown(f"**{STATUS_TEXT.get(status, status)}** · run `{run_id}` · {config.describe(run['schedule'])} · "
                 f"{run['device'] or config.device}")
     created = datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
     st.caption(f"Started {created} from the {run['origin'] or 'unknown'} · data: {run['data_source'] or '?'} · "
                f"{run['parameters'] or 0:,} parameters · torch {run['torch_version'] or '?'}")
     if run["message"]:
         (st.warning if status in ("diverged", "interrupted", "failed") else st.caption)(run["message"])
+    for warning in learning_warnings([SimpleNamespace(**e) for e in epochs], len(CLASS_NAMES[config.dataset])):
+        st.warning(warning)
 
     val = [e["val_acc"] for e in epochs]
     median = median_epoch_seconds(epochs)

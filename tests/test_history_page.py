@@ -342,7 +342,7 @@ def test_share_link_with_a_schedule_plans_the_later_phases_until_dropped():
 @pytest.mark.parametrize("query, reason", [
     ({"hidden": "64", "lr": "-1", "activation": "swish"}, "lr='-1'"),
     ({"batch": "lots"}, "whole number"),
-    ({"hidden": "64,32"}, "same width"),
+    ({"hidden": "64,0"}, "hidden='64,0'"),  # unequal widths are fine (the per-layer field); zero is not
     ({"batch": "4096"}, "outside the sidebar's range"),
     ({"dataset": "imagenet"}, "dataset='imagenet'"),
     ({"lr": "0.1", "then": "5@fast"}, "then='5@fast'"),
