@@ -7,8 +7,9 @@ other, never at once, so one leg's work cannot slow another's clock.
 
 The summary compares each leg with the first: median epoch seconds with the warm-up epoch left out
 (it carries one-off costs: allocation, BLAS/cuBLAS initialisation), samples/s, speedup, time to a
-target validation accuracy, and parity, the largest relative difference of per-epoch validation
-losses, which says whether the legs computed the same numbers.
+target validation accuracy, whether the legs start the same (core.parity: identical initial weights,
+first batch's loss and gradient within rounding), and how far their per-epoch validation losses
+drift apart afterwards (rounding differences compound over thousands of SGD steps: expected, not a fault).
 
 `run_in_process` runs the legs in this process (the CLI); `Comparisons` runs them as RunManager
 runs, each in a worker process (the dashboard).
@@ -20,6 +21,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -30,13 +32,13 @@ from .config import DEVICES, ConfigError, Phase, RunConfig
 from .cpuload import ContentionMeter, contention_note, worker_children_ticks
 from .cuda_graph import graph_support
 from .devices import DeviceError, list_devices
+from .parity import SAME_START_BAR, passes, start_checks
 from .reports import COMPARISON, ReportStore, open_reports, recent_reports
 from .store import StoreError
 from .train import FAILED, FINISHED, STOPPED, EpochResult, TrainingError
 
 LEG_DEVICES = tuple(d for d in DEVICES if d != "auto")
 DEFAULT_TARGET = 0.95  # validation accuracy for "time to target"
-PARITY_BAR = 1e-4  # relative per-epoch val-loss difference that still counts as "the same numbers"
 DEVICE_NAMES = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}
 
 
@@ -153,6 +155,7 @@ class LegRun:
     startup_s: float | None = None  # building the trainer: data and model to the device (CUDA context)
     run_id: str = ""
     other_cpu_share: float | None = None  # share of all cores other processes kept busy while it trained
+    start: dict | None = None  # its row of core.parity.start_checks (None: not checked)
 
 
 @dataclass(frozen=True)
@@ -171,26 +174,42 @@ class LegSummary:
     target_epoch: int | None
     final_val_acc: float | None
     test_acc: float | None
-    val_loss_rel_diff: float | None  # largest per-epoch relative val-loss difference from the first leg
+    start_loss_rel_diff: float | None  # first batch's loss vs the first leg's (relative; None: baseline/unchecked)
+    start_grad_rel_diff: float | None  # largest per-tensor relative gradient difference on the first batch
+    weights_match: bool | None  # same initial-weight checksum as the first leg
+    same_start: bool | None  # weights match and both differences <= SAME_START_BAR
+    val_loss_drift: float | None  # largest per-epoch relative val-loss difference from the first leg
+    val_acc_drift_pts: float | None  # largest per-epoch validation-accuracy difference, percentage points
     graphs: str  # "on", or why the step is eager ("" off CUDA)
     startup_s: float | None = None
     message: str = ""
     run_id: str = ""
     other_cpu_share: float | None = None
+    start_error: str = ""  # why this leg's same-start check could not run
+    val_loss_drift_by_epoch: tuple[float, ...] = ()  # relative val-loss difference from the first leg, per epoch
 
 
 @dataclass(frozen=True)
 class ComparisonSummary:
     legs: tuple[LegSummary, ...]
     target: float
-    parity: float | None  # the largest val_loss_rel_diff over the legs
-    parity_text: str
+    same_start: float | None  # the largest first-batch loss or gradient difference over the legs (relative)
+    same_start_ok: bool | None  # every checked leg starts the same as the first (None: nothing checked)
+    same_start_text: str
+    drift: float | None  # the largest per-epoch val-loss drift over the legs (relative)
+    drift_text: str
     pipeline_text: str
     contention_text: str = ""  # legs whose timings other processes distorted
 
+    @property
+    def parity_text(self) -> str:
+        """Both sentences, start first (the name older scripts read)."""
+        return " ".join(t for t in (self.same_start_text, self.drift_text) if t)
+
     def to_dict(self) -> dict:
-        return {"target": self.target, "parity": self.parity, "parity_bar": PARITY_BAR,
-                "parity_text": self.parity_text, "pipeline_text": self.pipeline_text,
+        return {"target": self.target, "same_start": self.same_start, "same_start_ok": self.same_start_ok,
+                "same_start_bar": SAME_START_BAR, "same_start_text": self.same_start_text, "drift": self.drift,
+                "drift_text": self.drift_text, "parity_text": self.parity_text, "pipeline_text": self.pipeline_text,
                 "contention_text": self.contention_text,
                 "legs": [dataclasses.asdict(leg) for leg in self.legs]}
 
@@ -207,12 +226,15 @@ def time_to_target(epochs, target: float) -> tuple[float | None, int | None]:
     return None, None
 
 
-def val_loss_difference(reference, other) -> float | None:
-    """max over shared epochs of |a - b| / |a| (None when no epoch is shared)."""
+def val_loss_drift(reference, other) -> tuple[float, ...]:
+    """|a - b| / |a| of the validation loss for each epoch both legs reached."""
+    return tuple(abs(a.val_loss - b.val_loss) / max(abs(a.val_loss), 1e-12) for a, b in zip(reference, other))
+
+
+def val_acc_drift_points(reference, other) -> float | None:
+    """Largest per-epoch validation-accuracy difference, in percentage points (None when no epoch is shared)."""
     pairs = list(zip(reference, other))
-    if not pairs:
-        return None
-    return max(abs(a.val_loss - b.val_loss) / max(abs(a.val_loss), 1e-12) for a, b in pairs)
+    return max(abs(a.val_acc - b.val_acc) * 100 for a, b in pairs) if pairs else None
 
 
 def summarize(leg_runs: list[LegRun], target: float = DEFAULT_TARGET, base: RunConfig | None = None
@@ -228,6 +250,8 @@ def summarize(leg_runs: list[LegRun], target: float = DEFAULT_TARGET, base: RunC
         n_train = round(run.epochs[0].samples_per_s * run.epochs[0].seconds) if run.epochs else 0
         seconds, epoch = time_to_target(run.epochs, target)
         graphed, why = graph_support(run.leg.config(base), run.leg.device)
+        drift = val_loss_drift(reference, run.epochs) if i else ()
+        start = run.start or {}
         rows.append(LegSummary(
             index=i, label=run.leg.label(), spec=run.leg.spec(), status=run.status, device=run.device_label,
             epochs=len(run.epochs),
@@ -238,35 +262,75 @@ def summarize(leg_runs: list[LegRun], target: float = DEFAULT_TARGET, base: RunC
             time_to_target_s=seconds, target_epoch=epoch,
             final_val_acc=run.epochs[-1].val_acc if run.epochs else None,
             test_acc=run.test_acc,
-            val_loss_rel_diff=val_loss_difference(reference, run.epochs) if i else None,
+            start_loss_rel_diff=start.get("loss_rel_diff"), start_grad_rel_diff=start.get("grad_rel_diff"),
+            weights_match=start.get("weights_match"), same_start=passes(start) if i else None,
+            val_loss_drift=max(drift) if drift else None,
+            val_acc_drift_pts=val_acc_drift_points(reference, run.epochs) if i else None,
             graphs="on" if graphed else ("" if run.leg.device != "cuda" else why),
-            startup_s=run.startup_s, message=run.message, run_id=run.run_id, other_cpu_share=run.other_cpu_share))
-    diffs = [r.val_loss_rel_diff for r in rows[1:] if r.val_loss_rel_diff is not None]
-    parity = max(diffs) if diffs else None
+            startup_s=run.startup_s, message=run.message, run_id=run.run_id, other_cpu_share=run.other_cpu_share,
+            start_error=start.get("error", ""), val_loss_drift_by_epoch=drift))
+    checked = [r for r in rows[1:] if r.same_start is not None]
+    same_start = max((max(r.start_loss_rel_diff, r.start_grad_rel_diff) for r in checked), default=None)
+    same_start_ok = all(r.same_start for r in checked) if checked else None
+    drifts = [r.val_loss_drift for r in rows[1:] if r.val_loss_drift is not None]
+    drift = max(drifts) if drifts else None
     contention = " ".join(note for row in rows if (note := contention_note(
         row.other_cpu_share, f"leg {row.index + 1} ({row.label})")))
-    return ComparisonSummary(tuple(rows), target, parity, parity_sentence(leg_runs, parity),
-                             pipeline_sentence(leg_runs, rows), contention)
+    return ComparisonSummary(tuple(rows), target, same_start, same_start_ok, same_start_sentence(rows),
+                             drift, drift_sentence(leg_runs, rows, base), pipeline_sentence(leg_runs, rows),
+                             contention)
 
 
-def parity_sentence(leg_runs: list[LegRun], parity: float | None) -> str:
-    if parity is None:
+def same_start_sentence(rows: list[LegSummary]) -> str:
+    """Whether the legs began from the same numbers: the check that must hold to rounding."""
+    if len(rows) < 2:
         return ""
+    failed = [r for r in rows[1:] if r.same_start is False]
+    unchecked = [r for r in rows[1:] if r.same_start is None]
+    if failed:
+        parts = []
+        for r in failed:
+            if not r.weights_match:
+                parts.append(f"leg {r.index + 1}'s initial weights differ from leg 1's (checksums)")
+            else:
+                parts.append(f"leg {r.index + 1}'s first-batch loss differs by {r.start_loss_rel_diff:.1e} and its "
+                             f"gradient by {r.start_grad_rel_diff:.1e} relative")
+        return (f"Not the same start: {'; '.join(parts)}, more than rounding (bar {SAME_START_BAR:.0e}). These legs "
+                f"do not compute the same numbers (different settings, a reduced-precision mode, or a fault), so "
+                f"compare their times, not their curves.")
+    if len(unchecked) == len(rows) - 1:
+        errors = sorted({r.start_error for r in unchecked if r.start_error})
+        return ("Same start: not checked" + (f" ({'; '.join(errors)})." if errors else "."))
+    worst = max(max(r.start_loss_rel_diff, r.start_grad_rel_diff) for r in rows[1:] if r.same_start)
+    agreement = "identical" if worst == 0 else f"within {worst:.1e} relative"
+    text = (f"Same start: every leg began from identical initial weights (checksum) and computed its first batch's "
+            f"loss and gradient {agreement} of leg 1's (bar {SAME_START_BAR:.0e}): the legs do the same arithmetic, "
+            f"to rounding.")
+    if unchecked:
+        text += f" Not checked: {', '.join(f'leg {r.index + 1}' for r in unchecked)}."
+    return text
+
+
+def drift_sentence(leg_runs: list[LegRun], rows: list[LegSummary], base: RunConfig) -> str:
+    """How far the per-epoch validation losses drift apart after the start: reported, never an alarm."""
+    drifting = [r for r in rows[1:] if r.val_loss_drift_by_epoch]
+    if not drifting:
+        return ""
+    worst = max(drifting, key=lambda r: r.val_loss_drift)
+    if worst.val_loss_drift == 0:
+        return ("Drift: none. Per-epoch validation losses are bit-identical on every leg (same seed, same initial "
+                "weights, same batch order, and here the same summation order too).")
+    epoch = worst.val_loss_drift_by_epoch.index(worst.val_loss_drift) + 1
+    n_train = round(leg_runs[0].epochs[0].samples_per_s * leg_runs[0].epochs[0].seconds) if leg_runs[0].epochs else 0
+    steps = -(-n_train // base.batch_size) * len(worst.val_loss_drift_by_epoch) if n_train else 0
     gpu = any(r.leg.device != "cpu" for r in leg_runs)
-    why = ("A GPU sums in a different order than the CPU (cuBLAS picks its own blocking and split of each "
-           "matrix product; parallel reductions add partial sums in whatever order the threads finish), "
-           "and float addition is not associative, so the last bits differ; over thousands of SGD steps "
-           "such differences can grow a little." if gpu else
-           "Different thread counts can split a sum into different partial sums, and float addition is not "
-           "associative, so the last bits may differ.")
-    if parity == 0:
-        return ("Parity: identical per-epoch validation losses on every leg: the legs computed the same numbers "
-                "(same seed, same initial weights, same batch order).")
-    if parity <= PARITY_BAR:
-        return (f"Parity: the same numbers within float rounding: per-epoch validation losses differ by at most "
-                f"{parity:.1e} relative (bar {PARITY_BAR:.0e}). {why}")
-    return (f"Parity: per-epoch validation losses differ by up to {parity:.1e} relative, more than float rounding "
-            f"({PARITY_BAR:.0e}). {why} The legs may also differ in settings that change the arithmetic.")
+    order = ("a GPU adds each matrix product's partial sums in a different order than the CPU" if gpu else
+             "different thread counts split each matrix product's sums into different partial sums")
+    over = f" over {steps:,} SGD steps" if steps else ""
+    return (f"Drift: per-epoch validation losses drift apart by up to {worst.val_loss_drift:.1e} relative "
+            f"(leg {worst.index + 1}, epoch {epoch}; validation accuracy within {worst.val_acc_drift_pts:.2f} "
+            f"points). Expected, not a fault: {order}, float addition is not associative, and those last-bit "
+            f"differences compound{over}. The same leg run twice gives identical numbers.")
 
 
 def pipeline_sentence(leg_runs: list[LegRun], rows: list[LegSummary]) -> str:
@@ -299,9 +363,37 @@ def pipeline_sentence(leg_runs: list[LegRun], rows: list[LegSummary]) -> str:
     return " ".join(sentences)
 
 
+def leg_identity(leg: Leg, default_threads: int | None = None) -> str:
+    """What the leg computes with: its spec, with a CPU leg's unnamed thread count read as the default."""
+    if leg.device == "cpu" and leg.threads is None and default_threads is not None:
+        leg = dataclasses.replace(leg, threads=default_threads)
+    return leg.spec()
+
+
+def duplicate_legs_message(legs: list[Leg], default_threads: int | None = None) -> str:
+    """'' when every leg differs, else one sentence naming the repeats (a repeated leg measures nothing new)."""
+    seen: dict[str, int] = {}
+    repeats, unnamed_threads = [], False
+    for i, leg in enumerate(legs):
+        key = leg_identity(leg, default_threads)
+        if key in seen:
+            first = legs[seen[key]]
+            repeats.append(f"leg {i + 1} ({leg.spec()}) repeats leg {seen[key] + 1} ({first.spec()})")
+            unnamed_threads |= leg.device == "cpu" and (leg.threads is None) != (first.threads is None)
+        else:
+            seen[key] = i
+    if not repeats:
+        return ""
+    default = f"; a CPU leg without threads= uses {default_threads}" if unnamed_threads else ""
+    return f"{'; '.join(repeats)}{default}. Each leg must differ in device, threads, pipeline or graphs: drop the repeat."
+
+
 # -- in this process (the CLI) ----------------------------------------------------------------------
-def check_legs(legs: list[Leg]) -> None:
-    """Fail before training anything when a leg's device is missing."""
+def check_legs(legs: list[Leg], default_threads: int | None = None) -> None:
+    """Fail before training anything when a leg's device is missing or a leg repeats another."""
+    repeats = duplicate_legs_message(legs, default_threads)
+    if repeats:
+        raise ConfigError(repeats)
     for leg in legs:
         reason = unavailable_reason(leg)
         if reason:
@@ -339,6 +431,9 @@ def run_in_process(base: RunConfig, legs: list[Leg], phases: list[Phase], *, dat
             continue
         results.append(LegRun(leg, run.status, tuple(run.epochs), run.test_acc, run.trainer.device_label,
                               run.message, startup, run.id, meter.share()))
+    if results and not cancel.is_set():  # after every leg's clock has stopped: the check never shares one
+        checks = start_checks(base, [r.leg for r in results], dataset)
+        results = [dataclasses.replace(r, start=check) for r, check in zip(results, checks)]
     return results
 
 
@@ -348,7 +443,7 @@ def comparison_payload(comparison_id: str, base: RunConfig, legs: list[Leg], pha
             "overlap": overlap, "base": base.to_dict(), "legs": [leg.to_dict() for leg in legs],
             "phases": [[p.epochs, p.lr] for p in phases], "run_ids": [r.run_id for r in leg_runs],
             "startup_s": [r.startup_s for r in leg_runs], "other_cpu_share": [r.other_cpu_share for r in leg_runs],
-            "target": target,
+            "start_checks": [r.start for r in leg_runs], "target": target,
             "summary": summarize(leg_runs, target, base).to_dict()}
 
 
@@ -363,8 +458,8 @@ def cmd_compare(args) -> int:
     from .store import Store
 
     legs = [Leg.parse(text) for text in args.leg] if args.leg else default_legs(args.with_pipeline)
-    check_legs(legs)
     base = config_from_args(args)
+    check_legs(legs, torch_threads())
     phases = list(parse_schedule(args.schedule) if args.schedule else [Phase(base.epochs, base.lr)])
     base = base.replace(epochs=phases[0].epochs, lr=phases[0].lr)
     if not 0 < args.target <= 1:
@@ -408,12 +503,19 @@ def cmd_compare(args) -> int:
         median = f"{row['median_epoch_s']:.3f} s/epoch" if row["median_epoch_s"] else "no timed epoch"
         speed = f", {row['speedup']:.2f}x" if row["speedup"] else ""
         print(f"leg {row['index']} {row['label']}: {median}{speed} ({row['status']})", file=sys.stderr)
-    for text in (payload["summary"]["parity_text"], payload["summary"]["pipeline_text"]):
-        if text:
-            print(text, file=sys.stderr)
+    for key in ("same_start_text", "drift_text", "pipeline_text"):
+        if payload["summary"][key]:
+            print(payload["summary"][key], file=sys.stderr)
     if payload["summary"]["contention_text"]:
         print(f"warning: {payload['summary']['contention_text']}", file=sys.stderr)
     return 0 if all(r.status == FINISHED for r in leg_runs) and not stopped else 1
+
+
+def torch_threads() -> int:
+    """This process's torch CPU threads: what a CPU leg without threads= trains with in the CLI."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def config_line(run) -> str:
@@ -440,10 +542,32 @@ class ComparisonSnapshot:
     created_at: float = field(default_factory=time.time)
     live: bool = True
     other_cpu: tuple = ()  # per finished leg: share of all cores other processes kept busy meanwhile
+    start_checks: tuple = ()  # per leg: its core.parity.start_checks row, once the legs have trained
 
     @property
     def active(self) -> bool:
         return self.status in (QUEUED, RUNNING)
+
+    def stage(self) -> str:
+        """What an active comparison is doing now, in words, read from the current leg's own status: a leg
+        that has ended is never shown as training while the next one waits for its turn."""
+        if not self.active:
+            return ""
+        n = len(self.legs)
+        run = self.runs[self.current] if 0 <= self.current < len(self.runs) else None
+        if run is None:
+            return self.message or "waiting to start"
+        leg = f"leg {self.current + 1} of {n} ({self.legs[self.current].label()})"
+        if run.status == "queued":
+            ahead = getattr(run, "queue_ahead", 0)
+            return f"{leg} queued: {ahead} run{'s' if ahead != 1 else ''} ahead of it on the device" if ahead else \
+                f"{leg} queued for the device"
+        if run.status == "loading":
+            return f"{leg} loading data and model"
+        if run.active:
+            return f"{leg} training, epoch {min(len(run.epochs) + 1, self.planned_epochs)} of {self.planned_epochs}"
+        done = f"{leg} {run.status} after {len(run.epochs)} epoch{'s' if len(run.epochs) != 1 else ''}"
+        return f"{done}; {self.message}" if self.message else done
 
     @property
     def planned_epochs(self) -> int:
@@ -457,7 +581,8 @@ class ComparisonSnapshot:
                 out.append(LegRun(leg, FAILED, message="its run is no longer in the store", run_id=run_id))
             else:
                 out.append(LegRun(leg, snap.status, tuple(snap.epochs), snap.test_acc, snap.device, snap.message,
-                                  run_id=run_id, other_cpu_share=other))
+                                  run_id=run_id, other_cpu_share=other,
+                                  start=self.start_checks[i] if i < len(self.start_checks) else None))
         return out
 
     def summary(self, target: float = DEFAULT_TARGET) -> ComparisonSummary:
@@ -499,6 +624,9 @@ class Comparisons:
               owner: str = "") -> str:
         if not legs:
             raise ConfigError("a comparison needs at least one leg")
+        repeats = duplicate_legs_message(legs, getattr(self.manager, "cpu_threads", None))
+        if repeats:
+            raise ConfigError(repeats)
         for leg in legs:
             reason = unavailable_reason(leg)
             if reason:
@@ -560,7 +688,8 @@ class Comparisons:
                                   payload.get("message", ""), -1, run_ids,
                                   tuple(self.manager.snapshot(r) for r in run_ids), payload.get("overlap", ""),
                                   payload["created_at"], live=False,
-                                  other_cpu=tuple(payload.get("other_cpu_share") or ()))
+                                  other_cpu=tuple(payload.get("other_cpu_share") or ()),
+                                  start_checks=tuple(payload.get("start_checks") or ()))
 
     def _drive(self, live: _Live) -> None:
         snap = live.snapshot
@@ -574,14 +703,18 @@ class Comparisons:
                     break
                 run_id = self.manager.start(leg.config(snap.base), owner=live.owner or snap.comparison_id,
                                             phases=snap.phases)
-                live.update(status=RUNNING, current=i, run_ids=live.snapshot.run_ids + (run_id,))
+                live.update(status=RUNNING, current=i, run_ids=live.snapshot.run_ids + (run_id,), message="")
                 if live.stop.is_set():  # Stop pressed between the check above and the start
                     self.manager.stop(run_id)
                 meter = ContentionMeter(own_ticks=worker_children_ticks)  # the training workers are "us"
                 self._follow(live, run_id)
-                live.update(other_cpu=live.snapshot.other_cpu + (meter.share(),))
+                live.update(other_cpu=live.snapshot.other_cpu + (meter.share(),),
+                            message=f"next: leg {i + 2}" if i + 1 < len(snap.legs) else "")
             if live.stop.is_set():
                 status, message = STOPPED, "stopped: the legs that did not finish are shown as far as they got"
+            elif live.snapshot.run_ids:
+                live.update(message="checking that the legs start from the same numbers")
+                live.update(start_checks=tuple(self._check_start(live)))
         except Exception as exc:  # e.g. the manager shut down: the page shows why
             status, message = FAILED, f"{type(exc).__name__}: {exc}"
         # Stored before it is published as ended: whoever sees it ended can also reload it.
@@ -592,8 +725,44 @@ class Comparisons:
     def _wait_for_spare(self, live: _Live, timeout: float = 180.0) -> None:
         """Let a spare worker that is still starting finish before the next leg trains."""
         deadline = time.monotonic() + timeout
+        if spare_starting(self.manager) and live.snapshot.current >= 0:
+            live.update(message=f"next: leg {live.snapshot.current + 2}, once a training process has started")
         while spare_starting(self.manager) and time.monotonic() < deadline and not live.stop.is_set():
             time.sleep(self.POLL_S)
+
+    def _check_start(self, live: _Live, timeout: float = 300.0) -> list[dict]:
+        """core.parity's same-start rows for the legs that ran, from a process of its own (its own thread
+        setting and CUDA context, not the web server's). A check that cannot run says why on every leg."""
+        snap = live.snapshot
+        legs = snap.legs[:len(snap.run_ids)]
+        command = [sys.executable, "-m", "core.parity", "--base", json.dumps(snap.base.to_dict())]
+        for leg in legs:
+            command += ["--leg", leg.spec()]
+        if getattr(self.manager, "data_dir", None):
+            command += ["--data-dir", str(self.manager.data_dir)]
+        if getattr(self.manager, "cpu_threads", None):
+            command += ["--default-threads", str(self.manager.cpu_threads)]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        try:
+            process = subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
+        except OSError as exc:
+            return [{"spec": leg.spec(), "error": f"the check could not start: {exc}"} for leg in legs]
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            if live.stop.is_set() or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                why = "stopped" if live.stop.is_set() else f"took over {timeout:.0f} s"
+                return [{"spec": leg.spec(), "error": f"the check {why}"} for leg in legs]
+            time.sleep(self.POLL_S)
+        out, err = process.communicate()
+        try:
+            rows = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit code {process.returncode}"
+            return [{"spec": leg.spec(), "error": f"the check failed: {tail}"} for leg in legs]
+        return rows
 
     def _follow(self, live: _Live, run_id: str) -> None:
         """Wait for the leg's run to end, noting other runs that train meanwhile (they share the machine)."""

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from core.compare import DEFAULT_TARGET, PARITY_BAR, Comparisons, ComparisonSnapshot, Leg, default_legs
+from core.compare import DEFAULT_TARGET, Comparisons, ComparisonSnapshot, Leg, default_legs, duplicate_legs_message
 from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
 from core.data import TITLES
 from core.devices import DeviceError, list_devices
@@ -105,6 +105,10 @@ def add_leg() -> None:
         leg = Leg(s.cmp_new_device, threads, s.cmp_new_pipeline, bool(s.cmp_new_graphs))
     except ConfigError as exc:
         s.cmp_error = f"Cannot add that leg: {exc}"
+        return
+    repeats = duplicate_legs_message([*chosen_legs(), leg], get_manager().cpu_threads)
+    if repeats:
+        s.cmp_error = f"Not added: {repeats}"
         return
     s.cmp_legs = [*s.cmp_legs, leg.spec()]
     s.cmp_error = ""
@@ -284,7 +288,11 @@ def draw_comparison(snap: ComparisonSnapshot) -> None:
     if snap.active:  # a table widget redrawn every poll took more CPU than the leg it was timing: plain lines
         st.markdown(live_lines(snap, summary))
     else:
-        st.dataframe(results_table(snap, summary), hide_index=True, width="stretch")
+        st.dataframe(results_table(snap, summary), hide_index=True, width="stretch",
+                     column_config=results_columns(summary.target))
+        devices = sorted({row.device for row in summary.legs if row.device})
+        if devices:
+            st.caption(f"Device{'s' if len(devices) > 1 else ''}: {'; '.join(devices)}.")
     st.caption("Epoch times are wall clock, read after synchronizing with the device (GPU kernels run "
                "asynchronously). Each leg's first epoch is its **warm-up** (first allocations, BLAS/cuBLAS "
                "initialisation, CUDA-graph capture): it is shown apart and never averaged in. The CUDA context is "
@@ -292,8 +300,10 @@ def draw_comparison(snap: ComparisonSnapshot) -> None:
                "the leg's first batch, warm-up included.")
     if summary.contention_text:
         st.warning(summary.contention_text)
-    if summary.parity_text:
-        (st.success if summary.parity is not None and summary.parity <= PARITY_BAR else st.info)(summary.parity_text)
+    if summary.same_start_text:  # the check that must hold: an alarm when it does not
+        {True: st.success, False: st.error}.get(summary.same_start_ok, st.caption)(summary.same_start_text)
+    if summary.drift_text:  # expected float drift: information, never an alarm
+        st.info(summary.drift_text)
     if summary.pipeline_text:
         st.info(summary.pipeline_text)
     thread_note(summary)
@@ -304,14 +314,11 @@ def draw_progress(snap: ComparisonSnapshot) -> None:
     done = sum(len(r.epochs) for r in snap.runs if r is not None)
     total = planned * len(snap.legs)
     text = STATUS_TEXT.get(snap.status, snap.status)
-    if snap.active and 0 <= snap.current < len(snap.runs) and snap.runs[snap.current] is not None:
-        run = snap.runs[snap.current]
-        phase = {"queued": "waiting for the device", "loading": "loading data and model"}.get(run.status, "training")
-        progress = run.progress
+    if snap.active:
+        run = snap.runs[snap.current] if 0 <= snap.current < len(snap.runs) else None
+        progress = run.progress if run is not None and run.active else None
         fraction = progress.batch / progress.batches if progress and progress.batches else 0.0
-        text += (f": leg {snap.current + 1} of {len(snap.legs)} ({snap.legs[snap.current].label()}) {phase}, "
-                 f"epoch {min(len(run.epochs) + 1, planned)} of {planned}")
-        st.progress(min(1.0, (done + fraction) / max(total, 1)), text=text)
+        st.progress(min(1.0, (done + fraction) / max(total, 1)), text=f"{text}: {snap.stage()}")
     else:
         if snap.message and snap.status != "failed":
             text += f": {snap.message}"
@@ -347,30 +354,65 @@ def _num(value, fmt: str, none: str = "–") -> str:
     return none if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
 
 
+def same_start_cell(row) -> str:
+    if row.index == 0:
+        return "baseline"
+    if row.same_start is None:
+        return "not checked"
+    if not row.weights_match:
+        return "✗ weights differ"
+    worst = max(row.start_loss_rel_diff, row.start_grad_rel_diff)
+    return f"{'✓' if row.same_start else '✗'} {worst:.0e}" if worst else "✓ identical"
+
+
 def results_table(snap: ComparisonSnapshot, summary) -> pd.DataFrame:
-    target = f"{summary.target:.1%}".replace(".0%", "%")
+    """One row per leg, in columns narrow enough for a 1400 px window (the headers' help says the rest)."""
     rows = []
     for row in summary.legs:
-        reached = (f"{row.time_to_target_s:.2f} (epoch {row.target_epoch})" if row.time_to_target_s is not None
+        reached = (f"{row.time_to_target_s:.2f} (ep {row.target_epoch})" if row.time_to_target_s is not None
                    else "not reached" if row.epochs else "–")
         rows.append({
             "leg": f"{row.index + 1}. {row.label}",
             "status": row.status,
-            "warm-up epoch s (excluded)": _num(row.warmup_epoch_s, ".3f"),
-            "median epoch s": _num(row.median_epoch_s, ".3f", "needs 2+ epochs" if row.epochs == 1 else "–"),
+            "warm-up s": _num(row.warmup_epoch_s, ".3f"),
+            "median s": _num(row.median_epoch_s, ".3f", "2+ epochs" if row.epochs == 1 else "–"),
             "samples/s": _num(row.samples_per_s, ",.0f"),
-            "speedup vs leg 1": f"{row.speedup:.2f}x" if row.speedup else "–",
-            f"time to {target} (s)": reached,
-            "final val acc": _num(row.final_val_acc, ".2%"),
+            "speedup": f"{row.speedup:.2f}x" if row.speedup else "–",
+            "to target s": reached,
+            "val acc": _num(row.final_val_acc, ".2%"),
             "test acc": _num(row.test_acc, ".2%"),
-            "max val-loss diff vs leg 1": "baseline" if row.index == 0 else _num(row.val_loss_rel_diff, ".1e"),
-            "CUDA graph": row.graphs or "–",
-            "others' CPU while timed": _num(row.other_cpu_share, ".0%"),
-            "device": row.device or "–",
+            "same start": same_start_cell(row),
+            "drift": "baseline" if row.index == 0 else _num(row.val_loss_drift, ".1e"),
+            "others' CPU": _num(row.other_cpu_share, ".0%"),
         })
+        if any(leg.device == "cuda" for leg in snap.legs):
+            rows[-1]["CUDA graph"] = row.graphs or "–"
     for i in range(len(summary.legs), len(snap.legs)):
         rows.append({"leg": f"{i + 1}. {snap.legs[i].label()}", "status": "waiting" if snap.active else "not run"})
     return pd.DataFrame(rows).fillna("")
+
+
+def results_columns(target: float) -> dict:
+    """Short headers for results_table, with what each means in its help."""
+    text = st.column_config.TextColumn
+    return {
+        "leg": text("leg", width="medium"),
+        "warm-up s": text("warm-up s", help="The first epoch's seconds: one-off costs, never averaged in."),
+        "median s": text("median s", help="Median epoch seconds, warm-up epoch excluded."),
+        "samples/s": text("samples/s", help="Training samples per second at the median epoch time."),
+        "speedup": text("speedup", help="Leg 1's median epoch time / this leg's."),
+        "to target s": text(f"to {target:.1%} s".replace(".0%", "%"),
+                            help="Training wall clock (warm-up included) until validation accuracy reached the "
+                                 "target, and the epoch it did."),
+        "val acc": text("val acc", help="Validation accuracy after the last epoch."),
+        "test acc": text("test acc", help="Accuracy on the official test split."),
+        "same start": text("same start", help="Same initial weights (checksum) as leg 1, and the largest relative "
+                                              "difference of the first batch's loss and gradient: ✓ within 1e-5."),
+        "drift": text("drift", help="Largest per-epoch relative validation-loss difference from leg 1: float "
+                                    "rounding compounded over the SGD steps, expected."),
+        "others' CPU": text("others' CPU", help="Share of all cores other processes kept busy while the leg was "
+                                                "timed; above 30 % its times are inflated."),
+    }
 
 
 def live_lines(snap: ComparisonSnapshot, summary) -> str:

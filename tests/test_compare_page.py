@@ -105,6 +105,9 @@ def test_legs_default_edit_and_pipeline_switch(app_env):
     at.selectbox(key="cmp_new_pipeline").set_value("dataloader").run()
     at.button(key="cmp_add").click().run()
     assert at.session_state.cmp_legs[-1] == "device=cpu,threads=1,pipeline=dataloader"
+    at.button(key="cmp_add").click().run()  # the same leg again: refused, and the page says why
+    assert at.session_state.cmp_legs.count("device=cpu,threads=1,pipeline=dataloader") == 1
+    assert any("Not added" in e and "repeats leg 3" in e for e in texts(at, "error"))
     # the switch does not add a twin that is already a leg
     assert not any("pipeline switch" in m for m in texts(at, "markdown"))
     at.button(key="cmp_rm_0").click().run()
@@ -127,12 +130,16 @@ def test_two_leg_comparison_runs_live_and_shows_results(app_env):
     assert list(table["leg"]) == ["1. CPU · 1 thread · resident", f"2. {table['leg'][1][3:]}"]
     assert "threads" in table["leg"][1]
     assert list(table["status"]) == ["finished", "finished"]
-    assert table["speedup vs leg 1"][0] == "1.00x" and table["speedup vs leg 1"][1].endswith("x")
-    assert "time to 85% (s)" in table.columns
-    assert all(float(v) > 0 for v in table["median epoch s"])
-    assert all(float(v) > 0 for v in table["warm-up epoch s (excluded)"])
-    assert float(table["max val-loss diff vs leg 1"][1]) <= 1e-4  # same seed: the same numbers
-    assert any("Parity" in s for s in texts(at, "success"))
+    assert table["speedup"][0] == "1.00x" and table["speedup"][1].endswith("x")
+    assert list(table.columns) == ["leg", "status", "warm-up s", "median s", "samples/s", "speedup", "to target s",
+                                   "val acc", "test acc", "same start", "drift", "others' CPU"]  # fits 1400 px
+    assert all(float(v) > 0 for v in table["median s"])
+    assert all(float(v) > 0 for v in table["warm-up s"])
+    assert table["same start"][0] == "baseline" and table["same start"][1].startswith("✓")
+    assert float(table["drift"][1]) >= 0  # reported as drift, whatever it is
+    assert any(s.startswith("Same start:") for s in texts(at, "success"))
+    assert any(s.startswith("Drift:") for s in texts(at, "info"))
+    assert not any("Drift" in s for s in texts(at, "warning") + texts(at, "error"))  # never an alarm
     for key in ("cmp_chart_acc", "cmp_chart_loss", "cmp_chart_time", "cmp_chart_epochs"):
         data = traces(at, key)
         assert len(data) == 2 and all(len(t["x"]) == 3 for t in data)
@@ -144,7 +151,7 @@ def test_two_leg_comparison_runs_live_and_shows_results(app_env):
     assert finished(again) and list(again.dataframe[0].value["status"]) == ["finished", "finished"]
     # and the target is adjustable after the fact
     again.slider(key="cmp_target").set_value(99.5).run()
-    assert set(again.dataframe[0].value["time to 99.5% (s)"]) == {"not reached"}
+    assert set(again.dataframe[0].value["to target s"]) == {"not reached"}
 
 
 def test_unknown_comparison_id_says_so(app_env):

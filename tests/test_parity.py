@@ -1,0 +1,87 @@
+"""Same-start check (core.parity): the Trainer's first batch and weights, 1 vs 2 threads, what fails it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.compare import Leg
+from core.config import RunConfig
+from core.parity import (SAME_START_BAR, StartPoint, compare_start, first_batch, passes, start_checks, start_point,
+                         weights_checksum)
+from core.train import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_check_uses_the_trainers_initial_weights_and_first_batch(small_sample):
+    config = RunConfig(hidden_sizes=(24, 12), batch_size=64, seed=11, threads=1)
+    trainer = Trainer(config, small_sample)
+    order = torch.randperm(trainer.n_train, generator=trainer.batch_generator)  # epoch 1's order
+    x, y = next(trainer._resident_batches(order))
+    loss, grads = trainer.step_fn(x, y)
+    point = start_point(config, small_sample)
+    assert point.weights_sha256 == weights_checksum(trainer.model)
+    assert point.first_loss == loss.item()  # the same numbers, same thread count: bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(point.grads, grads))
+
+
+def test_the_tutorial_pipeline_prepares_the_same_first_batch(small_sample):
+    resident = first_batch(RunConfig(batch_size=32), small_sample)
+    tutorial = first_batch(RunConfig(batch_size=32, pipeline="dataloader"), small_sample)
+    assert torch.equal(resident[0], tutorial[0]) and torch.equal(resident[1], tutorial[1])
+
+
+def test_one_and_two_threads_start_the_same_within_1e_5(sample):
+    rows = start_checks(RunConfig(hidden_sizes=(128,)), [Leg("cpu", 1), Leg("cpu", 2)], sample)
+    assert [row["threads"] for row in rows] == [1, 2]
+    assert rows[0]["weights_match"] is None and passes(rows[0]) is None  # the reference
+    assert rows[1]["weights_match"] is True
+    assert rows[1]["loss_rel_diff"] <= SAME_START_BAR and rows[1]["grad_rel_diff"] <= SAME_START_BAR
+    assert passes(rows[1]) is True
+    assert torch.get_num_threads() == 1  # restored (conftest sets 1)
+
+
+def test_different_weights_or_arithmetic_fail_the_check(small_sample):
+    one = start_point(RunConfig(seed=1), small_sample)
+    other_seed = start_point(RunConfig(seed=2), small_sample)
+    assert passes(compare_start(one, other_seed)) is False
+    assert compare_start(one, other_seed)["weights_match"] is False
+    # the same weights, but a bias gradient off by 1e-3 (as a reduced-precision product would be): caught even
+    # though the large weight gradients agree
+    grads = list(one.grads)
+    grads[1] = grads[1] * (1 + 1e-3)
+    nudged = StartPoint(one.device, one.threads, one.weights_sha256, one.first_loss, tuple(grads))
+    row = compare_start(one, nudged)
+    assert row["weights_match"] and row["grad_rel_diff"] == pytest.approx(1e-3, rel=1e-3)
+    assert passes(row) is False
+
+
+def test_a_leg_whose_device_is_missing_gets_an_error_not_a_crash(small_sample):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here")
+    rows = start_checks(RunConfig(), [Leg("cpu", 1), Leg("cuda")], small_sample)
+    assert rows[0]["error"] == "" and "CUDA" in rows[1]["error"] and passes(rows[1]) is None
+
+
+def test_the_same_thread_count_twice_is_bit_identical(small_sample):
+    """Why drift is not a fault: the same leg twice gives identical per-epoch losses."""
+    config = RunConfig(epochs=2, threads=1)
+    first, second = (list(Trainer(config, small_sample).train()) for _ in range(2))
+    assert [e.val_loss for e in first] == [e.val_loss for e in second]
+
+
+def test_the_module_runs_as_its_own_process(tmp_path):
+    (tmp_path / "data").mkdir()  # empty: the 5,000-digit sample
+    result = subprocess.run([sys.executable, "-m", "core.parity", "--base", json.dumps(RunConfig().to_dict()),
+                             "--leg", "device=cpu,threads=1", "--leg", "device=cpu,threads=2",
+                             "--data-dir", str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["spec"] for row in rows] == ["device=cpu,threads=1", "device=cpu,threads=2"]
+    assert passes(rows[1]) is True
