@@ -105,6 +105,7 @@ def test_cli_prints_cells_then_the_grid_and_stores_it(tmp_path, capsys, monkeypa
 
     from core.cli import main
 
+    (tmp_path / "data").mkdir()  # a named data folder must exist (core.data never creates one)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))  # empty: the 5,000-digit sample
     db = tmp_path / "maps.db"
     previous = signal.getsignal(signal.SIGTERM)  # the command installs its own SIGTERM handler
