@@ -257,6 +257,7 @@ class RunManager:
         except DeviceError as exc:
             live.update(status=FAILED, message=str(exc))
             live.thread = None
+            self._record_unstarted_failure(live.snapshot)
             return
         ticket = queue.join()
         live.queue, live.ticket = queue, ticket
@@ -288,6 +289,7 @@ class RunManager:
             self._pump(live, worker)
         except Exception as exc:  # never let a run end silently: the UI shows the message
             live.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", progress=None)
+            self._record_unstarted_failure(live.snapshot)
         finally:
             queue.release()
             live.ended_at = time.monotonic()
@@ -343,6 +345,26 @@ class RunManager:
         live.worker = None
         live.update(status=FAILED, message=message, progress=None)
         self._mark_interrupted(live.snapshot.run_id, message)
+
+    def _record_unstarted_failure(self, snap: RunSnapshot) -> None:
+        """A run that failed before a worker recorded it (no device, no worker) still belongs in the history;
+        a stored run whose continuation could not start keeps its stored status."""
+        if self.store is None:
+            return
+        try:
+            self.store.get_run(snap.run_id)
+            return
+        except KeyError:
+            pass
+        except StoreError:
+            return
+        try:
+            self.store.create_run(snap.config.to_dict(), device=snap.device or snap.config.device, data_source="",
+                                  torch_version="", parameters=snap.parameters or None, origin="dashboard",
+                                  run_id=snap.run_id)
+            self.store.finish_run(snap.run_id, FAILED, snap.message)
+        except StoreError:
+            pass
 
     def _mark_interrupted(self, run_id: str, message: str) -> None:
         if self.store is not None:

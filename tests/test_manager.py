@@ -131,6 +131,26 @@ def test_problems_end_the_run_as_failed_with_a_message(manager):
     assert "larger than" in snap.message and "3,200" in snap.message
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_run_on_a_missing_device_is_failed_and_recorded(manager, env):
+    run_id = manager.start(SAMPLE.replace(device="cuda"))
+    snap = manager.snapshot(run_id)
+    assert snap.status == "failed" and "CUDA" in snap.message
+    stored = Store(env[1]).get_run(run_id)
+    assert stored["status"] == "failed" and stored["message"] == snap.message
+
+
+def test_a_run_whose_worker_cannot_start_is_failed_and_recorded(manager, env, monkeypatch):
+    def no_worker():
+        raise OSError("cannot start a process")
+
+    monkeypatch.setattr(manager, "_take_worker", no_worker)
+    run_id = manager.start(SAMPLE)
+    snap = manager.wait(run_id, timeout=30)
+    assert snap.status == "failed" and "cannot start a process" in snap.message
+    assert Store(env[1]).get_run(run_id)["status"] == "failed"
+
+
 def test_killed_worker_is_reported_and_stored_as_interrupted(manager, env):
     run_id = manager.start(SAMPLE.replace(epochs=500))
     wait_for(lambda: len(manager.snapshot(run_id).epochs) >= 1)
