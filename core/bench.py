@@ -2,11 +2,15 @@
 
 Prints, per device: median epoch seconds (warm-up epoch excluded) of each pipeline, their ratio,
 the resident pipeline's ratio to the FLOP floor (model FLOPs / measured GEMM rate), and validation
-and test accuracy after the tutorial's schedule (5 epochs at lr 0.5, then 5 at 0.1).
+and test accuracy after the tutorial's schedule (5 epochs at lr 0.5, then 5 at 0.1), with the CPU
+threads used. Each measured part (GEMM rate, tutorial pipeline, resident pipeline) also records the
+share of the machine that other processes used meanwhile (core.cpuload), and the bench says which
+ratio that distorted: under load on 2 cores the tutorial/resident ratio read 10.6x against 28x quiet.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -14,6 +18,7 @@ import time
 import torch
 
 from .config import TUTORIAL_SCHEDULE, RunConfig
+from .cpuload import CONTENDED_SHARE, ContentionMeter, contention_note
 from .data import load_dataset
 from .devices import device_label, list_devices, set_cpu_threads, synchronize
 from .model import macs_per_sample
@@ -50,6 +55,32 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+PARTS = {"gemm": "the GEMM rate", "tutorial": "the tutorial pipeline", "resident": "the resident pipeline"}
+
+
+def distortion_notes(row: dict) -> list[str]:
+    """One sentence per part other processes distorted, then which of the printed ratios that skews."""
+    shares = row.get("other_cpu_share") or {}
+    notes = [note for part, what in PARTS.items() if (note := contention_note(shares.get(part), what))]
+    busy = {part for part, share in shares.items() if share is not None and share > CONTENDED_SHARE}
+    if busy & {"tutorial", "resident"}:
+        notes.append(f"So the {row['speedup']:.1f}x tutorial/resident ratio is distorted (a contended resident "
+                     f"pipeline reads low, a contended tutorial one high); measure again on a quiet machine.")
+    if busy & {"gemm", "resident"}:
+        notes.append(f"The {row['resident_over_floor']:.1f}x FLOP-floor ratio is distorted too.")
+    return notes
+
+
+def _share(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.0%}"
+
+
+def busy_text(share: float | None) -> str:
+    if share is None:
+        return "other processes' CPU use not measurable here (no /proc)"
+    return f"other processes kept {share:.0%} of the {os.cpu_count()} cores busy meanwhile"
+
+
 def run_bench(args) -> int:
     dataset = load_dataset("mnist", args.data_dir)
     if dataset.source != "full":
@@ -63,18 +94,27 @@ def run_bench(args) -> int:
         device = torch.device(kind)
         base = RunConfig(device=kind, epochs=TUTORIAL_SCHEDULE[0].epochs, lr=TUTORIAL_SCHEDULE[0].lr)
         log(f"== {device_label(device)}, {torch.get_num_threads()} CPU threads")
+        shares = {}
+        meter = ContentionMeter()
         rate = gemm_flops_per_second(device)
-        log(f"GEMM rate: {rate / 1e9:.1f} GFLOP/s")
+        shares["gemm"] = meter.share()
+        log(f"GEMM rate: {rate / 1e9:.1f} GFLOP/s; {busy_text(shares['gemm'])}")
 
         log(f"tutorial pipeline (per-sample ToTensor + DataLoader), {args.tutorial_epochs} epochs ...")
         tutorial = TrainingRun(base.replace(pipeline="dataloader"), dataset=dataset)
+        meter = ContentionMeter()
         tutorial.train_phase(args.tutorial_epochs, TUTORIAL_SCHEDULE[0].lr,
                              on_epoch=lambda e: log(f"  epoch {e.epoch}: {e.seconds:.2f}s val_acc {e.val_acc:.2%}"))
+        shares["tutorial"] = meter.share()
+        log(f"  {busy_text(shares['tutorial'])}")
 
         log("resident pipeline, tutorial schedule 5@0.5 + 5@0.1 ...")
         resident = TrainingRun(base, dataset=dataset)
+        meter = ContentionMeter()
         resident.run_schedule(TUTORIAL_SCHEDULE,
                               on_epoch=lambda e: log(f"  epoch {e.epoch}: {e.seconds:.3f}s val_acc {e.val_acc:.2%}"))
+        shares["resident"] = meter.share()
+        log(f"  {busy_text(shares['resident'])}")
 
         flops = epoch_flops(base, dataset.input_size, dataset.num_classes, resident.trainer.n_train,
                             resident.trainer.n_val)
@@ -95,16 +135,22 @@ def run_bench(args) -> int:
             "val_acc_after_schedule": resident.epochs[-1].val_acc,
             "test_acc_after_schedule": resident.test_acc,
             "data_source": dataset.source,
+            "other_cpu_share": shares,  # per part: share of all cores other processes kept busy while it ran
         }
+        row["distorted"] = distortion_notes(row)
         results.append(row)
         synchronize(device)
     for row in results:
-        log(f"\n{row['device']} ({row['threads'] or '-'} threads)\n"
+        log(f"\n{row['device']} ({row['threads'] or '-'} CPU threads)\n"
             f"  tutorial pipeline  {row['tutorial_epoch_s']:8.3f} s/epoch (median, warm-up excluded)\n"
             f"  resident pipeline  {row['resident_epoch_s']:8.3f} s/epoch  -> {row['speedup']:.1f}x faster\n"
             f"  FLOP floor         {row['flop_floor_s']:8.3f} s/epoch  ({row['epoch_gflop']:.1f} GFLOP at "
             f"{row['gemm_gflops']:.0f} GFLOP/s) -> resident is {row['resident_over_floor']:.1f}x the floor\n"
             f"  after 5@0.5 + 5@0.1: val acc {row['val_acc_after_schedule']:.2%}, "
-            f"test acc {row['test_acc_after_schedule']:.2%}")
+            f"test acc {row['test_acc_after_schedule']:.2%}\n"
+            f"  others' CPU while timed: " + ", ".join(f"{part} {_share(share)}"
+                                                        for part, share in row["other_cpu_share"].items()))
+        for note in row["distorted"]:
+            log(f"warning: {note}")
     print(json.dumps(results, indent=1))
     return 0
