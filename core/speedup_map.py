@@ -12,6 +12,10 @@ A ratio near 1 means the leg runs at its hardware's matmul speed; a large one, t
 dominates (small models) and more hardware cannot help.
 
 Cells run one after another, every leg within a cell, so a cancelled map keeps complete cells.
+
+Before it starts, a map's duration is estimated from its FLOPs (core.model.macs_per_sample) at each
+leg's measured GEMM rate, plus a per-step overhead for the eager ops: the CLI prints it, and above
+a minute asks (on a terminal) or wants --yes (otherwise); the dashboard shows it and warns.
 `MapJobs` runs maps for the dashboard in a `python -m core speedup-map` subprocess (its own GIL
 and thread setting), reads its progress lines, and cancels it with SIGTERM.
 """
@@ -22,6 +26,7 @@ import atexit
 import collections
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -38,16 +43,24 @@ from .compare import Leg, check_legs, default_legs, spare_starting
 from .config import MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig
 from .cpuload import ContentionMeter, contention_note
 from .cuda_graph import GraphedStep, graph_support
-from .data import load_dataset, to_float
+from .data import CLASS_NAMES, IMAGE_SHAPES, load_dataset, to_float
 from .devices import cpu_name, device_label, set_cpu_threads, synchronize
 from .model import build_mlp, macs_per_sample
 from .optim import make_optimizer
 from .reports import SPEEDUP_MAP, ReportStore, open_reports, recent_reports
 from .store import Store, StoreError
 
+ESTIMATE_CONFIRM_S = 60.0  # a map estimated longer than this asks first (CLI) or warns (dashboard)
+# Per training step, beyond its matmuls at the GEMM rate: ~30 eager ops of ~5-8 us (NOTES.md), and ~5 more
+# per extra hidden layer. Calibrated on full MNIST, 2-core Xeon, 2026-12-03 (see estimate_seconds).
+STEP_OVERHEAD_S = 0.15e-3
+LAYER_OVERHEAD_S = 0.04e-3
+SAMPLE_OVERHEAD_S = 0.4e-6  # per sample in a step: gathering its 784 floats, the softmax and loss rows
+INIT_S_PER_PARAMETER = 10e-9  # a fresh model per cell and leg: seeded uniform init on the CPU
 MAP_LR = 0.01  # small enough that wide, deep nets stay finite: NaN/denormal arithmetic would skew CPU timings
 GEMM_SECONDS = 0.5  # per leg, to measure its fp32 matmul rate
 ROOT = Path(__file__).resolve().parent.parent
+_MEASURE_LOCK = threading.Lock()
 FINISHED, CANCELLED, FAILED, WAITING, RUNNING = "finished", "cancelled", "failed", "waiting", "running"
 
 
@@ -99,6 +112,57 @@ def step_flops(input_size: int, hidden_sizes: tuple[int, ...], num_classes: int,
     return 6.0 * macs_per_sample(input_size, hidden_sizes, num_classes) * batch
 
 
+def estimate_seconds(grid: MapGrid, gemm_rates: list[float | None], input_size: int, num_classes: int,
+                     gemm_seconds: float = GEMM_SECONDS) -> float:
+    """Seconds a map will take: per cell and leg, (warm-up + timed steps) x (matmul FLOPs / the leg's GEMM rate
+    in FLOP/s + per-step op overhead), plus building each fresh model and measuring each leg's rate. A leg with
+    no known rate (a GPU not measured yet) counts its overhead only: it is far faster than the CPU legs.
+
+    Checked on full MNIST, 2-core Xeon, 2026-12-03: per cell within about -30 %..+35 % of the measured step
+    times of the default grid (FLOP-bound cells overestimated a little), the whole default map 16 s estimated
+    vs 14.4 s measured."""
+    total = gemm_seconds * len(gemm_rates)
+    for layers, hidden, batch in grid.cells():
+        sizes = (hidden,) * layers
+        flops = step_flops(input_size, sizes, num_classes, batch)
+        parameters = macs_per_sample(input_size, sizes, num_classes)  # weights; biases are noise
+        for rate in gemm_rates:
+            step = (flops / rate if rate else 0.0) + STEP_OVERHEAD_S + LAYER_OVERHEAD_S * (layers - 1) + \
+                SAMPLE_OVERHEAD_S * batch
+            total += (grid.warmup_steps + grid.steps) * step + parameters * INIT_S_PER_PARAMETER
+    return total
+
+
+def duration_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_sentence(grid: MapGrid, legs: list[Leg], seconds: float) -> str:
+    cells = len(grid.cells())
+    return (f"about {duration_text(seconds)} for {cells} cell{'s' if cells != 1 else ''} x {len(legs)} "
+            f"leg{'s' if len(legs) != 1 else ''} ({grid.warmup_steps} + {grid.steps} steps each; estimated from the "
+            f"cells' FLOPs at each leg's measured matmul rate, so expect some error)")
+
+
+def measure_gemm_rates(legs: list[Leg], seconds: float = GEMM_SECONDS) -> list[float]:
+    """Each leg's fp32 matmul rate in FLOP/s, on its device with its thread count."""
+    from .bench import gemm_flops_per_second
+
+    rates = []
+    for leg in legs:
+        previous = set_cpu_threads(leg.threads) if leg.device == "cpu" else None
+        try:
+            rates.append(gemm_flops_per_second(torch.device(leg.device), seconds=seconds))
+        finally:
+            if previous is not None:
+                set_cpu_threads(previous)
+    return rates
+
+
 class _Cancelled(Exception):
     pass
 
@@ -145,10 +209,9 @@ def time_steps(leg: Leg, config: RunConfig, x: torch.Tensor, y: torch.Tensor, nu
 
 def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threading.Event | None = None,
                     on_cell=None, on_leg=None, seed: int = 42, map_id: str = "",
-                    gemm_seconds: float = GEMM_SECONDS) -> dict:
-    """Measure every cell on every leg; returns the map as a JSON-ready dict (status 'cancelled' if cut short)."""
-    from .bench import gemm_flops_per_second
-
+                    gemm_seconds: float = GEMM_SECONDS, gemm_rates: list[float] | None = None) -> dict:
+    """Measure every cell on every leg; returns the map as a JSON-ready dict (status 'cancelled' if cut short).
+    `gemm_rates` (FLOP/s per leg, e.g. from measure_gemm_rates for the estimate) skips measuring them again."""
     if not legs:
         raise ConfigError("a speedup map needs at least one leg")
     for leg in legs:
@@ -162,16 +225,11 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
     images = to_float(dataset.train_images)
     data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     leg_info = []
-    for leg in legs:
+    rates = gemm_rates or measure_gemm_rates(legs, gemm_seconds)
+    for leg, rate in zip(legs, rates):
         device = torch.device(leg.device)
         if leg.device not in data:
             data[leg.device] = (images.to(device), dataset.train_labels.to(device))
-        previous = set_cpu_threads(leg.threads) if leg.device == "cpu" else None
-        try:
-            rate = gemm_flops_per_second(device, seconds=gemm_seconds)
-        finally:
-            if previous is not None:
-                set_cpu_threads(previous)
         info = {"spec": leg.spec(), "label": leg.label(), "device": device_label(device), "threads": leg.threads,
                 "gemm_gflops": rate / 1e9}
         leg_info.append(info)
@@ -248,6 +306,9 @@ def add_map_options(parser) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--db", help="SQLite file to keep the map in (default: $RUNS_DB or ./runs.db)")
     parser.add_argument("--no-db", action="store_true", help="do not keep the map")
+    parser.add_argument("--yes", action="store_true",
+                        help=f"run a map estimated over {ESTIMATE_CONFIRM_S:.0f} s without asking (needed when stdin "
+                             f"is not a terminal)")
     parser.add_argument("--id", help=argparse.SUPPRESS)  # the dashboard names the map it will look for
 
 
@@ -265,6 +326,11 @@ def cmd_speedup_map(args) -> int:
     dataset = load_dataset(args.dataset, args.data_dir)
     if dataset.note:
         print(f"note: {dataset.note}", file=sys.stderr)
+    rates = measure_gemm_rates(legs)
+    estimate = estimate_seconds(grid, rates, dataset.input_size, dataset.num_classes)
+    print(f"estimate: {estimate_sentence(grid, legs, estimate)}", file=sys.stderr, flush=True)
+    if estimate > ESTIMATE_CONFIRM_S and not args.yes and not confirmed(estimate):
+        return 1
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     map_id = args.id or os.urandom(6).hex()
@@ -281,7 +347,7 @@ def cmd_speedup_map(args) -> int:
 
     try:
         result = run_speedup_map(grid, legs, dataset, cancel=cancel, on_cell=on_cell, on_leg=on_leg, seed=args.seed,
-                                 map_id=map_id)
+                                 map_id=map_id, gemm_rates=rates)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 1
@@ -294,6 +360,22 @@ def cmd_speedup_map(args) -> int:
             print(f"warning: the map was not saved: {exc}", file=sys.stderr)
     print(json.dumps(result), flush=True)
     return 0 if result["status"] == FINISHED else 1
+
+
+def confirmed(estimate: float) -> bool:
+    """Over a minute: ask on a terminal; without one (a script, a pipe) refuse and say how to go on."""
+    if not sys.stdin.isatty():
+        raise ConfigError(f"this map would take about {duration_text(estimate)}, over {ESTIMATE_CONFIRM_S:.0f} s: "
+                          f"pass --yes to run it, or measure fewer or smaller cells (--hidden-sizes, --layers, "
+                          f"--batch-sizes, --steps)")
+    try:
+        answer = input(f"This map would take about {duration_text(estimate)}. Run it? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("not started", file=sys.stderr)
+    return False
 
 
 # -- for the dashboard: a map in a subprocess -------------------------------------------------------
@@ -348,7 +430,7 @@ class MapJob:
         command = [sys.executable, "-m", "core", "speedup-map", "--id", snap.map_id,
                    "--hidden-sizes", ",".join(map(str, grid.hidden_sizes)), "--layers", ",".join(map(str, grid.layers)),
                    "--batch-sizes", ",".join(map(str, grid.batch_sizes)), "--steps", str(grid.steps),
-                   "--warmup-steps", str(grid.warmup_steps)]
+                   "--warmup-steps", str(grid.warmup_steps), "--yes"]  # the page showed the estimate first
         for leg in snap.legs:
             command += ["--leg", leg.spec()]
         if self.data_dir:
@@ -373,8 +455,8 @@ class MapJob:
                 self.update(status=CANCELLED, message="cancelled before it started")
                 return
             self.update(status=RUNNING, message="measuring the devices' matmul rates")
-            self.process = subprocess.Popen(self.command(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                            text=True, start_new_session=True)
+            self.process = subprocess.Popen(self.command(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True, start_new_session=True)
             if self.cancelled.is_set():
                 self.cancel()
             reader = threading.Thread(target=self._read_stderr, daemon=True)
@@ -423,7 +505,44 @@ class MapJobs:
         self.reports = open_reports(manager.store)
         self._jobs: dict[str, MapJob] = {}
         self._lock = threading.Lock()
+        self._rates: dict[str, float] = {}  # leg spec -> fp32 GEMM FLOP/s on this machine, for estimates
         atexit.register(self.shutdown)
+
+    def gemm_rates(self, legs: list[Leg], measure: bool = False) -> list[float | None]:
+        """Each leg's matmul rate (FLOP/s) for the time estimate, None where unknown: remembered, else from this
+        server's maps or the newest stored ones measured on this CPU, else (CPU legs, when `measure`) measured
+        here once, 0.2 s each. The page measures only while nothing trains: it would take CPU from a timed run."""
+        missing = {leg.spec() for leg in legs} - set(self._rates)
+        if missing:
+            self._learn_rates(missing)
+        for leg in legs:
+            if leg.spec() not in self._rates and measure and leg.device == "cpu":
+                with _MEASURE_LOCK:  # torch's thread count is process-wide
+                    self._rates[leg.spec()] = measure_gemm_rates([leg], seconds=0.2)[0]
+        return [self._rates.get(leg.spec()) for leg in legs]
+
+    def _learn_rates(self, specs: set[str]) -> None:
+        with self._lock:
+            results = [job.snapshot.result for job in self._jobs.values() if job.snapshot.result]
+        for entry in self.recent(5):
+            try:
+                results.append(self.reports.get(entry["id"]))
+            except (KeyError, StoreError):
+                continue
+        here = cpu_name()
+        for result in results:  # newest of this server's first, then the stored ones, newest first
+            if result.get("cpu", here) != here:
+                continue
+            for leg in result.get("legs", []):
+                if leg.get("spec") in specs and leg.get("gemm_gflops") and leg["spec"] not in self._rates:
+                    self._rates[leg["spec"]] = leg["gemm_gflops"] * 1e9
+
+    def estimate(self, grid: MapGrid, legs: list[Leg], measure: bool = False) -> float | None:
+        """Seconds the map would take on MNIST, or None while no leg's rate is known."""
+        rates = self.gemm_rates(legs, measure)
+        if not any(rates):
+            return None
+        return estimate_seconds(grid, rates, math.prod(IMAGE_SHAPES["mnist"]), len(CLASS_NAMES["mnist"]))
 
     def start(self, grid: MapGrid, legs: list[Leg], busy=None) -> str:
         if self.active():

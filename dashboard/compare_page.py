@@ -19,7 +19,8 @@ from core.compare import DEFAULT_TARGET, Comparisons, ComparisonSnapshot, Leg, d
 from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
 from core.data import TITLES
 from core.devices import DeviceError, list_devices
-from core.speedup_map import MapGrid, MapJobs, MapSnapshot, contention, default_map_legs
+from core.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, MapJobs, MapSnapshot, contention, default_map_legs,
+                               duration_text, estimate_sentence)
 
 from . import compare_charts as charts
 from .controls import LR_OPTIONS, OPTIMIZER_LABELS
@@ -441,11 +442,20 @@ def thread_note(summary) -> None:
 
 
 # -- speedup map ------------------------------------------------------------------------------------
+def chosen_grid() -> MapGrid:
+    s = st.session_state
+    return MapGrid([int(v) for v in s.map_hidden], [int(v) for v in s.map_layers], [int(v) for v in s.map_batches],
+                   int(s.map_steps))
+
+
 def start_map() -> None:
     s = st.session_state
     try:
-        grid = MapGrid([int(v) for v in s.map_hidden], [int(v) for v in s.map_layers],
-                       [int(v) for v in s.map_batches], int(s.map_steps))
+        grid = chosen_grid()
+        seconds = get_lab().maps.estimate(grid, default_map_legs())
+        if seconds is not None and seconds > ESTIMATE_CONFIRM_S and not s.get("map_long_ok"):
+            s.map_error = f"This map would take about {duration_text(seconds)}: tick the box to run it anyway."
+            return
         map_id = get_lab().maps.start(grid, default_map_legs())
     except (ConfigError, DeviceError, RuntimeError) as exc:
         s.map_error = f"Cannot start the speedup map: {exc}"
@@ -485,11 +495,12 @@ def speedup_section(lab: Lab) -> None:
     cols[1].multiselect("Hidden layers", LAYER_CHOICES, key="map_layers", disabled=busy)
     cols[2].multiselect("Batch sizes", BATCH_CHOICES, key="map_batches", disabled=busy)
     cols[3].number_input("Timed steps per cell", 1, 1000, key="map_steps", disabled=busy)
+    long_map = map_estimate(lab, legs, busy)
     if st.session_state.get("map_error"):
         st.error(st.session_state.map_error)
     buttons = st.columns([2, 1, 5], vertical_alignment="center")
-    buttons[0].button("Run speedup map", type="primary", key="map_run", on_click=start_map, disabled=busy,
-                      width="stretch")
+    buttons[0].button("Run speedup map", type="primary", key="map_run", on_click=start_map,
+                      disabled=busy or (long_map and not st.session_state.get("map_long_ok")), width="stretch")
     if snap is not None and snap.active:
         buttons[1].button("Cancel", key="map_cancel", on_click=cancel_map, help="Stops within a step; the cells "
                           "already measured are kept and stored.")
@@ -499,6 +510,27 @@ def speedup_section(lab: Lab) -> None:
     elif snap is not None:
         live_fragment(lambda: lab.maps.snapshot(map_id), draw_map, snap.active,
                       "This speedup map is no longer available.")
+
+
+def map_estimate(lab: Lab, legs: list[Leg], busy: bool) -> bool:
+    """Show how long the chosen grid would take; True when that is over a minute (it then needs a tick)."""
+    try:
+        grid = chosen_grid()
+    except ConfigError:
+        return False  # start_map says what is wrong with the grid
+    quiet = not busy and not get_manager().active_runs()  # measuring a matmul rate would slow a timed run
+    seconds = lab.maps.estimate(grid, legs, measure=quiet)
+    if seconds is None:
+        st.caption("Time estimate: shown once nothing is training (it measures each leg's matmul rate, 0.2 s).")
+        return False
+    text = estimate_sentence(grid, legs, seconds)
+    if seconds <= ESTIMATE_CONFIRM_S:
+        st.caption(f"Estimated time: {text}.")
+        return False
+    st.warning(f"This map would take {text}. Nothing else can be measured meanwhile; fewer hidden sizes, layers, "
+               f"batch sizes or steps make it shorter.")
+    st.checkbox(f"Run it anyway (about {duration_text(seconds)})", key="map_long_ok", disabled=busy)
+    return True
 
 
 def draw_map(snap: MapSnapshot) -> None:

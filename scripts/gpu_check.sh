@@ -111,6 +111,6 @@ EOF
 
 # -- 4. a small speedup map --------------------------------------------------------------------------
 if [ "$HAS_CUDA" = 1 ]; then MAP_LEGS=(--leg "device=cpu,threads=$CORES" --leg device=cuda); else MAP_LEGS=(); fi
-step speedup_map 120 "$PY" -m core speedup-map --no-db --hidden-sizes 32,512,2048 --layers 1,3 --batch-sizes 64,1024 \
+step speedup_map 120 "$PY" -m core speedup-map --no-db --yes --hidden-sizes 32,512,2048 --layers 1,3 --batch-sizes 64,1024 \
   --steps 20 "${MAP_LEGS[@]}"
 echo "== done in $((SECONDS))s; logs and JSON in $OUTDIR"

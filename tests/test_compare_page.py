@@ -242,3 +242,19 @@ def test_comparison_figures_overlay_one_trace_per_leg():
     assert compare_charts.acc_vs_time_figure(legs).layout.xaxis.type == "log"  # 50x apart
     bars = compare_charts.epoch_time_figure(legs)
     assert bars.layout.yaxis.type == "log" and list(bars.data[1].marker.pattern.shape) == ["/", "", ""]
+
+
+def test_speedup_map_shows_its_time_estimate_and_asks_before_a_long_one(app_env):
+    at = compare_app()
+    no_errors(at)
+    assert any(c.startswith("Estimated time: about") for c in texts(at, "caption"))  # the default grid: seconds
+    assert not at.button(key="map_run").disabled
+    at.multiselect(key="map_hidden").set_value([2048]).run()
+    at.multiselect(key="map_layers").set_value([4]).run()
+    at.multiselect(key="map_batches").set_value([4096]).run()
+    at.number_input(key="map_steps").set_value(1000).run()
+    assert any(w.startswith("This map would take about") for w in texts(at, "warning"))
+    assert at.button(key="map_run").disabled  # until the long run is accepted
+    at.checkbox(key="map_long_ok").check().run()
+    assert not at.button(key="map_run").disabled
+    no_errors(at)

@@ -12,7 +12,8 @@ import torch
 from core.compare import Leg
 from core.config import ConfigError
 from core.reports import ReportStore
-from core.speedup_map import (CANCELLED, FINISHED, MapGrid, MapJobs, default_map_legs, run_speedup_map, step_flops)
+from core.speedup_map import (CANCELLED, ESTIMATE_CONFIRM_S, FINISHED, MapGrid, MapJobs, default_map_legs,
+                               estimate_seconds, run_speedup_map, step_flops)
 from core.store import Store
 
 TINY = MapGrid(hidden_sizes=(8, 32), layers=(1, 2), batch_sizes=(16, 64), steps=3, warmup_steps=1)
@@ -41,6 +42,41 @@ def test_default_map_legs_put_the_baseline_first():
 
 def test_step_flops_counts_forward_and_backward_matmuls():
     assert step_flops(784, (32,), 10, 100) == 6 * (784 * 32 + 32 * 10) * 100
+
+
+def test_estimate_follows_the_flops_and_flags_the_big_grids():
+    """Issue 8 item 18: `--hidden-sizes 5000` ran 7 minutes with no warning; the estimate sees it coming."""
+    rates = [150e9, 300e9]  # FLOP/s: 1 and 2 threads of this project's 2-core machine
+    default = estimate_seconds(MapGrid(), rates, 784, 10)
+    wide = estimate_seconds(MapGrid(hidden_sizes=(5000,)), rates, 784, 10)
+    assert default < ESTIMATE_CONFIRM_S < wide
+    # the FLOP-bound part scales with the steps, and with the matmul rate
+    big = MapGrid(hidden_sizes=(2048,), layers=(3,), batch_sizes=(1024,), steps=40, warmup_steps=5)
+    more = MapGrid(hidden_sizes=(2048,), layers=(3,), batch_sizes=(1024,), steps=85, warmup_steps=5)
+    step_s = step_flops(784, (2048,) * 3, 10, 1024) / 150e9
+    assert estimate_seconds(more, [150e9], 784, 10) - estimate_seconds(big, [150e9], 784, 10) == \
+        pytest.approx(45 * step_s, rel=0.05)
+    assert estimate_seconds(big, [300e9], 784, 10) < estimate_seconds(big, [150e9], 784, 10)
+    # a leg without a known rate (a GPU not measured yet) adds its per-step overhead only
+    unknown = estimate_seconds(big, [150e9, None], 784, 10)
+    assert unknown == pytest.approx(estimate_seconds(big, [150e9, 1e30], 784, 10))
+    assert unknown > estimate_seconds(big, [150e9], 784, 10)
+
+
+def test_cli_refuses_a_long_map_without_a_terminal_or_yes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "data").mkdir()
+    env = {**__import__("os").environ, "DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run([sys.executable, "-m", "core", "speedup-map", "--no-db", "--hidden-sizes", "4096",
+                             "--layers", "4", "--batch-sizes", "8192", "--steps", "1000"],
+                            cwd=Path(__file__).resolve().parent.parent, env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "estimate: about" in result.stderr and "pass --yes" in result.stderr
+    assert result.stdout == ""  # not a single cell measured
 
 
 def test_every_cell_is_complete_with_every_leg(small_sample):
@@ -115,8 +151,9 @@ def test_cli_prints_cells_then_the_grid_and_stores_it(tmp_path, capsys, monkeypa
                      "--db", str(db)])
     finally:
         signal.signal(signal.SIGTERM, previous)
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 0
+    assert "estimate: about" in err and "2 cells x 2 legs" in err
     lines = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert [line["type"] for line in lines] == ["cell", "cell", "speedup_map"]
     grid = lines[-1]
@@ -158,6 +195,18 @@ def test_map_job_runs_in_a_subprocess_and_is_reloadable(jobs):
     stored = MapJobs(jobs.manager).snapshot(map_id)  # a fresh registry, as after a server restart
     assert stored is not None and stored.status == FINISHED and stored.cells == snap.cells
     assert jobs.recent()[0]["id"] == map_id
+    # the time estimate reuses the rates the map measured, here and in a fresh registry (from the store)
+    measured = [leg["gemm_gflops"] * 1e9 for leg in snap.leg_info]
+    assert jobs.gemm_rates(LEGS) == measured and MapJobs(jobs.manager).gemm_rates(LEGS) == measured
+    assert MapJobs(jobs.manager).estimate(grid, LEGS) > 0
+
+
+def test_an_unknown_leg_rate_is_measured_only_when_asked(jobs):
+    leg = [Leg("cpu", 1)]
+    assert jobs.gemm_rates(leg) == [None] and jobs.estimate(TINY, leg) is None
+    assert jobs.gemm_rates(leg, measure=True)[0] > 1e8  # FLOP/s
+    assert torch.get_num_threads() == 1  # put back
+    assert jobs.estimate(TINY, leg) > 0  # remembered
 
 
 def test_map_job_cancel_keeps_finished_cells(jobs):
