@@ -327,10 +327,12 @@ def drift_sentence(leg_runs: list[LegRun], rows: list[LegSummary], base: RunConf
     order = ("a GPU adds each matrix product's partial sums in a different order than the CPU" if gpu else
              "different thread counts split each matrix product's sums into different partial sums")
     over = f" over {steps:,} SGD steps" if steps else ""
+    accuracy = ("the same validation accuracy" if not worst.val_acc_drift_pts else
+                f"validation accuracy within {worst.val_acc_drift_pts:.2f} points")
     return (f"Drift: per-epoch validation losses drift apart by up to {worst.val_loss_drift:.1e} relative "
-            f"(leg {worst.index + 1}, epoch {epoch}; validation accuracy within {worst.val_acc_drift_pts:.2f} "
-            f"points). Expected, not a fault: {order}, float addition is not associative, and those last-bit "
-            f"differences compound{over}. The same leg run twice gives identical numbers.")
+            f"(leg {worst.index + 1}, epoch {epoch}; {accuracy}). Expected, not a fault: {order}, float addition "
+            f"is not associative, and those last-bit differences compound{over}. The same leg run twice gives "
+            f"identical numbers.")
 
 
 def pipeline_sentence(leg_runs: list[LegRun], rows: list[LegSummary]) -> str:

@@ -363,7 +363,7 @@ def same_start_cell(row) -> str:
     if not row.weights_match:
         return "✗ weights differ"
     worst = max(row.start_loss_rel_diff, row.start_grad_rel_diff)
-    return f"{'✓' if row.same_start else '✗'} {worst:.0e}" if worst else "✓ identical"
+    return f"{'✓' if row.same_start else '✗'} {worst:.1e}" if worst else "✓ identical"
 
 
 def results_table(snap: ComparisonSnapshot, summary) -> pd.DataFrame:
@@ -373,8 +373,7 @@ def results_table(snap: ComparisonSnapshot, summary) -> pd.DataFrame:
         reached = (f"{row.time_to_target_s:.2f} (ep {row.target_epoch})" if row.time_to_target_s is not None
                    else "not reached" if row.epochs else "–")
         rows.append({
-            "leg": f"{row.index + 1}. {row.label}",
-            "status": row.status,
+            "leg": f"{row.index + 1}. {row.label}" + ("" if row.status == "finished" else f" ({row.status})"),
             "warm-up s": _num(row.warmup_epoch_s, ".3f"),
             "median s": _num(row.median_epoch_s, ".3f", "2+ epochs" if row.epochs == 1 else "–"),
             "samples/s": _num(row.samples_per_s, ",.0f"),
@@ -389,7 +388,7 @@ def results_table(snap: ComparisonSnapshot, summary) -> pd.DataFrame:
         if any(leg.device == "cuda" for leg in snap.legs):
             rows[-1]["CUDA graph"] = row.graphs or "–"
     for i in range(len(summary.legs), len(snap.legs)):
-        rows.append({"leg": f"{i + 1}. {snap.legs[i].label()}", "status": "waiting" if snap.active else "not run"})
+        rows.append({"leg": f"{i + 1}. {snap.legs[i].label()} ({'waiting' if snap.active else 'not run'})"})
     return pd.DataFrame(rows).fillna("")
 
 
@@ -397,7 +396,8 @@ def results_columns(target: float) -> dict:
     """Short headers for results_table, with what each means in its help."""
     text = st.column_config.TextColumn
     return {
-        "leg": text("leg", width="medium"),
+        "leg": text("leg", help="Device · CPU threads · data pipeline; a leg that did not finish says how it "
+                                "ended."),
         "warm-up s": text("warm-up s", help="The first epoch's seconds: one-off costs, never averaged in."),
         "median s": text("median s", help="Median epoch seconds, warm-up epoch excluded."),
         "samples/s": text("samples/s", help="Training samples per second at the median epoch time."),

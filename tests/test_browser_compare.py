@@ -1,8 +1,10 @@
 """The Compare page in a real browser: `streamlit run dashboard/app.py` driven by Debian's Chromium via Playwright.
 
 Opens /compare, runs the default two-leg comparison at the seed settings (5 epochs), waits for the
-results, checks the overlaid charts, and saves a screenshot to artifacts/compare.png and the time
-from opening the page to the finished comparison to artifacts/compare_timing.json.
+results, checks the overlaid charts, the same-start and drift sentences, and that the results table
+fits a 1400 px window without scrolling sideways, and saves screenshots to artifacts/compare.png and
+artifacts/compare_table.png and the time from opening the page to the finished comparison to
+artifacts/compare_timing.json.
 
 By default MNIST is the 5,000-digit sample (DATA_DIR empty), so the test is quick. The bar check,
 `COMPARE_BAR=1 pytest -s tests/test_browser_compare.py`, uses the full MNIST ($DATA_DIR or
@@ -74,7 +76,17 @@ def test_compare_page_runs_two_legs_in_the_browser(server):
                     break
                 time.sleep(0.3)
             assert sum(1 for t in traces if t == [5, 5]) >= 4, traces
-            assert page.get_by_text("Parity:", exact=False).count() >= 1
+            assert page.get_by_text("Same start:", exact=False).count() >= 1
+            assert page.get_by_text("Drift:", exact=False).count() >= 1
+            # every column of the results table fits a 1400 px window: the grid does not scroll sideways
+            # (test accuracy, the same-start check and the drift used to be off-screen)
+            table = page.locator('[data-testid="stDataFrame"]').first
+            table.scroll_into_view_if_needed()
+            widths = page.evaluate("() => { const el = document.querySelector("
+                                   "'[data-testid=\"stDataFrame\"] .dvn-scroller');"
+                                   " return el ? [el.scrollWidth, el.clientWidth] : null; }")
+            assert widths is not None and widths[0] <= widths[1] + 1, widths
+            table.screenshot(path=str(ARTIFACTS / "compare_table.png"))
             page.set_viewport_size({"width": 1400, "height": 2900})  # the app scrolls inside: show it all
             time.sleep(1.0)
             page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
