@@ -64,7 +64,7 @@ def val_loss_figure(legs, planned_epochs: int) -> go.Figure:
         fig.add_trace(go.Scatter(x=frame["epoch"].tolist(), y=loss, name=name, mode="lines+markers",
                                  line=dict(color=color, dash="solid" if i == 0 else "dash"), marker=dict(size=7 - i % 3),
                                  hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.5f}}<extra></extra>"))
-    fig.update_layout(**_layout("Validation loss per epoch (same seed: curves should coincide)", "epoch",
+    fig.update_layout(**_layout("Validation loss per epoch (same start; float drift may part the curves)", "epoch",
                                 "cross-entropy"))
     fig.update_layout(xaxis=_epoch_axis(planned_epochs), yaxis=dict(range=[0, (top or 1.0) * 1.1]))
     return fig
