@@ -135,8 +135,8 @@ def default_legs(with_pipeline: bool = False, devices=None) -> list[Leg]:
     if gpu:
         legs = [Leg("cpu", threads=cores), Leg(gpu)]
         tutorial = Leg(gpu, pipeline="dataloader")
-    else:
-        legs = [Leg("cpu", threads=1), Leg("cpu", threads=cores)]
+    else:  # on one core there is nothing to compare threads with: one leg (legs must differ)
+        legs = [Leg("cpu", threads=1), Leg("cpu", threads=cores)] if cores > 1 else [Leg("cpu", threads=1)]
         tutorial = Leg("cpu", threads=1, pipeline="dataloader")
     return legs + [tutorial] if with_pipeline else legs
 

@@ -94,6 +94,9 @@ def test_default_legs_without_gpu_are_one_thread_vs_all_threads(monkeypatch):
     legs = default_legs(devices=[CPU, NO_CUDA, NO_MPS])
     assert legs == [Leg("cpu", 1), Leg("cpu", 8)]
     assert default_legs(True, devices=[CPU, NO_CUDA, NO_MPS])[-1] == Leg("cpu", 1, "dataloader")
+    monkeypatch.setattr("os.cpu_count", lambda: 1)  # one core: no second leg that would repeat the first
+    assert default_legs(devices=[CPU, NO_CUDA, NO_MPS]) == [Leg("cpu", 1)]
+    assert duplicate_legs_message(default_legs(True, devices=[CPU, NO_CUDA, NO_MPS])) == ""
 
 
 def test_config_rejects_non_bool_cuda_graphs():
