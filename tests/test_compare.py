@@ -522,10 +522,13 @@ def test_a_train_run_started_meanwhile_never_shows_an_ended_leg_as_training(mana
     queue; after the last leg the comparison checks the legs' start. Whenever the current leg's run is not
     training, the comparison's progress line must say what it is doing, never that the leg is training."""
     comparisons = Comparisons(manager)
-    cid = comparisons.start(RunConfig(epochs=3, hidden_sizes=(16,)), [Leg("cpu", 1), Leg("cpu", 1, "dataloader")])
+    # Leg 1 lasts ~1 s after its first epoch (256 x 2 at batch 16 on the sample), so the Train run surely joins the
+    # queue while it trains; with a tiny model leg 1 could end first and leg 2 would never queue.
+    config = RunConfig(epochs=6, hidden_sizes=(256, 256), batch_size=16)
+    cid = comparisons.start(config, [Leg("cpu", 1), Leg("cpu", 1, "dataloader")])
     while (snap := comparisons.wait(cid, 0.02)).active and not (snap.runs and snap.runs[0].epochs):
         pass
-    train_id = manager.start(RunConfig(epochs=3, hidden_sizes=(16,)), owner="train-page")
+    train_id = manager.start(config.replace(epochs=3), owner="train-page")
     seen = []
     try:
         while (snap := comparisons.wait(cid, 0.05)).active:
@@ -536,7 +539,7 @@ def test_a_train_run_started_meanwhile_never_shows_an_ended_leg_as_training(mana
         manager.wait(train_id, 30)
     assert snap.status == "finished"
     ended = [stage for status, stage in seen if status not in ("queued", "loading", "running")]
-    assert ended and all("training" not in stage and "after 3 epochs" in stage for stage in ended), ended
+    assert ended and all("training" not in stage and "after 6 epochs" in stage for stage in ended), ended
     queued = [stage for status, stage in seen if status == "queued"]
     assert queued and all("leg 2 of 2" in stage and "queued" in stage and "1 run ahead" in stage
                           for stage in queued), queued

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from history_helpers import REPO_ROOT, ManagerTracker, clear_streamlit_caches
 from core.config import RunConfig
-from core.data import SOURCE_SAMPLE
+from core.data import SOURCE_SAMPLE, clear_cache
 from core.store import Store
 
 
@@ -22,6 +22,7 @@ def page_env(tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     monkeypatch.setenv("RUNS_DB", str(tmp_path / "runs.db"))
     clear_streamlit_caches()
+    clear_cache()  # an earlier test's failed download is remembered per process
     managers = ManagerTracker(monkeypatch)
     yield data_dir, Store(tmp_path / "runs.db")
     managers.shutdown()
