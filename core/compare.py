@@ -28,117 +28,17 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from .config import DEVICES, ConfigError, Phase, RunConfig
+from .config import ConfigError, Phase, RunConfig
 from .cpuload import ContentionMeter, contention_note, worker_children_ticks
 from .cuda_graph import graph_support
-from .devices import DeviceError, list_devices
+from .devices import DeviceError
+from .legs import DEVICE_NAMES, LEG_DEVICES, Leg, default_legs, unavailable_reason  # noqa: F401 (re-exported)
 from .parity import SAME_START_BAR, passes, start_checks
 from .reports import COMPARISON, ReportStore, open_reports, recent_reports
 from .store import StoreError
 from .train import FAILED, FINISHED, STOPPED, EpochResult, TrainingError
 
-LEG_DEVICES = tuple(d for d in DEVICES if d != "auto")
 DEFAULT_TARGET = 0.95  # validation accuracy for "time to target"
-DEVICE_NAMES = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}
-
-
-# -- legs -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Leg:
-    device: str = "cpu"
-    threads: int | None = None  # torch intra-op threads; None keeps the training process's setting
-    pipeline: str = "resident"
-    cuda_graphs: bool = True
-
-    def __post_init__(self) -> None:
-        if self.device not in LEG_DEVICES:
-            raise ConfigError(f"leg device: must be one of {', '.join(LEG_DEVICES)}; got {self.device!r}")
-        RunConfig(device=self.device, threads=self.threads, pipeline=self.pipeline, cuda_graphs=self.cuda_graphs)
-
-    @classmethod
-    def parse(cls, text: str) -> "Leg":
-        """'device=cpu,threads=1,pipeline=dataloader,graphs=off' -> Leg (keys in any order, all optional)."""
-        values: dict = {}
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            key, sep, value = part.partition("=")
-            key, value = key.strip().lower(), value.strip().lower()
-            if not sep or not value:
-                raise ConfigError(f"leg '{text}': '{part}' should look like KEY=VALUE, e.g. device=cpu,threads=1")
-            if key == "device":
-                values["device"] = value
-            elif key == "threads":
-                try:
-                    values["threads"] = int(value)
-                except ValueError:
-                    raise ConfigError(f"leg '{text}': threads must be a whole number; got {value!r}") from None
-            elif key == "pipeline":
-                values["pipeline"] = "dataloader" if value == "tutorial" else value
-            elif key in ("graphs", "cuda_graphs"):
-                if value not in ("on", "off", "true", "false", "1", "0"):
-                    raise ConfigError(f"leg '{text}': graphs must be on or off; got {value!r}")
-                values["cuda_graphs"] = value in ("on", "true", "1")
-            else:
-                raise ConfigError(f"leg '{text}': unknown key {key!r}; use device, threads, pipeline, graphs")
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ConfigError(f"leg '{text}': {exc}") from None
-
-    def spec(self) -> str:
-        parts = [f"device={self.device}"]
-        if self.threads is not None:
-            parts.append(f"threads={self.threads}")
-        if self.pipeline != "resident":
-            parts.append(f"pipeline={self.pipeline}")
-        if not self.cuda_graphs and self.device == "cuda":
-            parts.append("graphs=off")
-        return ",".join(parts)
-
-    def label(self) -> str:
-        parts = [DEVICE_NAMES[self.device]]
-        if self.threads is not None:
-            parts.append(f"{self.threads} thread{'s' if self.threads != 1 else ''}")
-        if self.device == "cuda" and self.pipeline == "resident":
-            parts.append("CUDA graph" if self.cuda_graphs else "eager")
-        parts.append("tutorial DataLoader" if self.pipeline == "dataloader" else "resident")
-        return " · ".join(parts)
-
-    def config(self, base: RunConfig) -> RunConfig:
-        return base.replace(device=self.device, threads=self.threads, pipeline=self.pipeline,
-                            cuda_graphs=self.cuda_graphs)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Leg":
-        return cls(**data)
-
-
-def unavailable_reason(leg: Leg) -> str:
-    """'' when the leg's device is here, else why not (for the page and the CLI)."""
-    for info in list_devices():
-        if info.kind == leg.device:
-            return "" if info.available else f"{info.label} is not available: {info.reason}"
-    return f"unknown device {leg.device}"
-
-
-def default_legs(with_pipeline: bool = False, devices=None) -> list[Leg]:
-    """CPU vs the GPU when there is one; else CPU 1 thread vs CPU all threads. `with_pipeline` adds the
-    tutorial's DataLoader pipeline on the fastest device, beside its resident leg."""
-    available = {d.kind for d in (devices if devices is not None else list_devices()) if d.available}
-    cores = os.cpu_count() or 1
-    gpu = "cuda" if "cuda" in available else "mps" if "mps" in available else None
-    if gpu:
-        legs = [Leg("cpu", threads=cores), Leg(gpu)]
-        tutorial = Leg(gpu, pipeline="dataloader")
-    else:  # on one core there is nothing to compare threads with: one leg (legs must differ)
-        legs = [Leg("cpu", threads=1), Leg("cpu", threads=cores)] if cores > 1 else [Leg("cpu", threads=1)]
-        tutorial = Leg("cpu", threads=1, pipeline="dataloader")
-    return legs + [tutorial] if with_pipeline else legs
 
 
 # -- summary ----------------------------------------------------------------------------------------

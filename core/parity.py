@@ -36,6 +36,7 @@ from .backprop import MLPStep
 from .config import RunConfig
 from .data import ImageDataset, split_indices, to_float
 from .devices import device_label, resolve_device, set_cpu_threads, synchronize
+from .legs import Leg
 from .model import build_mlp
 
 SAME_START_BAR = 1e-5  # relative: first-batch loss and gradient differences that are still rounding
@@ -163,7 +164,6 @@ def passes(row: dict | None) -> bool | None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m core.parity --base JSON --leg SPEC ...`: the rows as one JSON list on stdout."""
-    from .compare import Leg
     from .data import load_dataset
     from .devices import default_cpu_threads
 
