@@ -1,10 +1,12 @@
-# The front door: `make run` starts the dashboard, `make test` runs every test. Each sets up what it needs
+# The front door: `make install` sets up .venv, `make run` starts the dashboard, `make test` runs every test. Each sets up what it needs
 # first (a venv in .venv, the requirements installed once; again only when a requirements file changes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test
+.PHONY: install run test
+
+install: $(VENV)/.installed-test
 
 run: $(VENV)/.installed
 	$(BIN)/streamlit run dashboard/app.py
