@@ -164,7 +164,8 @@ def test_train_streams_epochs_and_survives_a_slider_change(manager):
 
 def test_refresh_reattaches_to_the_running_run(manager):
     at = new_app()
-    rid = start(at, SLOW | {"cfg_epochs": 50, "cfg_seed": 7})
+    # Wider than SLOW (~0.6 s per epoch): 50 epochs must outlast two page sessions' polling on a busy machine.
+    rid = start(at, SLOW | {"cfg_hidden": 768, "cfg_epochs": 50, "cfg_seed": 7})
     at = poll(at, lambda a: len(epochs_shown(a)) >= 2, 90, "two epoch points")
     seen = len(epochs_shown(at))
 
@@ -172,7 +173,7 @@ def test_refresh_reattaches_to_the_running_run(manager):
     check_ok(reopened)
     assert run_id(reopened) == rid
     assert reopened.slider(key="cfg_epochs").value == 50
-    assert reopened.slider(key="cfg_hidden").value == 256
+    assert reopened.slider(key="cfg_hidden").value == 768
     assert reopened.slider(key="cfg_layers").value == 2
     assert reopened.slider(key="cfg_batch").value == 16
     assert reopened.number_input(key="cfg_seed").value == 7
