@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
@@ -45,8 +46,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         hidden = self.hidden_sizes
-        if isinstance(hidden, int):
+        if isinstance(hidden, int) and not isinstance(hidden, bool):
             hidden = (hidden,)
+        if not isinstance(hidden, (list, tuple)):
+            raise ConfigError(f"hidden_sizes: must be a list of whole numbers; got {short_repr(hidden)}")
         object.__setattr__(self, "hidden_sizes", tuple(hidden))
         _choice("dataset", self.dataset, DATASETS)
         _choice("activation", self.activation, ACTIVATIONS)
@@ -67,7 +70,7 @@ class RunConfig:
         if self.threads is not None:
             _int_range("threads", self.threads, 1, 256)
         if not isinstance(self.cuda_graphs, bool):
-            raise ConfigError(f"cuda_graphs: must be true or false; got {self.cuda_graphs!r}")
+            raise ConfigError(f"cuda_graphs: must be true or false; got {short_repr(self.cuda_graphs)}")
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -79,13 +82,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        """The config a dict of settings describes (missing ones take defaults); ConfigError for anything else,
+        whatever the dict holds (it may come from an uploaded file or an old database row)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"the config should be a dict of settings; got {short_repr(data)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(name) for name in data if name not in known)
         if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        data = dict(data)
-        if "hidden_sizes" in data:
-            data["hidden_sizes"] = tuple(data["hidden_sizes"])
+            raise ConfigError(f"unknown setting(s): {_clip(', '.join(unknown))}")
         return cls(**data)
 
     def describe(self, schedule=()) -> str:
@@ -120,13 +124,24 @@ def schedule_text(schedule) -> str:
     return ",".join(f"{int(e)}@{float(lr):g}" for e, lr in schedule)
 
 
+def _list_parts(text: str, what: str, item: str, example: str) -> list[str]:
+    """'a, b' -> ['a', 'b']: commas (or spaces) between items; a trailing comma is fine, an empty item between
+    two is not (a value was left out: '32,,64' must not silently become 32,64)."""
+    parts = [part.strip() for part in re.split(r"\s*,\s*|\s+", str(text).strip())]
+    if parts and parts[-1] == "":
+        parts.pop()  # "5@0.5," or "128, 64,"
+    if not parts:
+        raise ConfigError(f"{what}: give at least one {item}, e.g. {example}")
+    if "" in parts:
+        raise ConfigError(f"{what}: {str(text).strip()!r} has an empty {item} between commas (one left out?); "
+                          f"e.g. {example}")
+    return parts
+
+
 def parse_schedule(text: str) -> tuple[Phase, ...]:
     """'5@0.5,5@0.1' -> (Phase(5, 0.5), Phase(5, 0.1))."""
     phases = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in _list_parts(text, "schedule", "phase", "5@0.5,5@0.1"):
         epochs, sep, lr = part.partition("@")
         if not sep:
             raise ConfigError(f"schedule: '{part}' should look like EPOCHS@LR, e.g. 5@0.5")
@@ -136,26 +151,65 @@ def parse_schedule(text: str) -> tuple[Phase, ...]:
             if isinstance(exc, ConfigError):
                 raise ConfigError(f"schedule: {exc}") from None
             raise ConfigError(f"schedule: '{part}' should look like EPOCHS@LR, e.g. 5@0.5") from None
-    if not phases:
-        raise ConfigError("schedule: give at least one phase, e.g. 5@0.5,5@0.1")
     return tuple(phases)
 
 
+def parse_hidden_sizes(text: str) -> tuple[int, ...]:
+    """'128,64' (or '128, 64', '128 64', or the CSV export's '128-64') -> (128, 64).
+
+    Only the syntax is checked here; RunConfig checks the sizes ('-64' parses to -64 and is refused there).
+    """
+    sizes = []
+    for part in _list_parts(text, "hidden_sizes", "size", "128,64"):
+        pieces = part.split("-") if re.fullmatch(r"[0-9]+(-[0-9]+)+", part) else [part]
+        for piece in pieces:
+            if not re.fullmatch(r"-?[0-9]+", piece):
+                raise ConfigError(f"hidden_sizes: {part!r} is not a whole number; give sizes separated by commas, "
+                                  f"e.g. 128,64")
+            sizes.append(int(piece))
+    return tuple(sizes)
+
+
+def phases_from_pairs(pairs) -> tuple[Phase, ...]:
+    """A schedule kept as data ([[5, 0.5], [5, 0.1]]: the store's column, a weights file's run section) as
+    Phases; ConfigError naming the phase when it is not a list of [epochs, lr] pairs that Phase accepts."""
+    if not isinstance(pairs, (list, tuple)):
+        raise ConfigError(f"schedule: should be a list of [epochs, lr] pairs; got {short_repr(pairs)}")
+    phases = []
+    for i, pair in enumerate(pairs, 1):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ConfigError(f"schedule: phase {i} should be an [epochs, lr] pair; got {short_repr(pair)}")
+        try:
+            phases.append(Phase(*pair))
+        except ConfigError as exc:
+            raise ConfigError(f"schedule: phase {i}: {exc}") from None
+    return tuple(phases)
+
+
+def short_repr(value, limit: int = 60) -> str:
+    """A value as a message quotes it, cut short (a setting read from a file may be megabytes long)."""
+    return _clip(repr(value), limit)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _choice(name: str, value, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}; got {short_repr(value)}")
 
 
 def _int_range(name: str, value, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}: must be a whole number from {low} to {high}; got {value!r}")
+        raise ConfigError(f"{name}: must be a whole number from {low} to {high}; got {short_repr(value)}")
     if not low <= value <= high:
         raise ConfigError(f"{name}: must be from {low} to {high}; got {value}")
 
 
 def _float_range(name: str, value, low: float, high: float, low_open=False, high_open=False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name}: must be a finite number; got {value!r}")
+        raise ConfigError(f"{name}: must be a finite number; got {short_repr(value)}")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from core.config import TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig, parse_schedule
+from core.config import (TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig, parse_hidden_sizes, parse_schedule,
+                         phases_from_pairs)
 
 
 def test_defaults_are_the_tutorial_settings():
@@ -163,7 +164,7 @@ def test_parse_schedule_single_phase():
 
 @pytest.mark.parametrize("text", [
     "", " ", ",", "5", "5@", "@0.5", "5@x", "x@0.5", "2.5@0.1", "0@0.5", "5@0", "5@-0.1", "5@11", "5@nan",
-    "5@inf", "1001@0.1", "5@0.5@1", "5:0.5", "5@0.5,oops",
+    "5@inf", "1001@0.1", "5@0.5@1", "5:0.5", "5@0.5,oops", "5@0.5,,5@0.1", ",5@0.5",
 ])
 def test_bad_schedules_raise_config_error(text):
     with pytest.raises(ConfigError) as info:
@@ -176,3 +177,45 @@ def test_phase_validates():
         Phase(0, 0.1)
     with pytest.raises(ConfigError, match="^lr:"):
         Phase(1, 0)
+
+
+def test_phases_from_pairs_reads_a_stored_schedule_with_phase_rules():
+    assert phases_from_pairs([[5, 0.5], (3, 0.1)]) == (Phase(5, 0.5), Phase(3, 0.1))
+    assert phases_from_pairs([]) == ()
+
+
+@pytest.mark.parametrize("pairs, says", [
+    ([[5, 1e9]], "phase 1: lr: must be in (0, 10]"), ("garbage", "should be a list of [epochs, lr] pairs"),
+    ([[5]], "phase 1 should be an [epochs, lr] pair"), ([["a", "b"]], "phase 1: epochs: must be a whole number"),
+    ([[5, 0.5], [0, 0.5]], "phase 2: epochs: must be from 1 to 1000; got 0"), ([[5000, 0.5]], "got 5000"),
+    ([[5.0, 0.5]], "whole number"), ([[True, 0.5]], "whole number"), (None, "should be a list"),
+    ([[5, "0.5"]], "lr: must be a finite number"),
+])
+def test_phases_from_pairs_refuses_what_phase_refuses(pairs, says):
+    with pytest.raises(ConfigError) as info:
+        phases_from_pairs(pairs)
+    assert str(info.value).startswith("schedule: ") and says in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("text, sizes", [("128,64", (128, 64)), ("128, 64", (128, 64)), ("128 64", (128, 64)),
+                                         ("128-64", (128, 64)), ("16,", (16,)), (" 8 ", (8,)),
+                                         ("-64", (-64,))])  # a sign is kept, so RunConfig can refuse it
+def test_parse_hidden_sizes(text, sizes):
+    assert parse_hidden_sizes(text) == sizes
+
+
+@pytest.mark.parametrize("text", ["", " ", "32,,64", ",64", "abc", "6_4", "+64", "1--2", "64.0", "٣"])
+def test_parse_hidden_sizes_refuses_what_it_cannot_read_exactly(text):
+    with pytest.raises(ConfigError, match="^hidden_sizes: "):
+        parse_hidden_sizes(text)
+
+
+@pytest.mark.parametrize("data, says", [
+    ("mnist", "should be a dict of settings"), ({"hidden_sizes": "32"}, "hidden_sizes: must be a list"),
+    ({"hidden_sizes": None}, "hidden_sizes: must be a list"), ({1: 2}, "unknown setting(s): 1"),
+    ({"dataset": ["mnist"]}, "dataset: must be one of"), ({"x" * 5000: 1}, "…"),
+])
+def test_from_dict_refuses_any_value_with_a_short_message(data, says):
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(data)
+    assert says in str(info.value) and len(str(info.value)) < 200, str(info.value)
