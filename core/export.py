@@ -22,7 +22,8 @@ from typing import Mapping
 import torch
 
 from .backprop import MLPStep
-from .config import DATASETS, ConfigError, Phase, RunConfig, parse_schedule, schedule_text  # noqa: F401 (re-exported)
+from .config import (DATASETS, ConfigError, Phase, RunConfig, parse_hidden_sizes, parse_schedule,  # noqa: F401
+                     phases_from_pairs, schedule_text, short_repr)
 from .evaluate import ModelLoadError, build_model, checkpoint_weights, layer_layout
 from .optim import make_optimizer
 from .store import EPOCH_FIELDS, Store
@@ -190,7 +191,7 @@ def read_weights(data: bytes, name: str = "the file") -> WeightsFile:
         raise WeightsFileError(f"{name} holds a {type(payload).__name__}, not this app's weights dict "
                                f"(with 'config' and 'state_dict')")
     if "state_dict" not in payload and "model" in payload and "config" in payload:
-        payload = {"config": payload["config"], "state_dict": payload["model"],
+        payload = {"config": payload["config"], "state_dict": payload["model"], "run": {},  # a run's checkpoint
                    "training_state": {k: payload[k] for k in ("optimizer", "epochs_done", "phases_done",
                                                                "elapsed", "batch_generator") if k in payload}}
     if "config" not in payload:
@@ -203,11 +204,11 @@ def read_weights(data: bytes, name: str = "the file") -> WeightsFile:
     version = payload.get("version", WEIGHTS_VERSION)
     if not isinstance(version, int) or version > WEIGHTS_VERSION:
         raise WeightsFileError(f"{name} is format version {version!r}; this app reads up to {WEIGHTS_VERSION}")
-    if not isinstance(payload["config"], dict):
-        raise WeightsFileError(f"{name}: its config should be a dict of settings")
+    # Everything below is stored and shown as a run: each part goes through the rules the app's own runs obey
+    # (RunConfig, Phase), so an upload cannot add a run that later fails to open.
     try:
         config = RunConfig.from_dict(payload["config"])
-    except (ConfigError, TypeError) as exc:
+    except ConfigError as exc:
         raise WeightsFileError(f"{name}: its config is invalid: {exc}") from None
     try:
         build_model(config, payload["state_dict"])
@@ -215,12 +216,125 @@ def read_weights(data: bytes, name: str = "the file") -> WeightsFile:
         log.warning("%s does not match its config: %s", name, exc)
         raise WeightsFileError(f"{name} has weights of the wrong shapes for its own {layer_layout(config)} model "
                                f"(details in the server log)") from None
-    epochs = payload.get("epochs") or []
-    if not isinstance(epochs, list) or any(not isinstance(e, dict) or set(EPOCH_FIELDS) - set(e) for e in epochs):
-        raise WeightsFileError(f"{name}: its epoch history is malformed")
-    run = payload.get("run") if isinstance(payload.get("run"), dict) else {}
-    state = payload.get("training_state") if isinstance(payload.get("training_state"), dict) else {}
+    if "run" not in payload:
+        raise WeightsFileError(f"{name} has no 'run' section (id, status, schedule): it was not saved by this app")
+    run = _checked(name, "run section", check_run_section, payload["run"])
+    epochs = _checked(name, "epoch history", check_epochs, payload.get("epochs", []))
+    state = _checked(name, "training state", check_training_state, payload.get("training_state", {}))
     return WeightsFile(config, payload["state_dict"], run, epochs, state)
+
+
+def _checked(name: str, part: str, check, value):
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise WeightsFileError(f"{name}: its {part} is invalid: {exc}") from None
+
+
+RUN_TEXT_FIELDS = ("id", "status", "device", "data_source")
+MAX_RUN_TEXT = 200  # characters: ids, device names and data sources are far shorter
+_RUN_NUMBERS = (("created_at", 0.0, math.inf), ("test_acc", 0.0, 1.0), ("test_loss", 0.0, math.inf))
+
+
+def check_run_section(run) -> dict:
+    """A run's fields as a weights file (or a row of the store) carries them, checked: ValueError naming the
+    first bad one. Texts, a timestamp, test results in range, and the schedule through
+    config.phases_from_pairs (Phase's rules). Returns the checked fields only."""
+    if not isinstance(run, dict):
+        raise ValueError(f"should be a dict; got a {type(run).__name__}")
+    checked = {}
+    for key in RUN_TEXT_FIELDS:
+        value = run.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > MAX_RUN_TEXT:
+            raise ValueError(f"{key}: should be a text of at most {MAX_RUN_TEXT} characters; got {short_repr(value)}")
+        checked[key] = value
+    for key, low, high in _RUN_NUMBERS:
+        value = run.get(key)
+        if value is None:
+            continue
+        if not _is_number(value) or not math.isfinite(value) or not low <= value <= high:
+            raise ValueError(f"{key}: should be a number from {low:g} to {high:g}; got {short_repr(value)}")
+        checked[key] = float(value)
+    try:
+        phases = phases_from_pairs([] if run.get("schedule") is None else run["schedule"])
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    checked["schedule"] = [[p.epochs, p.lr] for p in phases]
+    return checked
+
+
+_EPOCH_NUMBERS = ("train_loss", "val_loss", "val_acc", "seconds", "samples_per_s", "elapsed")
+
+
+def check_epochs(records) -> list[dict]:
+    """Epoch records as the store keeps them (EPOCH_FIELDS), checked: ValueError naming the first bad one."""
+    if not isinstance(records, list):
+        raise ValueError(f"should be a list of epochs; got a {type(records).__name__}")
+    checked, previous = [], 0
+    for i, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise ValueError(f"record {i} is a {type(record).__name__}, not a dict")
+        missing = [key for key in EPOCH_FIELDS if key not in record]
+        if missing:
+            raise ValueError(f"record {i} lacks {', '.join(missing)}")
+        epoch, phase = record["epoch"], record["phase"]
+        if not _is_int(epoch) or epoch <= previous:
+            raise ValueError(f"record {i} has epoch {short_repr(epoch)} after {previous}")
+        if not _is_int(phase) or phase < 0:
+            raise ValueError(f"epoch {epoch} has phase {short_repr(phase)}")
+        try:
+            Phase(1, record["lr"])  # the learning-rate rule every phase obeys
+        except ConfigError as exc:
+            raise ValueError(f"epoch {epoch}: {exc}") from None
+        for key in _EPOCH_NUMBERS:
+            if record[key] is not None and not _is_number(record[key]):
+                raise ValueError(f"epoch {epoch} has {key} {short_repr(record[key])}")
+        if record["val_acc"] is not None and not 0.0 <= record["val_acc"] <= 1.0:
+            raise ValueError(f"epoch {epoch} has val_acc {record['val_acc']!r}, outside 0 to 1")
+        if not isinstance(record["warmup"], bool) and record["warmup"] not in (0, 1):
+            raise ValueError(f"epoch {epoch} has warmup {short_repr(record['warmup'])}")
+        checked.append({key: bool(record[key]) if key == "warmup" else record[key] for key in EPOCH_FIELDS})
+        previous = epoch
+    return checked
+
+
+def check_training_state(state) -> dict:
+    """The optimizer state, epochs and phases done, elapsed seconds and batch order a weights file carries,
+    checked: ValueError naming the first bad one."""
+    if not isinstance(state, dict):
+        raise ValueError(f"should be a dict; got a {type(state).__name__}")
+    checked = {}
+    for key in ("epochs_done", "phases_done"):
+        if state.get(key) is not None:
+            if not _is_int(state[key]) or state[key] < 0:
+                raise ValueError(f"{key}: should be a whole number; got {short_repr(state[key])}")
+            checked[key] = state[key]
+    if state.get("elapsed") is not None:
+        if not _is_number(state["elapsed"]) or not 0 <= state["elapsed"] < math.inf:
+            raise ValueError(f"elapsed: should be seconds; got {short_repr(state['elapsed'])}")
+        checked["elapsed"] = float(state["elapsed"])
+    if isinstance(state.get("optimizer"), dict):
+        checked["optimizer"] = state["optimizer"]  # checkpoint_blob starts a fresh one when it does not fit
+    generator = state.get("batch_generator")
+    if isinstance(generator, torch.Tensor):
+        try:
+            torch.Generator().set_state(generator)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError("its batch order (batch_generator) is damaged") from None
+        checked["batch_generator"] = generator
+    return checked
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 
 
 def _unreadable(name: str, what: str, detail) -> WeightsFileError:
@@ -349,7 +463,7 @@ def share_from_query(params: Mapping) -> tuple[RunConfig, tuple[Phase, ...]]:
         try:
             later = parse_schedule(raw)
         except ConfigError as exc:
-            problems.append(f"{THEN_KEY}={raw!r}: {str(exc).removeprefix('schedule: ')}")
+            problems.append(f"{THEN_KEY}={short_repr(raw)}: {str(exc).removeprefix('schedule: ')}")
     try:
         config = config_from_query(params)
     except ConfigError as exc:
@@ -373,7 +487,7 @@ def config_from_query(params: Mapping) -> RunConfig:
             value = _parse(key, raw)
             RunConfig(**{name: value})  # this field alone, so every bad field is reported
         except ConfigError as exc:
-            problems.append(f"{key}={raw!r}: {_without_field(str(exc))}")
+            problems.append(f"{key}={short_repr(raw)}: {_without_field(str(exc))}")
             continue
         changes[name] = value
     if problems:
@@ -393,11 +507,7 @@ def _last_value(raw) -> str:
 
 def _parse(key: str, raw: str):
     if key == "hidden":
-        parts = [p for p in raw.replace("-", ",").split(",") if p.strip()]
-        try:
-            return tuple(int(p) for p in parts)
-        except ValueError:
-            raise ConfigError("hidden: give whole numbers separated by commas, e.g. 128,64") from None
+        return parse_hidden_sizes(raw)  # '-64' stays -64, which RunConfig refuses ('-' only joins sizes: 128-64)
     if key in _INT_KEYS:
         try:
             return int(raw)

@@ -181,6 +181,23 @@ def corrupt_files(blob):
     ]
 
 
+def test_a_runs_own_checkpoint_without_a_run_section_still_loads(stored):
+    store, run, _ = stored
+    loaded = read_weights(store.load_checkpoint(run.id))  # Trainer.checkpoint's format: config, model, optimizer
+    assert loaded.config == run.config and loaded.run == {"schedule": []}
+    assert loaded.training_state["epochs_done"] == 3
+
+
+def test_a_downloaded_file_reads_back_checked_and_unchanged(stored):
+    store, run, _ = stored
+    loaded = read_weights(run_weights_bytes(store, run.id))
+    row = store.get_run(run.id)
+    assert loaded.run["schedule"] == row["schedule"] == [[2, 0.2], [1, 0.05]]
+    assert {k: loaded.run[k] for k in ("id", "status", "device", "data_source")} == \
+        {k: row[k] for k in ("id", "status", "device", "data_source")}
+    assert loaded.run["test_acc"] == row["test_acc"] and loaded.epochs == store.epochs(run.id)
+
+
 def test_bad_weights_files_get_a_clear_error(stored):
     store, run, _ = stored
     for data, message in corrupt_files(run_weights_bytes(store, run.id)):
@@ -292,6 +309,15 @@ def test_a_schedule_travels_as_then_after_the_first_phase():
     assert schedule_to_query(phases[:1]) == {}
     assert share_from_query(config_to_query(config))[1] == ()
     assert is_share_query({"then": "5@0.1"})
+
+
+@pytest.mark.parametrize("hidden, says", [("-64", "must be from 1 to 8192; got -64"), ("64,-8", "got -8"),
+                                          ("32,,64", "empty size"), ("0x40", "not a whole number")])
+def test_a_share_link_width_is_read_exactly_or_refused(hidden, says):
+    with pytest.raises(ConfigError) as info:  # before: '-64' was read as 64 ('-' joined sizes), '32,,64' as 32,64
+        config_from_query({"hidden": hidden})
+    assert f"hidden={hidden!r}: " in str(info.value) and says in str(info.value), str(info.value)
+    assert config_from_query({"hidden": "128-64"}).hidden_sizes == (128, 64)  # the CSV's form still reads
 
 
 @pytest.mark.parametrize("then", ["5", "5@x", "0@0.1", "5@-1"])
