@@ -1,7 +1,9 @@
 """Command line: `python -m core train|bench|compare|speedup-map ...`, the same engine as the dashboard, headless.
 
 `train` prints one JSON object per epoch on stdout and a final summary object; people-readable
-progress goes to stderr. Bad options exit with status 2 and a one-line reason.
+progress goes to stderr. Exit status: 0 finished and recorded, 1 the run did not finish (stopped,
+diverged, interrupted), 2 bad options or a run that could not start, 3 finished but not fully
+recorded in the run database (the warning on stderr says what is missing and how to fix it).
 """
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ import threading
 
 import torch
 
-from .config import DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, ConfigError, RunConfig, parse_schedule
+from .config import (DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, ConfigError, RunConfig, parse_hidden_sizes,
+                     parse_schedule)
 from .data import DataError, missing_data_dir
 from .devices import DeviceError, default_cpu_threads, set_cpu_threads
 from .store import Store, StoreError
-from .train import TrainingError
+from .train import FINISHED, TrainingError
+
+EXIT_NOT_RECORDED = 3
 
 
 class CliError(Exception):
@@ -29,13 +34,32 @@ def _hidden_sizes(values: list[str] | None) -> tuple[int, ...]:
         return RunConfig.hidden_sizes
     sizes = []
     for value in values:
-        for part in value.split(","):
-            if part.strip():
-                try:
-                    sizes.append(int(part))
-                except ValueError:
-                    raise CliError(f"--hidden: {part!r} is not a whole number") from None
+        try:
+            sizes.extend(parse_hidden_sizes(value))
+        except ConfigError as exc:
+            raise CliError(f"--hidden: {str(exc).removeprefix('hidden_sizes: ')}") from None
     return tuple(sizes)
+
+
+# Options whose value names something: an empty one ("--db ''", often an unset shell variable) is a mistake,
+# not a request for the default.
+NON_EMPTY = {"db": "give a file name, or --no-db to record nothing",
+             "data_dir": "give a folder, or leave the option out to use $DATA_DIR or ./data",
+             "schedule": "give phases such as 5@0.5,5@0.1, or leave the option out to use --epochs and --lr"}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse what argparse lets through: empty names, and a thread count RunConfig would refuse (it is set for
+    the whole process before any config is built)."""
+    for dest, hint in NON_EMPTY.items():
+        value = getattr(args, dest, None)
+        if value is not None and not value.strip():
+            raise CliError(f"--{dest.replace('_', '-')} is empty: {hint}")
+    if getattr(args, "threads", None) is not None:
+        try:
+            RunConfig(threads=args.threads)
+        except ConfigError as exc:
+            raise CliError(f"--{exc}") from None
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_options(args)
         # A mistyped --data-dir (or DATA_DIR) is a bad option, not a reason to train on the fallback sample.
         problem = missing_data_dir(getattr(args, "data_dir", None))
         if problem:
@@ -148,8 +173,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config.replace(epochs=phases[0].epochs, lr=phases[0].lr)
     store = None if args.no_db else Store(args.db)
     cancel = threading.Event()
-    # SIGTERM (e.g. a service manager) ends the run between batches; it is recorded as interrupted.
-    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    run = None
+
+    def on_sigterm(*_) -> None:
+        # SIGTERM (e.g. a service manager) ends the run between batches; it is recorded as interrupted.
+        if run is not None:
+            run.interrupt("stopped by SIGTERM")
+        cancel.set()
+
+    def on_store_warning(warning: str) -> None:  # said when it happens, not only at the end
+        print(f"warning: {warning}" if warning else "note: the run database works again; the run is saved",
+              file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
     def on_epoch(result) -> None:
         print(json.dumps(result.to_dict()), flush=True)
@@ -158,7 +194,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"val_loss {result.val_loss:.4f}  val_acc {result.val_acc:.2%}  {result.seconds:.3f}s{mark}",
               file=sys.stderr, flush=True)
 
-    run = TrainingRun(config, store=store, data_dir=args.data_dir, cancel=cancel, origin="cli")
+    run = TrainingRun(config, store=store, data_dir=args.data_dir, cancel=cancel, origin="cli",
+                      on_store_warning=on_store_warning)
+    if cancel.is_set():  # SIGTERM while the data was loading
+        run.interrupt("stopped by SIGTERM")
     if run.dataset.note:
         print(f"note: {run.dataset.note}", file=sys.stderr)
     print(f"run {run.id}: {config.describe()} on {run.trainer.device_label}, "
@@ -168,14 +207,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.run_schedule(phases or [parse_schedule(f"{config.epochs}@{config.lr}")[0]], on_epoch)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-    if cancel.is_set():
-        run.mark_interrupted("stopped by SIGTERM")
     summary = {**run.summary(), "cpu_threads": torch.get_num_threads()}
     print(json.dumps(summary), flush=True)
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     if summary["store_warning"]:
         print(f"warning: {summary['store_warning']}", file=sys.stderr)
-    if run.status not in ("finished",):
+    if run.status != FINISHED:
         print(f"run ended: {run.status}{': ' + run.message if run.message else ''}", file=sys.stderr)
-    return 0 if run.status == "finished" else 1
+        return 1
+    return EXIT_NOT_RECORDED if summary["store_warning"] else 0

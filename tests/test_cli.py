@@ -135,6 +135,13 @@ def restore_sigterm():
     (["--epochs", "0"], "epochs"),
     (["--schedule", "5@0.5,0@0.1"], "schedule"),
     (["--batch-size", "3201"], "batch size 3201"),  # a valid setting, larger than the sample's 3,200 train images
+    # before: each of these trained (a size or phase dropped, the default schedule, database or data folder used)
+    (["--hidden", "32,,64"], "--hidden: '32,,64' has an empty size"),
+    (["--schedule", "5@0.5,,5@0.1"], "empty phase"),
+    (["--schedule", ""], "--schedule is empty"),
+    (["--db", ""], "--db is empty"),
+    (["--data-dir", " "], "--data-dir is empty"),
+    (["--threads", "-1"], "--threads: must be from 1 to 256; got -1"),  # before: a RuntimeError traceback
 ])
 def test_main_returns_2_with_one_error_line(tmp_path, capsys, restore_sigterm, args, mentions):
     from core import data
@@ -168,6 +175,18 @@ def test_a_mistyped_data_folder_exits_2_and_creates_nothing(tmp_path, capsys, mo
     assert len(errors) == 1 and str(missing) in errors[0] and named_by in errors[0], captured.err
     assert captured.out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the folder nor a run database
+
+
+def test_a_file_given_as_the_data_folder_exits_2_naming_it(tmp_path, capsys, restore_sigterm):
+    from core.cli import main
+
+    not_a_folder = tmp_path / "passwd"
+    not_a_folder.write_text("root:x:0:0")
+    code = main(["train", "--no-db", "--epochs", "1", "--data-dir", str(not_a_folder)])
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and str(not_a_folder) in errors[0] and "is not a folder" in errors[0]
+    assert captured.out == ""
 
 
 def test_unknown_choice_is_rejected_by_argparse(capsys):

@@ -213,6 +213,16 @@ def test_a_file_named_as_the_data_folder_is_an_error(tmp_path):
         load_dataset("mnist", not_a_folder, download=False)
 
 
+def test_a_file_where_the_default_data_folder_should_be_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(DataError) as info:  # before: a failed "download", then the 5,000-image sample
+        load_dataset("mnist")
+    assert str(tmp_path / "data") in str(info.value) and "is not a folder" in str(info.value)
+    assert "is not a folder" in data.availability_note("mnist")
+
+
 def test_the_default_data_folder_may_be_missing_and_mnist_falls_back_to_the_sample(tmp_path, monkeypatch):
     monkeypatch.delenv("DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
