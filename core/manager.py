@@ -4,13 +4,15 @@ Each run trains in a worker process (core.worker) and the manager keeps an immut
 it, updated from the worker's messages by one thread per run; a UI polls `snapshot(run_id)`.
 Runs on one device type wait their turn (the CPU's cores are shared, so one CPU run trains at a
 time and later ones queue). A spare worker is kept warm (torch imported, MNIST loaded) so a Train
-click starts training at once.
+click starts training at once. Once a run has ended, its status is the store's: a snapshot never
+says one thing while the history says another.
 """
 from __future__ import annotations
 
 import atexit
 import math
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from .config import Phase, RunConfig
 from .data import CLASS_NAMES, IMAGE_SHAPES
 from .devices import DeviceError, default_cpu_threads, device_label, resolve_device
+from .memory import oom_kills, oom_verdict, process_rss
 from .model import LayerRow, layer_rows
 from .store import Store, StoreError
 from .train import FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult
@@ -29,6 +32,8 @@ ACTIVE = (QUEUED, LOADING, RUNNING)
 READY_TIMEOUT_S = 180  # a cold worker imports torch and reads the dataset
 IDLE_REAP_S = 600.0  # a warm worker nobody used for this long is closed (~0.9 GB on full MNIST)
 REAP_CHECK_S = 15.0
+RSS_SAMPLE_S = 1.0  # how often a training worker's memory is read, to tell later whether the OOM killer ended it
+SHUTDOWN_REASON = "the server shut down during the run"
 
 
 @dataclass(frozen=True)
@@ -237,8 +242,10 @@ class RunManager:
         self._wake.set()
         with self._lock:
             runs = list(self._runs.values())
-        for live in runs:
-            self.stop(live.snapshot.run_id)
+        for live in runs:  # training ones end as interrupted, keeping their last finished epoch's weights
+            live.stop_requested.set()
+            if live.worker is not None and live.snapshot.active:
+                live.worker.send("interrupt", SHUTDOWN_REASON)
         deadline = time.monotonic() + timeout
         for live in runs:
             if live.thread is not None:
@@ -284,7 +291,9 @@ class RunManager:
             if not worker.wait_ready(READY_TIMEOUT_S):
                 raise RuntimeError("the training process did not start")
             worker.send(*message)
-            if live.stop_requested.is_set():  # Stop pressed while the worker was starting
+            if live.stop_requested.is_set() and self._closed:  # the server shut down while the worker started
+                worker.send("interrupt", SHUTDOWN_REASON)
+            elif live.stop_requested.is_set():  # Stop pressed while the worker was starting
                 worker.stop()
             self._pump(live, worker)
         except Exception as exc:  # never let a run end silently: the UI shows the message
@@ -297,16 +306,20 @@ class RunManager:
 
     def _pump(self, live: _LiveRun, worker: WorkerProcess) -> None:
         """Apply the worker's messages to the snapshot until the phase(s) end."""
+        memory = {"kills_before": oom_kills(), "rss": None, "sampled": 0.0}
         while True:
+            if time.monotonic() - memory["sampled"] >= RSS_SAMPLE_S:
+                memory["rss"] = process_rss(worker.process.pid) or memory["rss"]
+                memory["sampled"] = time.monotonic()
             if not worker.conn.poll(0.5):
                 if not worker.alive():
-                    self._worker_died(live, worker)
+                    self._worker_died(live, worker, memory)
                     return
                 continue
             try:
                 kind, *body = worker.conn.recv()
             except (EOFError, OSError):
-                self._worker_died(live, worker)
+                self._worker_died(live, worker, memory)
                 return
             snap = live.snapshot
             if kind == "created":
@@ -323,11 +336,10 @@ class RunManager:
                 live.update(epochs=snap.epochs + (body[0],))
             elif kind == "progress":
                 live.update(progress=body[0])
+            elif kind == "store":  # '' once the worker caught up with a store that failed
+                live.update(store_warning=body[0] or self.store_warning)
             elif kind == "done":
                 status, message, test_acc, store_warning = body
-                if self._closed and status == STOPPED:
-                    status, message = INTERRUPTED, "the server shut down during the run"
-                    self._mark_interrupted(snap.run_id, message)
                 live.update(status=status, message=message, test_acc=test_acc, progress=None,
                             store_warning=store_warning or snap.store_warning, planned_epochs=len(snap.epochs))
                 return
@@ -335,16 +347,34 @@ class RunManager:
                 live.update(status=FAILED, message=body[0], progress=None)
                 return
 
-    def _worker_died(self, live: _LiveRun, worker: WorkerProcess) -> None:
+    def _worker_died(self, live: _LiveRun, worker: WorkerProcess, memory: dict) -> None:
         try:
             code = worker.process.wait(timeout=5)  # the pipe closes just before the process is reaped
         except Exception:
             code = worker.exitcode
-        why = " (killed: out of memory?)" if code == -9 else ""
-        message = f"the training process ended unexpectedly, exit code {code}{why}; the finished epochs are kept"
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            how = f"was killed by {name}"
+            if -code == signal.SIGKILL:
+                how += f" ({oom_verdict(memory['rss'], memory['kills_before'])})"
+        else:
+            how = f"exited unexpectedly with code {code}"
+        message = f"the training process {how}; the finished epochs are kept"
         live.worker = None
-        live.update(status=FAILED, message=message, progress=None)
-        self._mark_interrupted(live.snapshot.run_id, message)
+        run_id = live.snapshot.run_id
+        problem = self._mark_interrupted(run_id, message)
+        stored = self._stored_snapshot(run_id)
+        if stored is not None and not problem and stored.status not in ACTIVE:
+            # the store's status is the run's: what History shows and what Continue checks
+            live.update(status=stored.status, message=stored.message, epochs=stored.epochs, progress=None,
+                        test_acc=stored.test_acc, planned_epochs=len(stored.epochs))
+        else:
+            live.update(status=INTERRUPTED, message=message, progress=None, planned_epochs=len(live.snapshot.epochs))
+        if problem:
+            live.update(store_warning=problem)
 
     def _record_unstarted_failure(self, snap: RunSnapshot) -> None:
         """A run that failed before a worker recorded it (no device, no worker) still belongs in the history;
@@ -366,12 +396,19 @@ class RunManager:
         except StoreError:
             pass
 
-    def _mark_interrupted(self, run_id: str, message: str) -> None:
-        if self.store is not None:
-            try:
+    def _mark_interrupted(self, run_id: str, message: str) -> str:
+        """Record a run whose worker died as interrupted, unless the worker recorded its end first; returns a
+        warning for the page if that cannot be written."""
+        if self.store is None:
+            return ""
+        try:
+            if self.store.get_run(run_id)["status"] == RUNNING:
                 self.store.finish_run(run_id, INTERRUPTED, message)
-            except StoreError:
-                pass
+        except KeyError:
+            return ""
+        except StoreError as exc:
+            return f"This run's end is NOT saved (the history may still call it running): {exc}"
+        return ""
 
     # -- worker pool ------------------------------------------------------------------------------
     def _new_worker(self) -> WorkerProcess:

@@ -1,4 +1,5 @@
-"""A pre-flight memory estimate, so a run that cannot fit fails with a message instead of the OOM killer.
+"""A pre-flight memory estimate, so a run that cannot fit fails with a message instead of the OOM killer,
+and, after a process was killed anyway, what points to the OOM killer (or away from it).
 
 On Linux a CPU allocation that is too big often "succeeds" and the kernel kills the process later,
 so the engine checks before it allocates.
@@ -52,3 +53,73 @@ def check_fits(config: RunConfig, input_size: int, n_train: int, n_val: int, dev
         raise TrainingError(f"out of memory: this run needs about {need / 2**30:.1f} GiB on {device.type}, "
                             f"but only {free / 2**30:.1f} GiB is free; use a smaller batch size or fewer/smaller "
                             f"hidden layers")
+
+
+# -- after the fact: was a killed process the out-of-memory killer's victim? ------------------------------------
+def process_rss(pid: int) -> int | None:
+    """A process's resident memory in bytes (Linux /proc), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_limit() -> int | None:
+    """The memory this machine or container can give: the smaller of MemTotal and this process's cgroup limit."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            limits += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    for path in _cgroup_files("memory.max", "memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                limits.append(int(f.read().split()[0]))
+        except (OSError, ValueError, IndexError):  # "max": no limit
+            continue
+    return min(limits) if limits else None
+
+
+def oom_kills() -> int | None:
+    """Processes the kernel's out-of-memory killer has ended so far (system-wide plus this cgroup's), if known."""
+    counts = []
+    for path in ["/proc/vmstat", *_cgroup_files("memory.events", "memory.oom_control")]:
+        try:
+            with open(path) as f:
+                counts += [int(line.split()[1]) for line in f if line.startswith("oom_kill ")]
+        except (OSError, ValueError, IndexError):
+            continue
+    return sum(counts) if counts else None
+
+
+def _cgroup_files(v2_name: str, v1_name: str) -> list[str]:
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    files = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            files.append(f"/sys/fs/cgroup{path.rstrip('/')}/{v2_name}")
+        elif "memory" in controllers.split(","):
+            files.append(f"/sys/fs/cgroup/memory{path.rstrip('/')}/{v1_name}")
+    return files
+
+
+def oom_verdict(rss: int | None, kills_before: int | None) -> str:
+    """For a process killed by SIGKILL: what points to (or away from) the out-of-memory killer, in words."""
+    kills_now, limit = oom_kills(), memory_limit()
+    used = f"{rss / 2**30:.1f} GiB" if rss else "an unknown amount of memory"
+    of = f" of {limit / 2**30:.1f} GiB" if limit else ""
+    if kills_before is not None and kills_now is not None and kills_now > kills_before:
+        return f"the kernel's out-of-memory killer ended a process meanwhile; it was using {used}{of}"
+    if rss and limit and rss >= 0.8 * limit:
+        return f"it was using {used}{of}, so the out-of-memory killer is the likely cause"
+    return f"it was using {used}{of}, so not for lack of memory as far as can be told"

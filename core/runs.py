@@ -1,13 +1,22 @@
 """A training run as the user sees it: a Trainer, its phases, and its record in the store.
 
 Both the CLI and the dashboard go through TrainingRun, so a run looks the same wherever it started.
-A store that fails mid-run never stops training: the run goes on and `store_warning` says why.
+A store that fails mid-run never stops training: the run goes on and `store_warning` says what is not
+saved and how to fix it. Every later write first retries what failed (the record, phases, epochs), so
+a store that works again (space freed, folder writable) catches up without a restart.
+
+Writes go small to large: the epoch rows, then the status and result, then the weights blob, so a
+failed blob write loses only the blob. Weights are saved after an epoch when that keeps saving under
+WEIGHTS_TIME_SHARE of the training time (every epoch for typical models), so a run whose process is
+killed can be continued from its last saved epoch; an interrupted run (server gone, SIGTERM) saves
+the weights of its last finished epoch.
 """
 from __future__ import annotations
 
 import math
 import statistics
 import threading
+import time
 import uuid
 from typing import Callable, Iterable
 
@@ -16,27 +25,41 @@ import torch
 from .config import Phase, RunConfig
 from .data import ImageDataset, load_dataset
 from .health import learning_warnings
-from .store import Store, StoreError
-from .train import (DIVERGED, FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult, Trainer,
-                    TrainingError)
+from .store import Store, StoreEmptied, StoreError
+from .train import FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult, Trainer, TrainingError
 
 EpochListener = Callable[[EpochResult], None]
 ProgressListener = Callable[[BatchProgress], None]
+WEIGHTS_TIME_SHARE = 0.1  # at most this share of the wall time goes to saving weights between phase ends
 
 
 class TrainingRun:
     def __init__(self, config: RunConfig, *, store: Store | None = None, data_dir=None,
                  dataset: ImageDataset | None = None, cancel: threading.Event | None = None,
-                 origin: str = "cli", run_id: str | None = None, create_record: bool = True):
+                 origin: str = "cli", run_id: str | None = None, create_record: bool = True,
+                 on_store_warning: Callable[[str], None] | None = None):
         self.config = config
         self.cancel = cancel or threading.Event()
         self.store = store
-        self.store_warning = ""
+        self.store_warning = ""  # non-empty while part of the run is not in the store: what, why and what to do
+        self.on_store_warning = on_store_warning  # told whenever store_warning changes
+        self.interrupt_reason = ""
+        self.resume_note = ""  # set by resume() when epochs recorded after the last saved weights were dropped
         self.epochs: list[EpochResult] = []
         self.schedule: list[Phase] = []
         self.test_loss: float | None = None
         self.test_acc: float | None = None
         self.id = run_id or uuid.uuid4().hex[:12]
+        self.origin = origin
+        # What the store holds of this run; _save writes the rest.
+        self._saved_record = not create_record
+        self._saved_phases = 0
+        self._saved_epochs = 0
+        self._weights_unsaved = False  # the last weights write failed
+        self._weights_epoch = 0  # the epoch whose weights the store holds
+        self._weights_cost = 0.0  # seconds the last weights write took
+        self._weights_saved_at = 0.0
+        self._epoch_state: dict | None = None  # the last finished epoch's weights, optimizer and batch order
         try:
             self.dataset = dataset or load_dataset(config.dataset, data_dir)
             self.trainer = Trainer(config, self.dataset, self.cancel)
@@ -44,11 +67,7 @@ class TrainingRun:
             if create_record:
                 self._record_failed_start(exc, origin)
             raise
-        if create_record:
-            self._stored(lambda s: s.create_run(
-                config.to_dict(), device=self.trainer.device_label, data_source=self.dataset.source,
-                torch_version=torch.__version__, parameters=self.trainer.parameter_count, origin=origin,
-                run_id=self.id))
+        self._save()
 
     @classmethod
     def resume(cls, run_id: str, store: Store, *, data_dir=None, cancel: threading.Event | None = None,
@@ -67,19 +86,31 @@ class TrainingRun:
             raise TrainingError(f"run {run_id} was trained on {row['dataset']} ({row['data_source']}), but "
                                 f"{run.dataset.title} is what is available now; continuing would change its data")
         run.trainer.restore(blob)
-        run.epochs = [EpochResult(**e, device=row["device"]) for e in store.epochs(run_id)]
+        epochs = store.epochs(run_id)
+        done = run.trainer.epochs_done
+        if len(epochs) > done:  # killed after recording epochs whose weights it had not saved yet
+            store.delete_epochs_after(run_id, done)
+            run.resume_note = (f"epoch{'s' * (len(epochs) - done > 1)} {done + 1}"
+                               f"{f'-{len(epochs)}' if len(epochs) - done > 1 else ''} had been recorded but not "
+                               f"the weights after {'them' if len(epochs) - done > 1 else 'it'} (the process was "
+                               f"killed); training goes on from epoch {done}, whose weights are saved")
+            epochs = epochs[:done]
+        run.epochs = [EpochResult(**e, device=row["device"]) for e in epochs]
         run.schedule = [Phase(e, lr) for e, lr in row["schedule"]]
         run.test_loss, run.test_acc = row["test_loss"], row["test_acc"]
         run.trainer.status = row["status"]
+        run._saved_phases, run._saved_epochs, run._weights_epoch = len(run.schedule), len(run.epochs), done
         return run
 
     def _record_failed_start(self, exc: Exception, origin: str) -> None:
-        def record(store: Store) -> None:
-            store.create_run(self.config.to_dict(), device=self.config.device, data_source="",
-                             torch_version=torch.__version__, parameters=None, origin=origin, run_id=self.id)
-            store.finish_run(self.id, FAILED, str(exc).strip() or type(exc).__name__)
-
-        self._stored(record)
+        if self.store is None:
+            return
+        try:
+            self.store.create_run(self.config.to_dict(), device=self.config.device, data_source="",
+                                  torch_version=torch.__version__, parameters=None, origin=origin, run_id=self.id)
+            self.store.finish_run(self.id, FAILED, str(exc).strip() or type(exc).__name__)
+        except StoreError as problem:
+            self.report_store_problem(f"This failed run is NOT saved: {problem}")
 
     @property
     def status(self) -> str:
@@ -89,32 +120,94 @@ class TrainingRun:
     def message(self) -> str:
         return self.trainer.stop_reason
 
-    def _stored(self, action):
+    def report_store_problem(self, warning: str) -> None:
+        """Set store_warning ('' once everything is saved) and tell the listener if it changed."""
+        if warning != self.store_warning:
+            self.store_warning = warning
+            if self.on_store_warning is not None:
+                self.on_store_warning(warning)
+
+    def _save(self, final: bool = False, weights: dict | None = None) -> None:
+        """Bring the store up to date: the record, phases and epochs it lacks, then (final) the status and result,
+        then these weights (a Trainer.state), or the last epoch's if an earlier weights write failed. A write that
+        fails leaves the rest for the next call."""
         if self.store is None:
-            return None
+            return
+        store = self.store
         try:
-            return action(self.store)
+            try:
+                self._save_rows(store, final)
+            except StoreEmptied:  # the file was emptied under us: this run is all in memory, so record it anew
+                self._saved_record, self._saved_phases, self._saved_epochs, self._weights_epoch = False, 0, 0, 0
+                self._weights_unsaved = True
+                self._save_rows(store, final)
         except StoreError as exc:
-            self.store_warning = f"{exc}; this run is no longer being saved"
-            self.store = None
-            return None
+            self.report_store_problem(f"This run is NOT being saved (the store has {self._saved_epochs} of its "
+                                      f"{len(self.epochs)} epochs; training goes on): {exc}")
+            return
+        if weights is None and self._weights_unsaved:
+            weights = self._epoch_state
+        if weights is not None:
+            started = time.monotonic()
+            try:
+                store.save_checkpoint(self.id, self.trainer.checkpoint(weights))
+            except StoreError as exc:
+                self._weights_unsaved = True
+                self.report_store_problem(f"This run's weights are NOT saved (its epochs and result are), so it "
+                                          f"cannot be continued or evaluated from here: {exc}")
+                return
+            finally:
+                self._weights_cost, self._weights_saved_at = time.monotonic() - started, time.monotonic()
+            self._weights_unsaved, self._weights_epoch = False, weights["epochs_done"]
+        self.report_store_problem("")
+
+    def _save_rows(self, store: Store, final: bool) -> None:
+        if not self._saved_record:
+            store.create_run(self.config.to_dict(), device=self.trainer.device_label,
+                             data_source=self.dataset.source, torch_version=torch.__version__,
+                             parameters=self.trainer.parameter_count, origin=self.origin, run_id=self.id)
+            self._saved_record = True
+        while self._saved_phases < len(self.schedule):
+            phase = self.schedule[self._saved_phases]
+            store.add_phase(self.id, phase.epochs, phase.lr)
+            self._saved_phases += 1
+        while self._saved_epochs < len(self.epochs):
+            store.add_epoch(self.id, self.epochs[self._saved_epochs].to_dict())
+            self._saved_epochs += 1
+        if final:
+            store.finish_run(self.id, self.status, self.message, self.test_loss, self.test_acc)
+
+    def _weights_due(self) -> bool:
+        return time.monotonic() - self._weights_saved_at >= self._weights_cost / WEIGHTS_TIME_SHARE
+
+    def _weights_lag(self) -> bool:
+        """Whether the store's weights are older than the last finished epoch."""
+        return self._epoch_state is not None and self._weights_epoch < self._epoch_state["epochs_done"]
+
+    def interrupt(self, reason: str) -> None:
+        """End the run between batches as interrupted (its server gone, SIGTERM, shutdown): it keeps the weights
+        of its last finished epoch, so continuing it trains exactly as if it had never stopped."""
+        self.interrupt_reason = reason
+        self.cancel.set()
 
     def train_phase(self, epochs: int | None = None, lr: float | None = None,
                     on_epoch: EpochListener | None = None, on_progress: ProgressListener | None = None) -> str:
         """Train one phase (continuing the epoch count); returns the run's status afterwards."""
         phase = Phase(self.config.epochs if epochs is None else epochs, self.config.lr if lr is None else lr)
         self.schedule.append(phase)
-        self._stored(lambda s: s.add_phase(self.id, phase.epochs, phase.lr))
+        self._save()
         try:
             for result in self.trainer.train(phase.epochs, phase.lr, on_progress):
                 self.epochs.append(result)
-                self._stored(lambda s: s.add_epoch(self.id, result.to_dict()))
+                if self.store is not None:  # kept for an interrupt mid-epoch, and for a retry if its write fails
+                    self._epoch_state = self.trainer.state(copy=True)
+                self._save(weights=self._epoch_state if self._weights_due() else None)
                 if on_epoch is not None:
                     on_epoch(result)
         except BaseException as exc:
-            status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
-            self.trainer.status = status
-            self._stored(lambda s: s.finish_run(self.id, status, _one_line(exc)))
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self.trainer.status, self.trainer.stop_reason = INTERRUPTED if interrupted else FAILED, _one_line(exc)
+            self._save(final=True, weights=self._epoch_state if interrupted and self._weights_lag() else None)
             raise
         self._finish_phase()
         return self.status
@@ -127,15 +220,15 @@ class TrainingRun:
         return self.status
 
     def _finish_phase(self) -> None:
+        if self.status == STOPPED and self.interrupt_reason:
+            self.trainer.status, self.trainer.stop_reason = INTERRUPTED, self.interrupt_reason
+            self._save(final=True, weights=self._epoch_state if self._weights_lag() else None)
+            return
+        weights = None
         if self.status in (FINISHED, STOPPED) and self.epochs:
             self.test_loss, self.test_acc = self.trainer.evaluate_test()
-            self._stored(lambda s: s.save_checkpoint(self.id, self.trainer.checkpoint()))
-        message = self.message if self.status in (STOPPED, DIVERGED) else ""
-        self._stored(lambda s: s.finish_run(self.id, self.status, message, self.test_loss, self.test_acc))
-
-    def mark_interrupted(self, reason: str = "the server shut down during the run") -> None:
-        self.trainer.status = INTERRUPTED
-        self._stored(lambda s: s.finish_run(self.id, INTERRUPTED, reason))
+            weights = self.trainer.state()
+        self._save(final=True, weights=weights)
 
     def summary(self) -> dict:
         timed = [e.seconds for e in self.epochs if not e.warmup] or [e.seconds for e in self.epochs]

@@ -2,6 +2,8 @@
 
 A run whose owning process died (crash, kill -9, power cut) still says "running" in the file; the
 next Store opened on the file finds it and marks it "interrupted", keeping its epochs.
+Every call opens its own connection, so a write that failed (read-only folder, disk full) works
+again once the cause is fixed, without a restart; a failed write's StoreError says how to fix it.
 """
 from __future__ import annotations
 
@@ -63,7 +65,12 @@ EPOCH_FIELDS = ("epoch", "phase", "lr", "train_loss", "val_loss", "val_acc", "se
 
 
 class StoreError(RuntimeError):
-    """The run database cannot be opened or written; the message says which file and why."""
+    """The run database cannot be opened or written; the message says which file, why, and what to do."""
+
+
+class StoreEmptied(StoreError):
+    """The database file lost its tables while in use (emptied, truncated, deleted or replaced): the Store has
+    created them again, and whoever holds a run in memory can record it anew."""
 
 
 def db_path_from_env(explicit: str | os.PathLike | None = None) -> Path:
@@ -99,13 +106,17 @@ class Store:
         try:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(self._connect()) as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(SCHEMA)
+            self._create_schema()
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot use the run database {self.path}: {exc}. Move or delete it, or pick "
-                             f"another file with --db / RUNS_DB.") from None
+            fix = self._how_to_fix(str(exc)) or "move or delete it"
+            raise StoreError(f"cannot use the run database {self.path}: {exc}. To fix: {fix}, or pick another file "
+                             f"with --db / RUNS_DB.") from None
         self.mark_orphans_interrupted()
+
+    def _create_schema(self) -> None:
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
@@ -119,7 +130,36 @@ class Store:
             with closing(self._connect()) as db:
                 db.execute(sql, args)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write to the run database {self.path}: {exc}") from None
+            raise self._write_error(exc) from None
+
+    def _write_error(self, exc: sqlite3.Error) -> StoreError:
+        """The StoreError for a failed write, with what to do about it (the pages and the CLI show it as is)."""
+        text = str(exc)
+        where = f"cannot write to the run database {self.path}: {text}"
+        if "no such table" in text:  # the file was emptied or replaced under us: give it its tables back
+            try:
+                self._create_schema()
+            except (sqlite3.Error, OSError):
+                pass
+            else:
+                return StoreEmptied(f"{where}. The file was emptied, deleted or replaced while in use; its "
+                                    f"tables were created again, so runs recorded before are gone from it")
+        if "foreign key" in text.lower():
+            return StoreError(f"{where}. The run was deleted from the history while it trained, so it is not "
+                              f"saved any more")
+        fix = self._how_to_fix(text) or "check the file and its folder"
+        return StoreError(f"{where}. To fix: {fix}, or pick another file with --db / RUNS_DB")
+
+    def _how_to_fix(self, error: str) -> str:
+        lower = error.lower()
+        folder = self.path.parent.resolve()
+        if "readonly" in lower or "read-only" in lower or "unable to open" in lower or "permission" in lower:
+            return f"make {folder} and the files in it writable"
+        if "full" in lower or "no space" in lower:
+            return f"free disk space on the disk holding {folder}"
+        if "malformed" in lower or "not a database" in lower:
+            return "the file is damaged: move it aside (a new one is made at the next start)"
+        return ""
 
     def _read(self, sql: str, args=()) -> list[sqlite3.Row]:
         try:
@@ -159,7 +199,7 @@ class Store:
                                f"VALUES (?{', ?' * len(EPOCH_FIELDS)}, ?)", (run_id, *values, now))
                     db.execute("UPDATE runs SET updated_at=? WHERE id=?", (now, run_id))
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write to the run database {self.path}: {exc}") from None
+            raise self._write_error(exc) from None
 
     def finish_run(self, run_id: str, status: str, message: str = "", test_loss: float | None = None,
                    test_acc: float | None = None) -> None:
@@ -174,6 +214,10 @@ class Store:
 
     def delete_run(self, run_id: str) -> None:
         self._write("DELETE FROM runs WHERE id=?", (run_id,))
+
+    def delete_epochs_after(self, run_id: str, epoch: int) -> None:
+        """Forget a run's epochs after this one (those trained after its last saved weights, before a crash)."""
+        self._write("DELETE FROM epochs WHERE run_id=? AND epoch>?", (run_id, epoch))
 
     def mark_orphans_interrupted(self) -> list[str]:
         """Runs left "running" by a process that is gone become "interrupted" (epochs kept)."""

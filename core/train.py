@@ -279,13 +279,19 @@ class Trainer:
         return torch.cat([self.model(x[i:i + EVAL_CHUNK]).softmax(1).cpu() for i in range(0, len(x), EVAL_CHUNK)])
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def checkpoint(self) -> bytes:
-        """Weights, optimizer and batch-order state as bytes (torch.save), enough to continue later."""
+    def state(self, copy: bool = False) -> dict:
+        """Weights, optimizer and batch-order state as CPU tensors; copy=True clones them, so training can go on
+        while the copy keeps this moment (a memory copy costs far less than serializing)."""
+        return {"config": self.config.to_dict(),
+                "model": {k: _to_cpu(v, copy) for k, v in self.model.state_dict().items()},
+                "optimizer": _to_cpu(self.optimizer.state_dict(), copy), "epochs_done": self.epochs_done,
+                "phases_done": self.phases_done, "elapsed": self.elapsed,
+                "batch_generator": self.batch_generator.get_state()}
+
+    def checkpoint(self, state: dict | None = None) -> bytes:
+        """A state (default: now) as bytes (torch.save), enough to continue later."""
         buffer = io.BytesIO()
-        torch.save({"config": self.config.to_dict(), "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
-                    "optimizer": _to_cpu(self.optimizer.state_dict()), "epochs_done": self.epochs_done,
-                    "phases_done": self.phases_done, "elapsed": self.elapsed,
-                    "batch_generator": self.batch_generator.get_state()}, buffer)
+        torch.save(state if state is not None else self.state(), buffer)
         return buffer.getvalue()
 
     def restore(self, blob: bytes) -> None:
@@ -298,13 +304,13 @@ class Trainer:
         self.batch_generator.set_state(state["batch_generator"])
 
 
-def _to_cpu(obj):
+def _to_cpu(obj, copy: bool = False):
     if isinstance(obj, torch.Tensor):
-        return obj.cpu()
+        return obj.detach().to("cpu", copy=copy)  # .cpu() of a CPU tensor is the tensor itself
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        return {k: _to_cpu(v, copy) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
+        return [_to_cpu(v, copy) for v in obj]
     return obj
 
 

@@ -7,9 +7,14 @@ Workers start as `python -m core.worker` (not multiprocessing's spawn, which wou
 Streamlit script that is __main__ in the server).
 
 To the worker: ("start", run_id, config_dict, [(epochs, lr), ...]), ("resume", run_id, [(epochs, lr)]),
-("continue", epochs, lr), ("stop",) (checked every batch), ("close",).
+("continue", epochs, lr), ("stop",) and ("interrupt", reason) (checked every batch), ("close",).
 From the worker: ("ready",), ("created", info), ("phase", epochs, lr), ("epoch", EpochResult),
-("progress", BatchProgress), ("done", status, message, test_acc, store_warning), ("error", message).
+("progress", BatchProgress), ("store", store_warning) (whenever it changes; '' once all is saved),
+("done", status, message, test_acc, store_warning), ("error", message).
+
+A worker whose server is gone (killed: its end of the socket closes) interrupts its run between
+batches, records it as interrupted with the weights of its last finished epoch, and exits, so the
+run can be continued after a restart.
 """
 from __future__ import annotations
 
@@ -34,16 +39,22 @@ EXPECTED_ERRORS = (TrainingError, DataError, DeviceError, StoreError)
 ROOT = Path(__file__).resolve().parent.parent
 
 
+SERVER_GONE = "the dashboard server ended during the run (its connection closed)"
+
+
 class PipeCancel:
-    """The Trainer's cancel token: set once a message arrives while training (polled at most every 20 ms)."""
+    """The Trainer's cancel token and the worker's line to the server: set once a message arrives while training
+    (polled at most every 20 ms), or once the server is gone, which interrupts the run (on_interrupt)."""
 
     POLL_INTERVAL_S = 0.02  # Connection.poll builds a selector per call (~10 us): not every batch
 
     def __init__(self, conn: Connection):
         self.conn = conn
         self.flag = False
+        self.lost = False
         self.inbox: list[tuple] = []
         self.last_poll = 0.0
+        self.on_interrupt = lambda reason: None  # the current run's interrupt()
 
     def is_set(self) -> bool:
         if self.flag:
@@ -52,18 +63,44 @@ class PipeCancel:
         if now - self.last_poll < self.POLL_INTERVAL_S:
             return False
         self.last_poll = now
-        if self.conn.poll():
-            message = self.conn.recv()
-            self.flag = True  # "stop", or "close" (kept in the inbox to act on after the phase)
-            if message[0] != "stop":
+        try:
+            message = self.conn.recv() if self.conn.poll() else None
+        except (EOFError, OSError):
+            self._lose()
+            return True
+        if message is not None:
+            self.flag = True  # "stop", "interrupt", or "close" (kept in the inbox to act on after the phase)
+            if message[0] == "interrupt":
+                self.on_interrupt(message[1])
+            elif message[0] != "stop":
                 self.inbox.append(message)
         return self.flag
+
+    def set(self) -> None:
+        self.flag = True
 
     def clear(self) -> None:
         self.flag = False
 
+    def send(self, *message) -> None:
+        """Send to the server; once it is gone, nothing is sent and the run is interrupted."""
+        if self.lost:
+            return
+        try:
+            self.conn.send(message)
+        except OSError:  # BrokenPipeError, ConnectionResetError
+            self._lose()
+
+    def _lose(self) -> None:
+        self.lost = self.flag = True
+        self.on_interrupt(SERVER_GONE)
+
     def next_message(self) -> tuple:
-        return self.inbox.pop(0) if self.inbox else self.conn.recv()
+        if self.inbox:
+            return self.inbox.pop(0)
+        if self.lost:
+            raise EOFError
+        return self.conn.recv()
 
 
 def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None) -> None:
@@ -73,15 +110,19 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
             load_dataset(preload, data_dir)
         except DataError:
             pass  # reported when a run asks for the data
-    store = None
-    if db_path:
-        try:
-            store = Store(db_path)
-        except StoreError:
-            store = None
+    store, store_problem = _open_store(db_path)
     cancel = PipeCancel(conn)
-    conn.send(("ready",))
+    cancel.send("ready")
     run = None
+
+    def interrupt(reason: str) -> None:
+        if run is not None:
+            run.interrupt(reason)
+
+    def on_store_warning(warning: str) -> None:
+        cancel.send("store", warning)
+
+    cancel.on_interrupt = interrupt
     while True:
         try:
             message = cancel.next_message()
@@ -90,51 +131,71 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
         kind = message[0]
         if kind == "close":
             return
-        if kind == "stop":
+        if kind in ("stop", "interrupt"):
             continue  # arrived after the phase had ended
         cancel.clear()
         try:
             if kind in ("start", "resume"):
                 from .runs import TrainingRun
 
+                if store is None:  # the database may have become usable since (space freed, permissions fixed)
+                    store, store_problem = _open_store(db_path)
                 if kind == "start":
                     _, run_id, config, phases = message
+                    run = None
                     run = TrainingRun(RunConfig.from_dict(config), store=store, data_dir=data_dir, cancel=cancel,
-                                      origin="dashboard", run_id=run_id)
+                                      origin="dashboard", run_id=run_id, on_store_warning=on_store_warning)
+                    if store_problem:
+                        run.report_store_problem(f"This run is NOT saved: {store_problem}")
                 else:
                     _, run_id, phases = message
                     if store is None:
-                        raise StoreError("run history is off, so stored runs cannot be resumed")
+                        raise StoreError(store_problem or "run history is off, so stored runs cannot be resumed")
+                    run = None
                     run = TrainingRun.resume(run_id, store, data_dir=data_dir, cancel=cancel)
-                conn.send(("created", _describe(run)))
+                    run.on_store_warning = on_store_warning
+                cancel.send("created", _describe(run))
             else:
                 _, epochs, lr = message
                 phases = [(epochs, lr)]
-            _train(conn, run, [Phase(e, lr) for e, lr in phases])
-        except (BrokenPipeError, EOFError, ConnectionResetError):
-            return
+            _train(cancel, run, [Phase(e, lr) for e, lr in phases])
         except EXPECTED_ERRORS as exc:
-            conn.send(("error", str(exc)))
+            if kind == "start" and store_problem:
+                cancel.send("store", f"This failed run is NOT saved: {store_problem}")
+            cancel.send("error", str(exc))
         except Exception as exc:
             traceback.print_exc()
-            conn.send(("error", f"unexpected error: {type(exc).__name__}: {exc}"))
+            cancel.send("error", f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _open_store(db_path) -> tuple[Store | None, str]:
+    """The run database, or None and why not (said on the page of every run this worker trains)."""
+    if not db_path:
+        return None, ""
+    try:
+        return Store(db_path), ""
+    except StoreError as exc:
+        return None, str(exc)
 
 
 def _describe(run) -> dict:
     trainer = run.trainer
-    return {"device": trainer.device_label, "layers": tuple(trainer.summary), "parameters": trainer.parameter_count,
+    info = {"device": trainer.device_label, "layers": tuple(trainer.summary), "parameters": trainer.parameter_count,
             "n_train": trainer.n_train, "n_val": trainer.n_val, "data_title": run.dataset.title,
             "data_note": run.dataset.note, "epochs": tuple(run.epochs), "store_warning": run.store_warning}
+    if run.resume_note:
+        info["message"] = run.resume_note
+    return info
 
 
-def _train(conn: Connection, run, phases: list[Phase]) -> None:
+def _train(link: PipeCancel, run, phases: list[Phase]) -> None:
     for phase in phases:
-        conn.send(("phase", phase.epochs, phase.lr))
-        run.train_phase(phase.epochs, phase.lr, on_epoch=lambda e: conn.send(("epoch", e)),
-                        on_progress=lambda p: conn.send(("progress", p)))
+        link.send("phase", phase.epochs, phase.lr)
+        run.train_phase(phase.epochs, phase.lr, on_epoch=lambda e: link.send("epoch", e),
+                        on_progress=lambda p: link.send("progress", p))
         if run.status != "finished":
             break
-    conn.send(("done", run.status, run.message, run.test_acc, run.store_warning))
+    link.send("done", run.status, run.message, run.test_acc, run.store_warning)
 
 
 class WorkerProcess:

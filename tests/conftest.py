@@ -35,6 +35,7 @@ IDX_UBYTE_1D = 0x00000801  # uint8, 1 dimension (labels)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "integration: trains on the full MNIST (skipped when it is absent)")
+    config.addinivalue_line("markers", "slow: starts real dashboard servers (tens of seconds); -m 'not slow' skips")
 
 
 # -- data helpers -------------------------------------------------------------------------------------
