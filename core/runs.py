@@ -142,8 +142,8 @@ class TrainingRun:
                 self._weights_unsaved = True
                 self._save_rows(store, final)
         except StoreError as exc:
-            self.report_store_problem(f"This run is NOT being saved (the store has {self._saved_epochs} of its "
-                                      f"{len(self.epochs)} epochs; training goes on): {exc}")
+            kept = f" after epoch {self._saved_epochs}" if self._saved_epochs else ""
+            self.report_store_problem(f"This run is NOT being saved{kept} (training goes on): {exc}")
             return
         if weights is None and self._weights_unsaved:
             weights = self._epoch_state

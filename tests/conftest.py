@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -151,3 +152,40 @@ def start_cli(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# -- a real small filesystem, for storage faults ------------------------------------------------------------------
+class SmallDisk:
+    """A 4 MiB tmpfs mounted for one test: it can be made read-only, or filled so small writes fit and blobs do not."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.filler = path / "filler"
+
+    def remount(self, mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True, capture_output=True)
+
+    def fill(self, leave: int = 512 * 1024) -> None:
+        """Take all free space but `leave` bytes (a disk full to the last byte could SIGBUS SQLite's mmap'd -shm)."""
+        stat = os.statvfs(self.path)
+        with open(self.filler, "ab") as f:
+            f.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - leave))
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Skipped where this process may not mount (it needs root with CAP_SYS_ADMIN, as on the CI machines)."""
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here")
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield SmallDisk(where)
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
