@@ -1,6 +1,6 @@
 """The live run panel: status, progress with ETA, metric tiles, charts, model summary.
 
-Drawn from RunManager snapshots only, inside a fragment that polls while the run is active.
+Drawn from RunManager snapshots only, inside a fragment that polls while the run is active and the tab visible.
 """
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import math
 import statistics
 import time
 
-import pandas as pd
 import streamlit as st
 
 from core.data import CLASS_NAMES
 from core.health import learning_warnings
-from core.manager import RunSnapshot
+from core.manager import QUEUED, RunSnapshot
 
 from . import charts
+from .poll import live_fragment
 
 POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
+QUEUED_POLL_SECONDS = 3.0  # a queued run's page only shows its place in the queue
 CHART_REFRESH_S = 2.0  # while training, new epochs reach the charts at most this often
 
 STATUS_TEXT = {
@@ -124,6 +125,11 @@ def draw_tiles(snap: RunSnapshot) -> None:
 
 
 def draw_charts(snap: RunSnapshot) -> None:
+    if not snap.epochs:
+        # Empty axes say nothing, and a tab's first chart loads Plotly (~2 s of a core in the browser): ten tabs
+        # starting runs at once each paid it together, and a starved tab showed nothing for 10-20 s.
+        st.caption("The loss and accuracy charts appear when the first epoch ends.")
+        return
     planned = max(snap.planned_epochs, len(snap.epochs))
     # A new figure costs the server and the browser ~0.3 of a core per redraw, CPU that the training process on
     # the same machine feels; an unchanged one is cheap. So while a run trains, the charts take new epochs at
@@ -145,9 +151,8 @@ def draw_charts(snap: RunSnapshot) -> None:
 
 def draw_model(snap: RunSnapshot) -> None:
     with st.expander(f"Model: {snap.parameters:,} parameters on {snap.device or '…'}", expanded=False):
-        if snap.layers:
-            st.dataframe(pd.DataFrame([{"layer": r.kind, "shape": r.shape, "parameters": r.parameters}
-                                       for r in snap.layers]), hide_index=True)
+        if snap.layers:  # a markdown table: redrawn on every poll, and a data grid costs the browser far more
+            st.markdown(layers_table(snap.layers))
         if snap.n_train:
             st.caption(f"{snap.data_title}: {snap.n_train:,} training / {snap.n_val:,} validation samples "
                        f"({snap.config.val_fraction:.0%} random split, seed {snap.config.seed}); "
@@ -156,10 +161,16 @@ def draw_model(snap: RunSnapshot) -> None:
             st.dataframe(charts.epochs_frame(snap.epochs), hide_index=True)
 
 
+def layers_table(layers) -> str:
+    rows = [f"| {r.kind} | {r.shape.replace('->', '→')} | {r.parameters:,} |" for r in layers]
+    return "\n".join(["| layer | shape | parameters |", "|---|---|--:|", *rows])
+
+
 def draw_snapshot(snap: RunSnapshot) -> None:
     draw_status(snap)
     draw_progress(snap)
-    draw_tiles(snap)
+    if snap.status != QUEUED:  # all dashes while queued; every element a queued tab redraws costs its browser
+        draw_tiles(snap)
     draw_charts(snap)
     draw_model(snap)
 
@@ -167,13 +178,16 @@ def draw_snapshot(snap: RunSnapshot) -> None:
 def live_panel(get_snapshot, was_active: bool) -> None:
     """Poll while active; when the run's activity changes, rerun the whole page (buttons change)."""
 
-    def body() -> None:
+    def body() -> float | None:
         snap = get_snapshot()
         if snap is None:
             st.warning("This run is no longer available.")
-            return
+            return None
         draw_snapshot(snap)
         if snap.active != was_active:
             st.rerun()
+        if not snap.active:
+            return None
+        return QUEUED_POLL_SECONDS if snap.status == QUEUED else POLL_SECONDS
 
-    st.fragment(body, run_every=POLL_SECONDS if was_active else None)()
+    live_fragment(body, key="live_poll")
