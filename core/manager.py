@@ -141,7 +141,7 @@ class RunManager:
             self.store: Store | None = Store(db_path)
         except StoreError as exc:
             self.store = None
-            self.store_warning = f"{exc} Training still works; run history is off."
+            self.store_warning = f"{exc} Training still works, but its runs are NOT saved: run history is off."
         # The server and the browser need a core too: oversubscribed intra-op threads spin-wait and run
         # many times slower, not a little.
         self.cpu_threads = cpu_threads or default_cpu_threads()
@@ -264,7 +264,7 @@ class RunManager:
         except DeviceError as exc:
             live.update(status=FAILED, message=str(exc))
             live.thread = None
-            self._record_unstarted_failure(live.snapshot)
+            self._record_unstarted_failure(live)
             return
         ticket = queue.join()
         live.queue, live.ticket = queue, ticket
@@ -298,7 +298,7 @@ class RunManager:
             self._pump(live, worker)
         except Exception as exc:  # never let a run end silently: the UI shows the message
             live.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", progress=None)
-            self._record_unstarted_failure(live.snapshot)
+            self._record_unstarted_failure(live)
         finally:
             queue.release()
             live.ended_at = time.monotonic()
@@ -362,7 +362,7 @@ class RunManager:
                 how += f" ({oom_verdict(memory['rss'], memory['kills_before'])})"
         else:
             how = f"exited unexpectedly with code {code}"
-        message = f"the training process {how}; the finished epochs are kept"
+        message = f"the training process {how}"
         live.worker = None
         run_id = live.snapshot.run_id
         problem = self._mark_interrupted(run_id, message)
@@ -376,25 +376,27 @@ class RunManager:
         if problem:
             live.update(store_warning=problem)
 
-    def _record_unstarted_failure(self, snap: RunSnapshot) -> None:
+    def _record_unstarted_failure(self, live: _LiveRun) -> None:
         """A run that failed before a worker recorded it (no device, no worker) still belongs in the history;
         a stored run whose continuation could not start keeps its stored status."""
         if self.store is None:
             return
+        snap = live.snapshot
         try:
             self.store.get_run(snap.run_id)
             return
         except KeyError:
             pass
-        except StoreError:
+        except StoreError as exc:
+            live.update(store_warning=f"This failed run is NOT saved: {exc}")
             return
         try:
             self.store.create_run(snap.config.to_dict(), device=snap.device or snap.config.device, data_source="",
                                   torch_version="", parameters=snap.parameters or None, origin="dashboard",
                                   run_id=snap.run_id)
             self.store.finish_run(snap.run_id, FAILED, snap.message)
-        except StoreError:
-            pass
+        except StoreError as exc:
+            live.update(store_warning=f"This failed run is NOT saved: {exc}")
 
     def _mark_interrupted(self, run_id: str, message: str) -> str:
         """Record a run whose worker died as interrupted, unless the worker recorded its end first; returns a
