@@ -6,12 +6,18 @@ so the engine checks before it allocates.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .config import RunConfig
+from .config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, OPTIMIZERS, RunConfig
+from .data import CLASS_NAMES, IMAGE_SHAPES
+from .model import layer_rows
 
 FLOAT_BYTES = 4
 HEADROOM = 0.8  # use at most this share of the memory that is free now
+OPTIMIZER_STATE_TENSORS = {"sgd": 0, "sgd_momentum": 1, "adam": 2}  # weight-sized tensors in its state_dict
+WEIGHTS_FILE_EXTRA_BYTES = 1 << 20  # the pickle's structure, up to 1,000 epochs' records, the batch generator
 
 
 
@@ -27,6 +33,20 @@ def estimate_bytes(config: RunConfig, input_size: int, n_train: int, n_val: int)
     evaluation = eval_rows * max(sizes) * 3
     resident = (n_train + n_val) * input_size if config.pipeline == "resident" else n_val * input_size
     return FLOAT_BYTES * (weights + activations + evaluation + resident)
+
+
+def weights_file_bytes(config: RunConfig) -> int:
+    """The most a weights file (Export, or a stored checkpoint) of this config takes: weights plus optimizer state."""
+    rows = layer_rows(config, math.prod(IMAGE_SHAPES[config.dataset]), len(CLASS_NAMES[config.dataset]))
+    tensors = 1 + OPTIMIZER_STATE_TENSORS[config.optimizer]
+    return FLOAT_BYTES * tensors * sum(r.parameters for r in rows) + WEIGHTS_FILE_EXTRA_BYTES
+
+
+def largest_weights_file_bytes() -> int:
+    """The weights file of the largest model RunConfig allows, on any dataset, with any optimizer (the upload limit)."""
+    widest = (MAX_HIDDEN_SIZE,) * MAX_HIDDEN_LAYERS
+    return max(weights_file_bytes(RunConfig(dataset=dataset, hidden_sizes=widest, optimizer=optimizer))
+               for dataset in IMAGE_SHAPES for optimizer in OPTIMIZERS)
 
 
 def free_bytes(device: torch.device) -> int | None:

@@ -1,0 +1,72 @@
+"""The dashboard is private unless told otherwise: it listens on 127.0.0.1 only, keeps XSRF protection on, and
+accepts uploads up to the weights file of the largest model it allows (and no more)."""
+from __future__ import annotations
+
+import socket
+import tomllib
+import urllib.error
+import urllib.request
+
+import pytest
+
+from browser_support import ROOT, dashboard
+from core.config import OPTIMIZERS, Phase, RunConfig
+from core.export import run_weights_bytes
+from core.memory import WEIGHTS_FILE_EXTRA_BYTES, largest_weights_file_bytes, weights_file_bytes
+from core.runs import TrainingRun
+from core.store import Store
+
+MIB = 1024 * 1024
+SETTINGS = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+
+
+def test_config_binds_to_loopback_with_xsrf_on():
+    assert SETTINGS["server"]["address"] == "127.0.0.1"
+    assert SETTINGS["server"]["enableXsrfProtection"] is True
+
+
+def test_upload_limit_fits_the_largest_weights_file_and_not_much_more():
+    limit = SETTINGS["server"]["maxUploadSize"] * MIB
+    largest = largest_weights_file_bytes()
+    assert largest <= limit < largest + MIB
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_weights_file_estimate_bounds_a_real_export(optimizer, small_sample, tmp_path):
+    config = RunConfig(hidden_sizes=(256, 128), optimizer=optimizer, lr=0.01, batch_size=200)
+    run = TrainingRun(config, store=Store(tmp_path / "runs.db"), dataset=small_sample)
+    run.run_schedule([Phase(1, 0.01)])
+    size = len(run_weights_bytes(run.store, run.id))
+    estimate = weights_file_bytes(config)
+    assert estimate - WEIGHTS_FILE_EXTRA_BYTES < size <= estimate  # the tensors are most of it; the rest is small
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its network (None on a machine without one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.slow
+def test_server_accepts_only_loopback_and_refuses_uploads_without_xsrf(tmp_path):
+    log = tmp_path / "server.log"
+    (tmp_path / "data").mkdir()
+    with dashboard(log, tmp_path / "data", tmp_path / "runs.db") as (_server, port):
+        printed = log.read_text()
+        assert "Network URL" not in printed and "http://127.0.0.1:" in printed, printed
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as response:
+            assert response.read() == b"ok"
+        address = non_loopback_address()
+        if address is not None:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((address, port), timeout=5).close()
+        upload = urllib.request.Request(f"http://127.0.0.1:{port}/_stcore/upload_file/session/file", method="PUT",
+                                        data=b"x" * 100, headers={"Content-Type": "application/octet-stream"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(upload, timeout=10)
+        assert refused.value.code == 403
