@@ -3,13 +3,14 @@
 Both the CLI and the dashboard go through TrainingRun, so a run looks the same wherever it started.
 A store that fails mid-run never stops training: the run goes on and `store_warning` says what is not
 saved and how to fix it. Every later write first retries what failed (the record, phases, epochs), so
-a store that works again (space freed, folder writable) catches up without a restart.
+a store that works again (space freed, folder writable) catches up without a restart, and a database
+file emptied or deleted under the run gets the whole run again.
 
 Writes go small to large: the epoch rows, then the status and result, then the weights blob, so a
 failed blob write loses only the blob. Weights are saved after an epoch when that keeps saving under
-WEIGHTS_TIME_SHARE of the training time (every epoch for typical models), so a run whose process is
-killed can be continued from its last saved epoch; an interrupted run (server gone, SIGTERM) saves
-the weights of its last finished epoch.
+WEIGHTS_TIME_SHARE of the wall time (every epoch once an epoch takes ten times as long as a save), so
+a run whose process is killed can be continued from its last saved epoch (resume drops the epochs
+recorded after it); an interrupted run (server gone, SIGTERM) saves its last finished epoch's weights.
 """
 from __future__ import annotations
 
