@@ -17,24 +17,19 @@ _TIMER_JS = """
 export default function ({ data, setTriggerValue, parentElement }) {
   const host = parentElement;
   clearTimeout(host.__pollTimer);
-  if (host.__onVisible) document.removeEventListener("visibilitychange", host.__onVisible);
-  host.__onVisible = null;
+  if (host.__onVisibility) document.removeEventListener("visibilitychange", host.__onVisibility);
+  host.__onVisibility = null;
   if (!data || !data.every) return;
   const tick = () => setTriggerValue("tick", data.seq);
-  if (document.visibilityState === "visible") {
-    host.__pollTimer = setTimeout(tick, data.every * 1000);
-  } else {  // hidden: no timer; one request when the tab is shown again
-    host.__onVisible = () => {
-      if (document.visibilityState !== "visible") return;
-      document.removeEventListener("visibilitychange", host.__onVisible);
-      host.__onVisible = null;
-      tick();
-    };
-    document.addEventListener("visibilitychange", host.__onVisible);
-  }
+  host.__onVisibility = () => {  // hidden: no timer; shown again: one request at once
+    clearTimeout(host.__pollTimer);
+    if (document.visibilityState === "visible") tick();
+  };
+  document.addEventListener("visibilitychange", host.__onVisibility);
+  if (document.visibilityState === "visible") host.__pollTimer = setTimeout(tick, data.every * 1000);
   return () => {
     clearTimeout(host.__pollTimer);
-    if (host.__onVisible) document.removeEventListener("visibilitychange", host.__onVisible);
+    document.removeEventListener("visibilitychange", host.__onVisibility);
   };
 }
 """
