@@ -1,17 +1,20 @@
-"""The dashboard is private unless told otherwise: it listens on 127.0.0.1 only, keeps XSRF protection on, and
-accepts uploads up to the weights file of the largest model it allows (and no more)."""
+"""The dashboard is private unless told otherwise: it listens on 127.0.0.1 only, keeps XSRF protection on, accepts
+uploads up to the weights file of the largest model it allows (and no more), and an uploaded file cannot run code."""
 from __future__ import annotations
 
+import io
+import pathlib
 import socket
 import tomllib
 import urllib.error
 import urllib.request
 
 import pytest
+import torch
 
 from browser_support import ROOT, dashboard
 from core.config import OPTIMIZERS, Phase, RunConfig
-from core.export import run_weights_bytes
+from core.export import WeightsFileError, read_weights, run_weights_bytes
 from core.memory import WEIGHTS_FILE_EXTRA_BYTES, largest_weights_file_bytes, weights_file_bytes
 from core.runs import TrainingRun
 from core.store import Store
@@ -39,6 +42,27 @@ def test_weights_file_estimate_bounds_a_real_export(optimizer, small_sample, tmp
     size = len(run_weights_bytes(run.store, run.id))
     estimate = weights_file_bytes(config)
     assert estimate - WEIGHTS_FILE_EXTRA_BYTES < size <= estimate  # the tensors are most of it; the rest is small
+
+
+class Payload:
+    """Unpickling this object calls its __reduce__ result: here, creating a file."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_a_weights_file_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    buffer = io.BytesIO()
+    torch.save({"config": RunConfig().to_dict(), "state_dict": {}, "run": Payload(marker)}, buffer)
+    with pytest.raises(WeightsFileError):
+        read_weights(buffer.getvalue(), name="'evil.pt'")
+    assert not marker.exists()
+    torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)  # the same bytes, unpickled unsafely: it runs
+    assert marker.exists()
 
 
 def non_loopback_address() -> str | None:
