@@ -14,6 +14,7 @@ from .controls import (DEFAULTS, LR_OPTIONS, init_state, planned_phases, setting
 from .live_panel import live_panel
 from .share import apply_share_link
 from .state import current_run_id, get_manager, session_owner, set_current_run
+from .text import md
 
 
 def _start(phases: tuple[Phase, ...] | None = None) -> None:
@@ -51,8 +52,13 @@ def start_tutorial() -> None:
 
 def stop_run() -> None:
     run_id = current_run_id()
+    st.session_state.confirm_stop = None
     if run_id:
         get_manager().stop(run_id)
+
+
+def ask_stop(run_id: str | None) -> None:
+    st.session_state.confirm_stop = run_id
 
 
 def continue_run() -> None:
@@ -113,7 +119,7 @@ def train_page() -> None:
             (st.warning if missing_data_dir(data_dir) else st.info)(note)
         return
     if snap is None:
-        st.error(f"No run with id `{run_id}` in this server or its history. Start a new one from the sidebar.")
+        st.error(f"No run with id {md(run_id)} in this server or its history. Start a new one from the sidebar.")
         return
     run_controls(snap)
     live_panel(lambda: manager.snapshot(run_id), snap.active)
@@ -124,7 +130,7 @@ MAX_CONTINUE_EPOCHS = 50
 
 def run_controls(snap) -> None:
     if snap.active:
-        st.button("Stop", key="stop", on_click=stop_run, help="Stops within a batch; finished epochs are kept.")
+        stop_controls(snap)
         return
     cols = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
     if snap.can_continue:
@@ -143,6 +149,22 @@ def run_controls(snap) -> None:
         st.caption(f"Continue trains {snap.config.optimizer} from epoch {len(snap.epochs) + 1}; it starts at lr "
                    f"{last.lr:g}, the rate of the run's last phase ({last.epochs} epoch{'s' * (last.epochs != 1)}).")
     cols[3].button("New run", key="new_run", on_click=new_run)
+
+
+def stop_controls(snap) -> None:
+    """Stop, at once for the tab that started the run; from any other tab (a shared link), only once confirmed."""
+    if not snap.owner or snap.owner == session_owner():
+        st.button("Stop", key="stop", on_click=stop_run, help="Stops within a batch; finished epochs are kept.")
+        return
+    if st.session_state.get("confirm_stop") != snap.run_id:
+        st.button("Stop…", key="stop", on_click=ask_stop, args=(snap.run_id,),
+                  help="This run was started in another tab or window: you will be asked to confirm.")
+        return
+    st.warning(f"Run {md(snap.run_id)} ({md(snap.config.describe(snap.schedule))}) was started in another tab or "
+               f"window, and whoever started it may be watching. Stop it for everyone?")
+    cols = st.columns([1, 1, 3])
+    cols[0].button(f"Stop run {md(snap.run_id)}", key="stop_confirm", type="primary", on_click=stop_run)
+    cols[1].button("Keep it training", key="stop_cancel", on_click=ask_stop, args=(None,))
 
 
 def last_phase(snap) -> Phase:

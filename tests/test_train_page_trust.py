@@ -12,7 +12,7 @@ from core.export import config_to_query
 from core.runs import TrainingRun
 from core.store import Store
 
-from test_dashboard_app import (APP, RUN_TIMEOUT, AppTest, check_ok, epochs_shown, is_status, manager,  # noqa: F401
+from test_dashboard_app import (APP, RUN_TIMEOUT, SLOW, AppTest, check_ok, epochs_shown, is_status, manager,  # noqa: F401
                                 new_app, poll, settled, start, status_line)
 
 
@@ -117,3 +117,31 @@ def test_divergence_in_the_first_epoch_explains_the_empty_page(manager):
     (warning,) = [w.value for w in at.warning if "diverged" in w.value]
     assert "batch losses went" in warning and "No epoch finished" in warning and "kept below" not in warning
     assert "try 0.2" in warning
+
+
+def test_stopping_a_run_started_in_another_tab_needs_a_confirmation_naming_it(manager):
+    owner_tab = new_app()
+    rid = start(owner_tab, SLOW)
+    other_tab = poll(new_app(rid), is_status("Training"), 90, "the run training, seen from a second tab")
+    other_tab.button(key="stop").click().run()  # "Stop…": asks first
+    check_ok(other_tab)
+    assert manager.snapshot(rid).active
+    assert any(rid in w.value and "another tab" in w.value for w in other_tab.warning), \
+        [w.value for w in other_tab.warning]
+    other_tab.button(key="stop_cancel").click().run()
+    assert not other_tab.warning and manager.snapshot(rid).active
+    other_tab.button(key="stop").click().run()
+    other_tab.button(key="stop_confirm").click().run()
+    check_ok(other_tab)
+    assert poll(other_tab, is_status("Stopped"), 30, "the stopped status")
+    assert manager.snapshot(rid).status == "stopped"
+
+
+def test_the_tab_that_started_a_run_stops_it_at_once(manager):
+    at = new_app()
+    rid = start(at, SLOW)
+    at = poll(at, is_status("Training"), 90, "the run training")
+    at.button(key="stop").click().run()
+    check_ok(at)
+    assert not at.warning
+    assert poll(at, is_status("Stopped"), 30, "the stopped status") and manager.snapshot(rid).status == "stopped"
