@@ -136,19 +136,25 @@ class Store:
         """The StoreError for a failed write, with what to do about it (the pages and the CLI show it as is)."""
         text = str(exc)
         where = f"cannot write to the run database {self.path}: {text}"
-        if "no such table" in text:  # the file was emptied or replaced under us: give it its tables back
-            try:
-                self._create_schema()
-            except (sqlite3.Error, OSError):
-                pass
-            else:
-                return StoreEmptied(f"{where}. The file was emptied, deleted or replaced while in use; its "
-                                    f"tables were created again, so runs recorded before are gone from it")
+        emptied = self._emptied(where, text)
+        if emptied is not None:
+            return emptied
         if "foreign key" in text.lower():
             return StoreError(f"{where}. The run was deleted from the history while it trained, so it is not "
                               f"saved any more")
         fix = self._how_to_fix(text) or "check the file and its folder"
         return StoreError(f"{where}. To fix: {fix}, or pick another file with --db / RUNS_DB")
+
+    def _emptied(self, where: str, error: str) -> StoreEmptied | None:
+        """The file was emptied or replaced under us ("no such table"): give it its tables back and say so."""
+        if "no such table" not in error:
+            return None
+        try:
+            self._create_schema()
+        except (sqlite3.Error, OSError):
+            return None
+        return StoreEmptied(f"{where}. The file was emptied, deleted or replaced while in use; its tables were "
+                            f"created again, so runs recorded before are gone from it")
 
     def _how_to_fix(self, error: str) -> str:
         lower = error.lower()
@@ -166,7 +172,8 @@ class Store:
             with closing(self._connect()) as db:
                 return db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the run database {self.path}: {exc}") from None
+            where = f"cannot read the run database {self.path}: {exc}"
+            raise self._emptied(where, str(exc)) or StoreError(where) from None
 
     # -- writing ----------------------------------------------------------------------------------
     def create_run(self, config: dict, *, device: str, data_source: str, torch_version: str,
