@@ -12,10 +12,11 @@ import streamlit as st
 
 from core.data import CLASS_NAMES
 from core.health import learning_warnings
-from core.manager import QUEUED, RunSnapshot
+from core.manager import ACTIVE, QUEUED, RunSnapshot
 
 from . import charts
 from .poll import live_fragment
+from .text import md
 
 POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
 QUEUED_POLL_SECONDS = 3.0  # a queued run's page only shows its place in the queue
@@ -53,22 +54,24 @@ def eta_seconds(snap: RunSnapshot) -> float | None:
 def draw_status(snap: RunSnapshot) -> None:
     st.markdown(f"**{status_text(snap)}** · run `{snap.run_id}` · "
                 f"{snap.config.describe(snap.schedule)} · {snap.device or snap.config.device}")
+    # Messages can quote paths, file names and settings: shown as text, never as markdown (links, images).
     if snap.data_note:
-        st.info(snap.data_note)
+        st.info(md(snap.data_note))
     if snap.store_warning:
-        st.warning(snap.store_warning)
+        st.warning(md(snap.store_warning))
+    message = md(snap.message)
     if snap.status == "failed":
-        st.error(f"Training failed: {snap.message}")
+        st.error(f"Training failed: {message}")
     elif snap.status == "diverged":
         kept = (f"The {len(snap.epochs)} epoch{'s' * (len(snap.epochs) != 1)} before it are kept below."
                 if snap.epochs else "No epoch finished, so there is no curve to show and nothing was kept.")
-        st.warning(f"The run diverged: {snap.message}. {kept} Lower the learning rate (or use a smaller model) "
+        st.warning(f"The run diverged: {message}. {kept} Lower the learning rate (or use a smaller model) "
                    f"and train again.")
     elif snap.status == "interrupted":
-        st.warning(f"This run was interrupted: {snap.message or 'the process ended before it finished'}. "
+        st.warning(f"This run was interrupted: {message or 'the process ended before it finished'}. "
                    f"Its epochs are kept.")
-    elif snap.status == "stopped" and snap.message:
-        st.caption(snap.message)
+    elif snap.message and snap.status in ("stopped", *ACTIVE):  # e.g. a resumed run's epochs trained again
+        st.caption(message)
     for warning in run_warnings(snap):
         st.warning(warning)
 

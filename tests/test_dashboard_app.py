@@ -9,6 +9,8 @@ from its own environment and shuts it down afterwards.
 from __future__ import annotations
 
 import json
+import re
+import string
 import sys
 import time
 from pathlib import Path
@@ -81,6 +83,11 @@ def epochs_shown(at: AppTest) -> list:
         return []
     assert charts[0] == charts[1], charts
     return charts[0]
+
+
+def shown(source) -> str:
+    """Markdown source as the reader sees it: user text in messages is backslash-escaped (dashboard/text.md)."""
+    return re.sub(r"\\([" + re.escape(string.punctuation) + "])", r"\1", str(source))
 
 
 def status_line(at: AppTest) -> str:

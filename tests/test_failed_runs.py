@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from history_helpers import HISTORY_APP, REPO_ROOT, ManagerTracker, clear_streamlit_caches
+from test_dashboard_app import shown as as_read
 from core import data
 from core.config import RunConfig
 from core.store import Store
@@ -109,7 +110,7 @@ def test_history_lists_and_opens_a_failed_run_without_epochs(store_with_a_failed
     table = at.dataframe[0].value
     assert list(table["run_id"]) == [run["id"]] and "failed" in table["status"].iloc[0]
     assert at.selectbox(key="hist_open").value == run["id"]
-    shown = " ".join(str(e.value) for e in [*at.error, *at.warning, *at.info, *at.markdown, *at.caption])
+    shown = " ".join(as_read(e.value) for e in [*at.error, *at.warning, *at.info, *at.markdown, *at.caption])
     assert "FashionMNIST" in shown  # the reason is on the page
 
 
@@ -119,5 +120,5 @@ def test_train_page_link_to_a_failed_run_shows_its_reason(store_with_a_failed_ru
     at.query_params["run"] = run["id"]
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    shown = " ".join(str(e.value) for e in [*at.error, *at.warning, *at.info, *at.markdown, *at.caption])
+    shown = " ".join(as_read(e.value) for e in [*at.error, *at.warning, *at.info, *at.markdown, *at.caption])
     assert "failed" in shown.lower() and "FashionMNIST" in shown

@@ -13,7 +13,7 @@ from core.runs import TrainingRun
 from core.store import Store
 
 from test_dashboard_app import (APP, RUN_TIMEOUT, SLOW, AppTest, check_ok, epochs_shown, is_status, manager,  # noqa: F401
-                                new_app, poll, settled, start, status_line)
+                                new_app, poll, settled, shown, start, status_line)
 
 
 def cli_run(manager, config: RunConfig) -> str:
@@ -105,7 +105,7 @@ def test_a_run_that_learns_nothing_finishes_with_a_warning_not_a_tick(manager):
     at = poll(at, settled, 90, "the run to end")
     assert manager.snapshot(rid).status == "finished"  # kept: the user decides what to do with it
     assert "✅" not in status_line(at) and "warning" in status_line(at), status_line(at)
-    warnings = [w.value for w in at.warning]
+    warnings = [shown(w.value) for w in at.warning]
     assert any("Not learning" in w and "try 0.2" in w for w in warnings), warnings
 
 
@@ -114,7 +114,7 @@ def test_divergence_in_the_first_epoch_explains_the_empty_page(manager):
     start(at, {"cfg_hidden": 256, "cfg_layers": 3, "cfg_lr": 2.0})
     at = poll(at, settled, 90, "the run to end")
     assert "Diverged" in status_line(at)
-    (warning,) = [w.value for w in at.warning if "diverged" in w.value]
+    (warning,) = [shown(w.value) for w in at.warning if "diverged" in w.value]
     assert "batch losses went" in warning and "No epoch finished" in warning and "kept below" not in warning
     assert "try 0.2" in warning
 
