@@ -179,8 +179,9 @@ class RunManager:
         self._launch(live, ("start", run_id, config.to_dict(), [(p.epochs, p.lr) for p in phases]))
         return run_id
 
-    def continue_run(self, run_id: str, epochs: int, lr: float) -> None:
-        """Train a finished or stopped run further; a run known only from the store resumes from its checkpoint."""
+    def continue_run(self, run_id: str, epochs: int, lr: float, owner: str = "") -> None:
+        """Train a finished or stopped run further; a run known only from the store resumes from its checkpoint.
+        The session that continues it (`owner`) is the one that may stop it without a confirmation."""
         phase = Phase(epochs, lr)
         self._last_activity = time.monotonic()
         live = self._runs.get(run_id)
@@ -195,7 +196,8 @@ class RunManager:
         if not snap.can_continue or (live.thread is not None and live.thread.is_alive()):
             raise RuntimeError(f"run {run_id} cannot be continued now (status {snap.status})")
         live.pending = [phase]
-        live.update(status=QUEUED, message="", planned_epochs=len(snap.epochs) + epochs, progress=None)
+        live.update(status=QUEUED, message="", planned_epochs=len(snap.epochs) + epochs, progress=None,
+                    owner=owner or snap.owner)
         message = ("continue", epochs, lr) if live.worker is not None and live.worker.alive() else \
             ("resume", run_id, [(epochs, lr)])
         self._launch(live, message)

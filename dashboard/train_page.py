@@ -64,7 +64,8 @@ def ask_stop(run_id: str | None) -> None:
 def continue_run() -> None:
     run_id = current_run_id()
     try:
-        get_manager().continue_run(run_id, int(st.session_state.cont_epochs), float(st.session_state.cont_lr))
+        get_manager().continue_run(run_id, int(st.session_state.cont_epochs), float(st.session_state.cont_lr),
+                                   owner=session_owner())
         st.session_state.start_error = ""
     except (RuntimeError, KeyError, ConfigError) as exc:
         st.session_state.start_error = f"Cannot continue: {exc}"

@@ -145,3 +145,18 @@ def test_the_tab_that_started_a_run_stops_it_at_once(manager):
     check_ok(at)
     assert not at.warning
     assert poll(at, is_status("Stopped"), 30, "the stopped status") and manager.snapshot(rid).status == "stopped"
+
+
+def test_the_tab_that_continues_a_run_stops_it_at_once(manager):
+    first_tab = new_app()
+    rid = start(first_tab, {**SLOW, "cfg_epochs": 1})
+    poll(first_tab, settled, 90, "the first tab's run ending")
+    at = new_app(rid)  # another tab continues it: now it is that tab's run
+    at.number_input(key="cont_epochs").set_value(50)
+    at.button(key="continue").click().run()
+    check_ok(at)
+    assert manager.snapshot(rid).active
+    at.button(key="stop").click().run()
+    check_ok(at)
+    assert not at.warning
+    assert poll(at, settled, 60, "the continuation stopped") and manager.snapshot(rid).status == "stopped"
