@@ -7,8 +7,8 @@ from __future__ import annotations
 import statistics
 from datetime import datetime
 
-from .config import RunConfig
-from .export import schedule_text
+from .config import ConfigError, Phase, RunConfig, phases_from_pairs
+from .export import check_epochs, check_run_section, schedule_text
 from .store import Store
 
 # Settings that can tell runs apart in a legend, with a short label each.
@@ -23,14 +23,44 @@ def median_epoch_seconds(epochs: list[dict]) -> float | None:
     return statistics.median(timed) if timed else None
 
 
+def stored_run(run: dict, epochs: list[dict] | None = None) -> tuple[RunConfig, tuple[Phase, ...]]:
+    """A stored run's config and schedule, through the rules new runs obey (RunConfig, Phase), and its epochs
+    when given; ConfigError saying what is wrong with a row that cannot be opened (written by an older version,
+    an upload before uploads were checked, or edited by hand)."""
+    config = RunConfig.from_dict(run.get("config"))
+    try:
+        schedule = check_run_section(run)["schedule"]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if epochs is not None:
+        try:
+            check_epochs(epochs)
+        except ValueError as exc:
+            raise ConfigError(f"epoch history: {exc}") from None
+    return config, phases_from_pairs(schedule)
+
+
+def run_problem(run: dict, epochs: list[dict] | None = None) -> str:
+    """'' when the stored run can be opened, else why not (stored_run's message)."""
+    try:
+        stored_run(run, epochs)
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
 def summarize_run(run: dict, epochs: list[dict], has_weights: bool = False) -> dict:
-    """One row of the runs table (keys are the CSV's columns)."""
+    """One row of the runs table (keys are the CSV's columns). A run that cannot be opened still gets its row,
+    with what can be read of it and the reason in "problem"."""
+    problem = run_problem(run, epochs)
+    if problem:
+        return _unreadable_row(run, epochs, has_weights, problem)
     config = run["config"]
     val = [e["val_acc"] for e in epochs if e["val_acc"] is not None]
     schedule = run.get("schedule") or []
     return {
         "run_id": run["id"],
-        "created": datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+        "created": _when(run["created_at"]),
         "dataset": config["dataset"],
         "layers": len(config["hidden_sizes"]),
         "hidden_sizes": "-".join(str(h) for h in config["hidden_sizes"]),
@@ -50,7 +80,31 @@ def summarize_run(run: dict, epochs: list[dict], has_weights: bool = False) -> d
         "data_source": run.get("data_source", ""),
         "weights_kept": has_weights,
         "message": run.get("message", ""),
+        "problem": "",
     }
+
+
+def _unreadable_row(run: dict, epochs: list[dict], has_weights: bool, problem: str) -> dict:
+    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    hidden = config.get("hidden_sizes")
+    return {
+        "run_id": run["id"], "created": _when(run.get("created_at")), "dataset": str(config.get("dataset", "?")),
+        "layers": len(hidden) if isinstance(hidden, list) else None,
+        "hidden_sizes": "-".join(str(h) for h in hidden) if isinstance(hidden, list) else str(hidden),
+        "activation": str(config.get("activation", "?")), "batch_size": None, "lr_schedule": "?",
+        "optimizer": str(config.get("optimizer", "?")), "device": str(run.get("device") or ""),
+        "pipeline": str(config.get("pipeline", "?")), "epochs": len(epochs), "status": str(run.get("status")),
+        "best_val_acc": None, "final_val_acc": None, "test_acc": None, "median_epoch_s": None,
+        "origin": str(run.get("origin") or ""), "data_source": str(run.get("data_source") or ""),
+        "weights_kept": has_weights, "message": str(run.get("message") or ""), "problem": problem,
+    }
+
+
+def _when(timestamp) -> str:
+    try:
+        return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
 
 
 def runs_table(store: Store) -> list[dict]:

@@ -25,6 +25,7 @@ from core.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, MapJobs, MapSnapshot,
 from . import compare_charts as charts
 from .controls import LR_OPTIONS, OPTIMIZER_LABELS
 from .state import get_manager, session_owner
+from .text import md
 
 POLL_SECONDS = 1.0
 # Building and drawing four Plotly charts costs ~0.2 s of server CPU and more in the browser: on a small
@@ -105,11 +106,11 @@ def add_leg() -> None:
     try:
         leg = Leg(s.cmp_new_device, threads, s.cmp_new_pipeline, bool(s.cmp_new_graphs))
     except ConfigError as exc:
-        s.cmp_error = f"Cannot add that leg: {exc}"
+        s.cmp_error = f"Cannot add that leg: {md(exc)}"
         return
     repeats = duplicate_legs_message([*chosen_legs(), leg], get_manager().cpu_threads)
     if repeats:
-        s.cmp_error = f"Not added: {repeats}"
+        s.cmp_error = f"Not added: {md(repeats)}"
         return
     s.cmp_legs = [*s.cmp_legs, leg.spec()]
     s.cmp_error = ""
@@ -131,7 +132,7 @@ def start_comparison() -> None:
     try:
         comparison_id = get_lab().comparisons.start(base_config(), effective_legs(), phases(), owner=session_owner())
     except (ConfigError, DeviceError, RuntimeError) as exc:
-        s.cmp_error = f"Cannot start the comparison: {exc}"
+        s.cmp_error = f"Cannot start the comparison: {md(exc)}"
         return
     s.cmp_error = ""
     st.query_params["cmp"] = comparison_id
@@ -180,9 +181,19 @@ def settings_sidebar() -> None:
                 help="Overrides epochs and learning rate with the tutorial's two fit() calls.")
 
 
+def read_snapshot(get_snapshot):
+    """(snapshot or None, '' or why it cannot be shown). A stored comparison or map is read back from the run
+    database: a report or run row that no longer validates (an older version's, or edited) is a message here,
+    not a traceback."""
+    try:
+        return get_snapshot(), ""
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        return None, str(exc) or type(exc).__name__
+
+
 def comparison_section(lab: Lab) -> None:
     comparison_id = st.query_params.get("cmp")
-    snap = lab.comparisons.snapshot(comparison_id) if comparison_id else None
+    snap, problem = read_snapshot(lambda: lab.comparisons.snapshot(comparison_id)) if comparison_id else (None, "")
     busy = bool(lab.comparisons.active()) or bool(lab.maps.active())
     st.markdown(
         "The same experiment on two or more **legs**: a leg is a device, a CPU thread count and a data pipeline. "
@@ -202,8 +213,10 @@ def comparison_section(lab: Lab) -> None:
     elif busy:
         cols[2].caption("Another comparison or a speedup map is measuring now; wait for it so the timings stay clean.")
     stored_picker(lab.comparisons.recent(), "Earlier comparisons", "Comparison", "cmp", open_comparison)
-    if comparison_id and snap is None:
-        st.error(f"No comparison `{comparison_id}` in this server or its history.")
+    if problem:
+        st.error(f"Comparison {md(comparison_id)} cannot be opened: {md(problem)}")
+    elif comparison_id and snap is None:
+        st.error(f"No comparison {md(comparison_id)} in this server or its history.")
     elif snap is not None:
         live_fragment(lambda: lab.comparisons.snapshot(comparison_id), draw_comparison, snap.active,
                       "This comparison is no longer available.")
@@ -261,7 +274,10 @@ def stored_picker(recent: list[dict], title: str, label: str, key: str, on_open)
 def live_fragment(get_snapshot, draw, was_active: bool, gone: str) -> None:
     """Draw a snapshot, polling while it is active; rerun the page when its activity changes (buttons)."""
     def body() -> None:
-        snap = get_snapshot()
+        snap, problem = read_snapshot(get_snapshot)
+        if problem:
+            st.error(f"It cannot be shown any more: {md(problem)}")
+            return
         if snap is None:
             st.warning(gone)
             return
@@ -278,12 +294,12 @@ def draw_comparison(snap: ComparisonSnapshot) -> None:
     summary = snap.summary(target)
     draw_progress(snap)
     if snap.overlap:
-        st.warning(snap.overlap)
+        st.warning(md(snap.overlap))
     if snap.status == "failed":
-        st.error(f"The comparison failed: {snap.message}")
+        st.error(f"The comparison failed: {md(snap.message)}")
     for row in summary.legs:
         if row.status in ("failed", "diverged", "interrupted") and row.message:
-            st.warning(f"Leg {row.index + 1} ({row.label}) {row.status}: {row.message}")
+            st.warning(f"Leg {row.index + 1} ({md(row.label)}) {row.status}: {md(row.message)}")
     draw_comparison_charts(snap, leg_runs)
     st.markdown("#### Results")
     if snap.active:  # a table widget redrawn every poll took more CPU than the leg it was timing: plain lines
@@ -319,11 +335,12 @@ def draw_progress(snap: ComparisonSnapshot) -> None:
         run = snap.runs[snap.current] if 0 <= snap.current < len(snap.runs) else None
         progress = run.progress if run is not None and run.active else None
         fraction = progress.batch / progress.batches if progress and progress.batches else 0.0
-        st.progress(min(1.0, (done + fraction) / max(total, 1)), text=f"{text}: {snap.stage()}")
+        st.progress(min(1.0, (done + fraction) / max(total, 1)), text=f"{md(text)}: {md(snap.stage())}")
     else:
+        text = md(text)
         if snap.message and snap.status != "failed":
-            text += f": {snap.message}"
-        st.markdown(f"**{text}** · comparison `{snap.comparison_id}` · {snap.base.describe()} · "
+            text += f": {md(snap.message)}"
+        st.markdown(f"**{text}** · comparison {md(snap.comparison_id)} · {snap.base.describe()} · "
                     f"{len(snap.legs)} legs")
 
 
@@ -458,7 +475,7 @@ def start_map() -> None:
             return
         map_id = get_lab().maps.start(grid, default_map_legs())
     except (ConfigError, DeviceError, RuntimeError) as exc:
-        s.map_error = f"Cannot start the speedup map: {exc}"
+        s.map_error = f"Cannot start the speedup map: {md(exc)}"
         return
     s.map_error = ""
     st.query_params["map"] = map_id
@@ -478,7 +495,7 @@ def open_map() -> None:
 
 def speedup_section(lab: Lab) -> None:
     map_id = st.query_params.get("map")
-    snap = lab.maps.snapshot(map_id) if map_id else None
+    snap, problem = read_snapshot(lambda: lab.maps.snapshot(map_id)) if map_id else (None, "")
     busy = bool(lab.maps.active()) or bool(lab.comparisons.active())
     legs = default_map_legs()
     st.markdown(
@@ -505,8 +522,10 @@ def speedup_section(lab: Lab) -> None:
         buttons[1].button("Cancel", key="map_cancel", on_click=cancel_map, help="Stops within a step; the cells "
                           "already measured are kept and stored.")
     stored_picker(lab.maps.recent(), "Stored speedup maps", "Speedup map", "map", open_map)
-    if map_id and snap is None:
-        st.error(f"No speedup map `{map_id}` in this server or its history.")
+    if problem:
+        st.error(f"Speedup map {md(map_id)} cannot be opened: {md(problem)}")
+    elif map_id and snap is None:
+        st.error(f"No speedup map {md(map_id)} in this server or its history.")
     elif snap is not None:
         live_fragment(lambda: lab.maps.snapshot(map_id), draw_map, snap.active,
                       "This speedup map is no longer available.")
@@ -535,9 +554,9 @@ def map_estimate(lab: Lab, legs: list[Leg], busy: bool) -> bool:
 
 def draw_map(snap: MapSnapshot) -> None:
     done = len(snap.cells)
-    text = f"{STATUS_TEXT.get(snap.status, snap.status)}: {done} of {snap.total} cells"
+    text = f"{md(STATUS_TEXT.get(snap.status, snap.status))}: {done} of {snap.total} cells"
     if snap.message:
-        text += f" · {snap.message}"
+        text += f" · {md(snap.message)}"
     if snap.active:
         st.progress(done / max(snap.total, 1), text=text)
     else:

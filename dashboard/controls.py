@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, ConfigError, Phase, RunConfig
+from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, ConfigError, Phase, RunConfig, parse_hidden_sizes
 from core.data import TITLES
 from core.devices import list_devices
 
@@ -35,15 +35,11 @@ def hidden_list_text(hidden_sizes) -> str:
 
 
 def parse_hidden_list(text: str) -> tuple[int, ...]:
-    """'128, 64' -> (128, 64); RunConfig checks the ranges."""
+    """'128, 64' -> (128, 64) through config.parse_hidden_sizes; RunConfig checks the ranges."""
     try:
-        sizes = tuple(int(part) for part in str(text).replace(" ", ",").split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"hidden sizes per layer: {text!r} should be whole numbers separated by commas, "
-                          f"e.g. 128, 64") from None
-    if not sizes:
-        raise ConfigError("hidden sizes per layer: give at least one width, e.g. 128, 64")
-    return sizes
+        return parse_hidden_sizes(text)
+    except ConfigError as exc:
+        raise ConfigError(f"hidden sizes per layer: {str(exc).removeprefix('hidden_sizes: ')}") from None
 
 
 def widget_values(config: RunConfig) -> dict:
@@ -169,6 +165,7 @@ def device_picker() -> None:
 
 
 def validated_config() -> tuple[RunConfig | None, str]:
+    """(the sidebar's config, '') or (None, why not: plain text that may quote what the user typed)."""
     try:
         return config_from_state(), ""
     except (ConfigError, AttributeError) as exc:

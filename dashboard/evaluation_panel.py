@@ -15,6 +15,7 @@ from core.data import DataError, load_dataset
 from core.evaluate import Evaluation, ModelLoadError, display_images, evaluate_weights, evaluation_cost
 
 from . import history_charts
+from .text import md
 
 AUTO_EVAL_MACS = 3e10  # evaluate without asking below this many multiply-accumulates (~a second on a laptop CPU)
 GRID_COLUMNS = 8
@@ -33,7 +34,9 @@ def cached_evaluation(token: str, data_dir: str | None, _config: RunConfig, _sta
 
 def evaluation_panel(config: RunConfig, state_dict: dict, token: str, *, key: str,
                      recorded_test_acc: float | None = None, trained_on: str = "", weights_note: str = "") -> None:
-    """Evaluate the weights (or offer a button for big models) and draw the results."""
+    """Evaluate the weights (or offer a button for big models) and draw the results.
+
+    `weights_note` is markdown (escape the user text in it); `trained_on` is plain text."""
     if weights_note:
         st.caption(weights_note)
     asked = st.session_state.get(f"{key}_asked") == token
@@ -47,7 +50,7 @@ def evaluation_panel(config: RunConfig, state_dict: dict, token: str, *, key: st
     try:
         evaluation = cached_evaluation(token, data_dir(), config, state_dict)
     except (DataError, ModelLoadError) as exc:
-        st.error(f"Cannot evaluate: {exc}")
+        st.error(f"Cannot evaluate: {md(exc)}")
         return
     draw_evaluation(evaluation, key=key, recorded_test_acc=recorded_test_acc, trained_on=trained_on)
 
@@ -65,8 +68,8 @@ def draw_evaluation(ev: Evaluation, *, key: str, recorded_test_acc: float | None
                  f" The run recorded {recorded_test_acc:.2%} when it ended (on the data it had then).")
     st.caption(note)
     if trained_on and trained_on != ev.data_source:
-        st.warning(f"This model was trained with data source '{trained_on}', but this server has "
-                   f"'{ev.data_source}': the test images are not the ones the run was tested on.")
+        st.warning(f"This model was trained with data source '{md(trained_on)}', but this server has "
+                   f"'{md(ev.data_source)}': the test images are not the ones the run was tested on.")
 
     left, right = st.columns(2)
     normalize = left.toggle("Show each row as % of its class", key=f"{key}_norm")

@@ -6,18 +6,21 @@ and Re-run go through the shared RunManager and then show the run on the Train p
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.config import Phase
-from core.export import WeightsFileError, import_weights, read_weights, table_csv
+from core.export import WeightsFile, WeightsFileError, import_weights, read_weights, table_csv
 from core.history import overlay_series, runs_table
 from core.store import Store, StoreError, db_path_from_env
 
 from . import history_charts
 from .evaluation_panel import cached_evaluation, data_dir, evaluation_panel
 from .run_detail import open_in_train_page, run_detail
+from .text import md
 
 WATCH_TRAINING_S = 2.0  # how often the page looks for new epochs while a run trains
 WATCH_IDLE_S = 10.0  # and for runs started elsewhere (another tab, the CLI) when none does
@@ -62,13 +65,17 @@ def history_page() -> None:
     st.title("Run history")
     store, problem = history_store()
     if store is None:
-        st.error(f"Run history is off: {problem} Training still works on the Train page; its runs are not "
+        st.error(f"Run history is off: {md(problem)} Training still works on the Train page; its runs are not "
                  f"recorded until the database is usable.")
         return
     try:
         rows = runs_table(store)
     except StoreError as exc:
-        st.error(f"Run history cannot be read: {exc}")
+        st.error(f"Run history cannot be read: {md(exc)}")
+        return
+    except ValueError as exc:  # the store decodes each row's config and schedule: one is not JSON
+        st.error(f"Run history cannot be read: a run's config or schedule in {md(store.path)} is not valid JSON "
+                 f"({md(exc)}).")
         return
     if st.session_state.get("hist_flash"):
         st.success(st.session_state.hist_flash)
@@ -120,7 +127,7 @@ def _sanitize_state(by_id: dict) -> None:
         wanted = st.query_params.get("run")
         st.session_state.hist_open = wanted if wanted in by_id else None
         if wanted and wanted not in by_id:
-            st.warning(f"Run `{wanted}` (from the link) is not in this history.")
+            st.warning(f"Run {md(wanted)} (from the link) is not in this history.")
     elif st.session_state.hist_open not in by_id:
         st.session_state.hist_open = None
 
@@ -191,9 +198,14 @@ def draw_overlay(store: Store, by_id: dict) -> None:
         runs = [store.get_run(r) for r in selected]
         epochs = {r: store.epochs(r) for r in selected}
     except (KeyError, StoreError) as exc:
-        st.error(f"Cannot read the selected runs: {exc}")
+        st.error(f"Cannot read the selected runs: {md(exc)}")
         return
-    series = overlay_series(runs, epochs, x=x, smoothing=smoothing)
+    unreadable = [r for r in selected if by_id[r]["problem"]]
+    if unreadable:
+        st.warning(f"Not drawn: {', '.join(md(r) for r in unreadable)} cannot be opened (open one below to see "
+                   f"why).")
+        runs = [run for run in runs if run["id"] not in unreadable]
+    series = overlay_series(runs, {r: epochs[r] for r in selected if r not in unreadable}, x=x, smoothing=smoothing)
     left, right = st.columns(2)
     left.plotly_chart(history_charts.overlay_figure(series, "val_loss", x=x, log_y=log_loss),
                       config=history_charts.CONFIG, key="overlay_loss")
@@ -230,8 +242,8 @@ def draw_confirm_delete(store: Store, by_id: dict) -> None:
         return
     epochs = sum(by_id[r]["epochs"] for r in pending)
     with st.container(border=True):
-        st.warning(f"Delete {len(pending)} run(s) ({', '.join(pending)}) with {epochs} epoch(s) and their kept "
-                   f"weights? This cannot be undone.")
+        st.warning(f"Delete {len(pending)} run(s) ({', '.join(md(r) for r in pending)}) with {epochs} epoch(s) "
+                   f"and their kept weights? This cannot be undone.")
         cols = st.columns([1, 1, 4])
         cols[0].button("Yes, delete", key="hist_confirm_yes", type="primary", on_click=_delete,
                        args=(store, pending))
@@ -250,7 +262,7 @@ def _delete(store: Store, run_ids: list[str]) -> None:
         except KeyError:
             deleted.append(run_id)
         except StoreError as exc:
-            st.session_state.hist_flash = f"Delete failed: {exc}"
+            st.session_state.hist_flash = f"Delete failed: {md(exc)}"
             return
     st.session_state.hist_confirm = []
     st.session_state.hist_selected = [r for r in st.session_state.get("hist_selected") or [] if r not in deleted]
@@ -260,53 +272,115 @@ def _delete(store: Store, run_ids: list[str]) -> None:
             del st.query_params["run"]
     message = f"Deleted {len(deleted)} run(s)." if deleted else ""
     if refused:
-        message += f" Not deleted while still running: {', '.join(refused)} (stop them first)."
+        message += f" Not deleted while still running: {', '.join(md(r) for r in refused)} (stop them first)."
     st.session_state.hist_flash = message.strip()
 
 
 # -- weights files ----------------------------------------------------------------------------------
+# An upload is read once, when it arrives: parsed, then let go. Streamlit keeps an uploaded file's bytes in its
+# upload store until the browser tab's session is shut down, and a closed tab's session is kept for reconnecting
+# and then dropped without that shutdown: a 195 MB upload stayed in the server's memory (measured: +190 MiB
+# after the tab closed), and was parsed again on every rerun. So the store's copy is removed and the widget's
+# copy closed once the file is parsed, and a new key draws an empty uploader. The parsed model is kept where
+# Streamlit frees it as soon as the tab disconnects (a session-scoped resource), until added, continued or closed.
+class LoadedUpload(NamedTuple):
+    name: str
+    digest: str  # of the file's bytes: names its evaluation and finds it again in the history
+    weights: WeightsFile
+
+
+@st.cache_resource(scope="session", show_spinner=False)
+def upload_slot() -> dict:
+    """This tab's parsed upload, {"loaded": LoadedUpload}; emptied by Streamlit when the tab disconnects."""
+    return {}
+
+
 def draw_upload(store: Store) -> None:
-    with st.expander("Load a weights file (.pt) to evaluate or continue it",
-                     expanded=bool(st.session_state.get("hist_upload"))):
+    loaded: LoadedUpload | None = upload_slot().get("loaded")
+    problem = st.session_state.get("hist_upload_error", "")
+    with st.expander("Load a weights file (.pt) to evaluate or continue it", expanded=bool(loaded or problem)):
         upload = st.file_uploader("Weights file downloaded from a run (Export & share tab)", type=["pt"],
-                                  key="hist_upload")
-        if upload is None:
-            return
+                                  key=f"hist_upload_{st.session_state.get('hist_upload_n', 0)}")
+        if upload is not None:
+            take_upload(upload)  # reruns
+        if problem:
+            st.error(f"Cannot load this file: {md(problem)}")
+        if loaded is not None:
+            draw_loaded(store, loaded)
+
+
+def take_upload(upload) -> None:
+    """Parse the uploaded file (every part checked by read_weights before anything is stored), drop its bytes,
+    and rerun with the result: a model to show, or the reason it was refused."""
+    close_upload()
+    try:
         data = upload.getvalue()
-        try:
-            weights = read_weights(data, name=f"'{upload.name}'")
-        except WeightsFileError as exc:
-            st.error(f"Cannot load this file: {exc}")
-            return
-        digest = hashlib.sha256(data).hexdigest()[:16]
-        origin = weights.run.get("id")
-        st.success(f"Loaded {weights.config.describe()}: {weights.parameters:,} parameters, "
-                   f"{len(weights.epochs)} epoch(s) of history" + (f", from run {origin}." if origin else "."))
-        imported = st.session_state.setdefault("hist_imported", {})
-        cols = st.columns([1, 1.3, 1, 2], vertical_alignment="bottom")
-        cols[0].number_input("More epochs", 1, 200, 5, key="hist_up_epochs")
-        schedule = weights.run.get("schedule") or [[weights.config.epochs, weights.config.lr]]
-        cols[1].number_input("Learning rate", 1e-5, 10.0, float(schedule[-1][1]), format="%g", key="hist_up_lr")
-        continue_clicked = cols[2].button("Continue training", key="hist_up_continue", type="primary",
-                                          help="Adds the model to the history and trains it further.")
-        add_clicked = cols[3].button("Add to history", key="hist_up_add", disabled=digest in imported,
-                                     help="Record it as a run (history and weights) without training.")
-        if add_clicked or continue_clicked:
-            run_id = imported.get(digest)
-            if run_id is None or not _exists(store, run_id):
-                run_id = _import(store, weights, digest)
-                if run_id is None:
-                    return
-                imported[digest] = run_id
-            if continue_clicked:
-                _continue_upload(run_id, weights)
-            st.session_state.hist_flash = f"Added the uploaded model to the history as run {run_id}."
-            st.rerun()
-        evaluation_panel(weights.config, weights.state_dict, f"upload|{digest}", key="upload_eval",
-                         recorded_test_acc=weights.run.get("test_acc"), trained_on=weights.run.get("data_source", ""))
+        weights = read_weights(data, name=f"'{upload.name}'")
+        upload_slot()["loaded"] = LoadedUpload(upload.name, hashlib.sha256(data).hexdigest()[:16], weights)
+    except WeightsFileError as exc:
+        st.session_state.hist_upload_error = str(exc)
+    finally:
+        data = None  # noqa: F841 (the bytes' last reference here)
+        forget_upload(upload)
+    st.rerun()
 
 
-def _exists(store: Store, run_id: str) -> bool:
+def forget_upload(upload) -> None:
+    """Release every copy of an uploaded file's bytes this session holds (st.chat_input drops its files from
+    the upload store the same way), and empty the widget by giving it a new key."""
+    ctx = get_script_run_ctx()
+    remove = getattr(ctx.uploaded_file_mgr, "remove_file", None) if ctx is not None else None
+    if remove is not None:  # the in-memory store (Streamlit's default) can remove one file
+        remove(session_id=ctx.session_id, file_id=upload.file_id)
+    upload.close()  # the widget's value: a BytesIO over the same bytes
+    st.session_state.hist_upload_n = st.session_state.get("hist_upload_n", 0) + 1
+
+
+def close_upload() -> None:
+    upload_slot().pop("loaded", None)
+    st.session_state.hist_upload_error = ""
+
+
+UPLOAD_LR_RANGE = (1e-5, 10.0)  # the Learning rate field's range
+
+
+def draw_loaded(store: Store, loaded: LoadedUpload) -> None:
+    weights, digest = loaded.weights, loaded.digest
+    origin = weights.run.get("id")
+    st.success(f"Loaded {weights.config.describe()}: {weights.parameters:,} parameters, "
+               f"{len(weights.epochs)} epoch(s) of history" + (f", from run {md(origin)}." if origin else "."))
+    imported = st.session_state.setdefault("hist_imported", {})
+    cols = st.columns([1, 1.3, 1, 1.3, 1], vertical_alignment="bottom")
+    cols[0].number_input("More epochs", 1, 200, 5, key="hist_up_epochs")
+    schedule = weights.run.get("schedule") or [[weights.config.epochs, weights.config.lr]]
+    low, high = UPLOAD_LR_RANGE
+    cols[1].number_input("Learning rate", low, high, min(high, max(low, float(schedule[-1][1]))), format="%g",
+                         key="hist_up_lr")
+    continue_clicked = cols[2].button("Continue training", key="hist_up_continue", type="primary",
+                                      help="Adds the model to the history and trains it further.")
+    add_clicked = cols[3].button("Add to history", key="hist_up_add",
+                                 disabled=_exists(store, imported.get(digest)),
+                                 help="Record it as a run (history and weights) without training.")
+    cols[4].button("Close", key="hist_up_close", on_click=close_upload, help="Forget this file.")
+    if add_clicked or continue_clicked:
+        run_id = imported.get(digest)
+        if not _exists(store, run_id):
+            run_id = _import(store, weights, digest)
+            if run_id is None:
+                return
+            imported[digest] = run_id
+        close_upload()  # it is a run in the history now: the parsed copy is not needed any more
+        if continue_clicked:
+            _continue_upload(run_id, weights)
+        st.session_state.hist_flash = f"Added the uploaded model to the history as run {md(run_id)}."
+        st.rerun()
+    evaluation_panel(weights.config, weights.state_dict, f"upload|{digest}", key="upload_eval",
+                     recorded_test_acc=weights.run.get("test_acc"), trained_on=weights.run.get("data_source", ""))
+
+
+def _exists(store: Store, run_id: str | None) -> bool:
+    if run_id is None:
+        return False
     try:
         store.get_run(run_id)
         return True
@@ -324,7 +398,7 @@ def _import(store: Store, weights, digest: str) -> str | None:
         return import_weights(store, weights, test_loss=test[0], test_acc=test[1],
                               data_source=weights.run.get("data_source", ""))
     except (StoreError, ValueError) as exc:
-        st.error(f"Cannot add it to the history: {exc}")
+        st.error(f"Cannot add it to the history: {md(exc)}")
         return None
 
 
@@ -341,6 +415,6 @@ def _continue_upload(run_id: str, weights) -> None:
             raise RuntimeError("the file carries no epoch history, so it cannot be continued in place; "
                                "it was added to the history for evaluation")
     except (RuntimeError, KeyError, ValueError) as exc:
-        st.session_state.hist_flash = f"Added as run {run_id}, but cannot continue it: {exc}"
+        st.session_state.hist_flash = f"Added as run {md(run_id)}, but cannot continue it: {md(exc)}"
         st.rerun()
     open_in_train_page(run_id)

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from core.config import Phase, RunConfig
+from core.config import ConfigError, Phase, RunConfig
 from core.data import CLASS_NAMES
 from core.devices import DeviceError, resolve_device
 from core.evaluate import ModelLoadError, load_run_model
 from core.health import learning_warnings
 from core.export import config_json, run_epochs_csv, run_weights_bytes, schedule_text, weights_filename
-from core.history import median_epoch_seconds, rerun_phases
+from core.history import median_epoch_seconds, rerun_phases, stored_run
 from core.store import Store, StoreError
 
 from . import charts
@@ -21,6 +21,7 @@ from .controls import LR_OPTIONS
 from .evaluation_panel import evaluation_panel
 from .live_panel import STATUS_TEXT
 from .share import share_url
+from .text import md
 
 CONTINUABLE = ("finished", "stopped", "interrupted")
 
@@ -41,20 +42,27 @@ def run_detail(store: Store, run_id: str, has_weights: bool, on_delete) -> None:
         run = store.get_run(run_id)
         epochs = store.epochs(run_id)
     except KeyError:
-        st.warning(f"Run `{run_id}` is no longer in the history.")
+        st.warning(f"Run {md(run_id)} is no longer in the history.")
         return
     except StoreError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
-    config = RunConfig.from_dict(run["config"])
+    try:
+        config, phases = stored_run(run, epochs)
+    except ConfigError as exc:  # a row from an older version, an unchecked upload, or edited by hand
+        st.error(f"Run {md(run_id)} cannot be opened: {md(exc)}. Its row in the run database does not describe a "
+                 f"run this app can show or train; delete it, or fix the row.")
+        st.button("Delete…", key="hist_delete", on_click=on_delete, args=([run_id],),
+                  help="Delete this run, its epochs and its weights.")
+        return
     status = run["status"]
-    st.markdown(f"**{STATUS_TEXT.get(status, status)}** · run `{run_id}` · {config.describe(run['schedule'])} · "
-                f"{run['device'] or config.device}")
+    st.markdown(f"**{md(STATUS_TEXT.get(status, status))}** · run {md(run_id)} · {config.describe(phases)} · "
+                f"{md(run['device'] or config.device)}")
     created = datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
-    st.caption(f"Started {created} from the {run['origin'] or 'unknown'} · data: {run['data_source'] or '?'} · "
-               f"{run['parameters'] or 0:,} parameters · torch {run['torch_version'] or '?'}")
+    st.caption(f"Started {created} from the {md(run['origin'] or 'unknown')} · data: {md(run['data_source'] or '?')} "
+               f"· {run['parameters'] or 0:,} parameters · torch {md(run['torch_version'] or '?')}")
     if run["message"]:
-        (st.warning if status in ("diverged", "interrupted", "failed") else st.caption)(run["message"])
+        (st.warning if status in ("diverged", "interrupted", "failed") else st.caption)(md(run["message"]))
     for warning in learning_warnings([SimpleNamespace(**e) for e in epochs], len(CLASS_NAMES[config.dataset])):
         st.warning(warning)
 
@@ -87,7 +95,7 @@ def run_detail(store: Store, run_id: str, has_weights: bool, on_delete) -> None:
     with evaluation:
         draw_evaluation(store, run, has_weights)
     with export:
-        draw_export(store, run, config, has_weights)
+        draw_export(store, run, config, phases, has_weights)
 
 
 def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: bool, on_delete) -> None:
@@ -106,7 +114,7 @@ def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: 
     why_not = ("" if can_continue else
                "it is still running" if status == "running" else
                "it kept no weights" if not has_weights else
-               f"a {status} run cannot be continued; re-run it instead")
+               f"a {md(status)} run cannot be continued; re-run it instead")
     if cols[2].button("Continue", key="hist_continue", type="primary", disabled=not can_continue,
                       help="Train this model further from its kept weights; the Train page shows it live."
                       if can_continue else f"Cannot continue: {why_not}."):
@@ -133,7 +141,7 @@ def continue_run(run_id: str, epochs: int, lr: float) -> None:
     try:
         get_manager().continue_run(run_id, epochs, lr)
     except (RuntimeError, KeyError, ValueError) as exc:
-        st.session_state.hist_action_error = f"Cannot continue: {exc}"
+        st.session_state.hist_action_error = f"Cannot continue: {md(exc)}"
         st.rerun()
     open_in_train_page(run_id)
 
@@ -156,20 +164,20 @@ def draw_evaluation(store: Store, run: dict, has_weights: bool) -> None:
     try:
         model = load_run_model(store, run["id"])
     except (ModelLoadError, StoreError) as exc:
-        st.error(f"Cannot load this run's weights: {exc}")
+        st.error(f"Cannot load this run's weights: {md(exc)}")
         return
     saved = store.checkpoint_times().get(run["id"], 0.0)
     stored_epochs = store.epochs(run["id"])
     note = ""
     if model.epochs_done is not None and stored_epochs and model.epochs_done < stored_epochs[-1]["epoch"]:
         note = (f"The kept weights are from epoch {model.epochs_done}: the run's later epochs ended without "
-                f"saving weights ({run['status']}).")
+                f"saving weights ({md(run['status'])}).")
     evaluation_panel(model.config, model.state_dict, f"{store.path}|{run['id']}|{saved}", key="detail_eval",
                      recorded_test_acc=run["test_acc"] if not note else None, trained_on=run["data_source"],
                      weights_note=note)
 
 
-def draw_export(store: Store, run: dict, config: RunConfig, has_weights: bool) -> None:
+def draw_export(store: Store, run: dict, config: RunConfig, schedule: tuple[Phase, ...], has_weights: bool) -> None:
     run_id = run["id"]
     cols = st.columns(3)
     cols[0].download_button("History (CSV)", data=lambda: run_epochs_csv(store, run_id),
@@ -184,7 +192,6 @@ def draw_export(store: Store, run: dict, config: RunConfig, has_weights: bool) -
     cols[2].download_button("Config (JSON)", data=config_json(config), file_name=f"run-{run_id}-config.json",
                             mime="application/json", key="detail_config", on_click="ignore")
     st.markdown("**Share link**: opens the Train page with these settings in the sidebar.")
-    schedule = tuple(Phase(int(e), float(lr)) for e, lr in run["schedule"])
     st.code(share_url(config, "history", schedule), language=None, wrap_lines=True)
     with st.expander("Python: load the weights file"):
         st.code(LOAD_SNIPPET.format(name=weights_filename(run), sizes=json.dumps(list(config.hidden_sizes))),

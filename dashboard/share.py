@@ -14,6 +14,7 @@ from core.devices import list_devices
 from core.export import SHARE_KEYS, config_to_query, is_share_query, schedule_to_query, share_from_query
 
 from .controls import describe_phases, init_state
+from .text import md
 
 # The sidebar widgets' ranges (dashboard/controls.py): a link asking for more cannot be shown there.
 SIDEBAR_RANGES = {"batch": (16, 2048), "epochs": (1, 50),
@@ -79,19 +80,20 @@ def apply_share_link() -> None:
 
 
 def _apply(params: dict) -> tuple[str, str]:
+    """(kind, markdown): the link's values are quoted in it escaped."""
     try:
         config, later = share_from_query(params)
     except ConfigError as exc:
-        return "error", f"This share link was not applied: {str(exc).removeprefix('invalid share link: ')}."
+        return "error", f"This share link was not applied: {md(str(exc).removeprefix('invalid share link: '))}."
     problems, notes = sidebar_check(config)
     if problems:
-        return "error", f"This share link was not applied: {'; '.join(problems)}."
+        return "error", f"This share link was not applied: {md('; '.join(problems))}."
     init_state(config, force=True, then=later)
     schedule = f", then {describe_phases(later)}" if later else ""
     text = (f"Settings filled in from a share link: {config.describe()}, {config.epochs} epochs{schedule}. "
             f"Press **Train** to run them.")
     if notes:
-        return "warning", text + " Note: " + "; ".join(notes) + "."
+        return "warning", text + " Note: " + md("; ".join(notes)) + "."
     return "success", text
 
 

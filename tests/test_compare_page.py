@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from core.config import RunConfig
+from core.legs import Leg
 from core.manager import RunManager
+from core.reports import COMPARISON, ReportStore
 from core.speedup_map import MapJobs
+from core.store import Store
+from dashboard.text import md
 
 REPO = Path(__file__).resolve().parent.parent
 COMPARE_APP = f"""
@@ -158,6 +165,31 @@ def test_unknown_comparison_id_says_so(app_env):
     at = compare_app(cmp="c0000000000")
     no_errors(at)
     assert any("No comparison" in e for e in texts(at, "error"))
+
+
+@pytest.mark.parametrize("key", ["cmp", "map"])
+def test_an_id_from_the_link_is_shown_as_text(app_env, key):
+    value = "x`[CLICKME](https://evil.example/x)` ![IMG](http://127.0.0.1:9/p.png)"
+    at = compare_app(**{key: value})
+    no_errors(at)
+    (error,) = [e for e in texts(at, "error") if "in this server or its history" in e]
+    assert md(value) in error, error  # before: the id inside backticks, which its own backtick ended: a live link
+
+
+def test_a_stored_comparison_whose_run_no_longer_validates_says_so(app_env):
+    store = Store(app_env / "runs.db")
+    run_id = store.create_run(RunConfig().to_dict(), device="cpu", data_source="", torch_version="", parameters=0)
+    store.finish_run(run_id, "finished")
+    with closing(sqlite3.connect(store.path)) as db, db:  # as an unchecked upload left it before
+        db.execute("UPDATE runs SET schedule='[[0, 0.5]]' WHERE id=?", (run_id,))
+    legs = [Leg("cpu", 1)]
+    payload = {"id": "c1", "created_at": time.time(), "status": "finished", "message": "", "overlap": "",
+               "base": RunConfig().to_dict(), "legs": [leg.to_dict() for leg in legs], "phases": [[5, 0.5]],
+               "run_ids": [run_id], "target": 0.9}
+    ReportStore(store).save(COMPARISON, payload, "poisoned", "c1")
+    at = compare_app(cmp="c1")
+    no_errors(at)  # before: ConfigError from the stored run's schedule
+    assert any("Comparison c1 cannot be opened" in e and "got 0" in e for e in texts(at, "error")), texts(at, "error")
 
 
 def test_speedup_map_runs_shows_heatmaps_and_reloads(app_env):

@@ -1,8 +1,13 @@
 """AppTest of the History page: list, filter, overlay, open, evaluate, delete, continue, re-run, upload, share."""
+import gc
+import io
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from history_helpers import (EMPTY_DATA_DIR, HISTORY_APP, REPO_ROOT, ManagerTracker, build_store, clear_streamlit_caches,
@@ -14,6 +19,7 @@ from core.model import build_mlp
 from core.history import runs_table
 from core.store import Store
 from dashboard.state import get_manager
+from dashboard.text import md
 
 
 SHARED = Path("/work/shared/datasets")
@@ -232,12 +238,18 @@ def test_continue_and_rerun_train_in_a_worker_and_open_the_train_page(app_env):
     assert snap.planned_epochs == 3 and snap.status in ("queued", "loading", "running", "finished")
 
 
+def upload(at, name: str, data: bytes):
+    """Pick a file in the History page's uploader (its key changes after each file: the widget is emptied)."""
+    (uploader,) = at.file_uploader
+    return uploader.set_value((name, data, "application/octet-stream")).run()
+
+
 def test_uploaded_weights_evaluate_like_the_run_and_bad_files_are_refused(app_env):
     store, ids = app_env
     run_id = ids["adam"]
     blob = run_weights_bytes(store, run_id)
     at = history_app()
-    at.file_uploader(key="hist_upload").set_value(("weights.pt", blob, "application/octet-stream")).run()
+    upload(at, "weights.pt", blob)
     no_errors(at)
     assert any("Loaded mnist [32] relu" in s.value for s in at.success)
     metrics = {m.label: m.value for m in at.metric}
@@ -253,7 +265,7 @@ def test_uploaded_weights_evaluate_like_the_run_and_bad_files_are_refused(app_en
     assert imported[0]["id"] in set(at.dataframe[0].value["run_id"])
 
     for bad, reason in ((blob[: len(blob) // 2], "truncated or damaged"), (b"not a model", "not a PyTorch")):
-        at.file_uploader(key="hist_upload").set_value(("bad.pt", bad, "application/octet-stream")).run()
+        upload(at, "bad.pt", bad)
         no_errors(at)
         assert any(reason in e.value for e in at.error), [e.value for e in at.error]
 
@@ -266,7 +278,7 @@ def test_fashion_mnist_model_is_shown_with_class_names(tmp_path, monkeypatch):
     config = RunConfig(dataset="fashion_mnist", hidden_sizes=(8,))
     blob = weights_bytes(WeightsFile(config, build_mlp(config, 784, 10).state_dict()))
     at = history_app()
-    at.file_uploader(key="hist_upload").set_value(("fashion.pt", blob, "application/octet-stream")).run()
+    upload(at, "fashion.pt", blob)
     no_errors(at)
     assert {m.label: m.value for m in at.metric}["Mistakes"].endswith("of 10,000")  # the official test split
     confusion = chart_traces(at, "upload_eval_confusion")["data"][0]
@@ -285,7 +297,7 @@ def test_history_with_an_unusable_database_says_so(tmp_path, monkeypatch, data_d
     clear_streamlit_caches()
     at = history_app()
     no_errors(at)
-    assert any("Run history is off" in e.value and str(db) in e.value for e in at.error)
+    assert any("Run history is off" in e.value and md(str(db)) in e.value for e in at.error)  # escaped: a path
     clear_streamlit_caches()
 
 
@@ -355,11 +367,130 @@ def test_invalid_share_link_is_refused_with_a_message(query, reason):
     no_errors(at)
     assert RunConfig.from_dict(at.session_state.config_now) == RunConfig().replace(device="cpu")  # nothing applied
     errors = [e.value for e in at.error]
-    assert errors and reason in errors[0] and "not applied" in errors[0]
+    assert errors and md(reason) in errors[0] and "not applied" in errors[0]  # the link's values are escaped
     if "activation" in query:
-        assert "activation='swish'" in errors[0]  # every bad value is named
+        assert md("activation='swish'") in errors[0]  # every bad value is named
 
 
 def test_app_registers_the_history_page():
     source = (REPO_ROOT / "dashboard" / "app.py").read_text()
     assert 'st.Page(history_page, title="History"' in source and 'url_path="history"' in source
+
+
+# -- crafted weights files and poisoned rows --------------------------------------------------------------
+def crafted_weights(blob: bytes) -> dict[str, tuple[object, str]]:
+    """{what: (payload for torch.save, what the one-line error must say)}: a real download, altered where a
+    hand-made file could differ. Each part is checked by the rules the app's own runs obey."""
+    good = torch.load(io.BytesIO(blob), weights_only=True)
+
+    def changed(section: str, **values):
+        return {**good, section: {**good[section], **values}}
+
+    without_run = {k: v for k, v in good.items() if k != "run"}
+    bad_epoch = {**good, "epochs": [{**good["epochs"][0], "val_acc": "high"}, *good["epochs"][1:]]}
+    return {
+        "schedule [[5, 1e9]]": (changed("run", schedule=[[5, 1e9]]), "phase 1: lr: must be in (0, 10]"),
+        "schedule 'garbage'": (changed("run", schedule="garbage"), "should be a list of [epochs, lr] pairs"),
+        "schedule [[5]]": (changed("run", schedule=[[5]]), "phase 1 should be an [epochs, lr] pair"),
+        "schedule [['a', 'b']]": (changed("run", schedule=[["a", "b"]]), "epochs: must be a whole number"),
+        "schedule [[0, 0.5]]": (changed("run", schedule=[[0, 0.5]]), "epochs: must be from 1 to 1000; got 0"),
+        "schedule [[5000, 0.5]]": (changed("run", schedule=[[5000, 0.5]]), "must be from 1 to 1000; got 5000"),
+        "config hidden_sizes as text": (changed("config", hidden_sizes="32"), "hidden_sizes: must be a list"),
+        "config lr as text": (changed("config", lr="0.01"), "lr: must be a finite number"),
+        "config epochs as a float": (changed("config", epochs=2.0), "epochs: must be a whole number"),
+        "no run section": (without_run, "has no 'run' section"),
+        "run section not a dict": ({**good, "run": ["x"]}, "its run section is invalid: should be a dict"),
+        "run test_acc 7": (changed("run", test_acc=7.0), "test_acc: should be a number from 0 to 1"),
+        "run device a number": (changed("run", device=3), "device: should be a text"),
+        "run id of 10,000 characters": (changed("run", id="x" * 10_000), "id: should be a text of at most 200"),
+        "epoch val_acc as text": (bad_epoch, "its epoch history is invalid: epoch 1 has val_acc 'high'"),
+        "training_state epochs_done as text": (changed("training_state", epochs_done="2"), "epochs_done"),
+        "a list, not a dict": ([1, 2, 3], "holds a list"),
+    }
+
+
+def test_crafted_weights_files_get_one_line_and_nothing_is_stored(app_env, tmp_path):
+    store, ids = app_env
+    before = {r["id"] for r in store.list_runs()}
+    at = history_app()
+    for what, (payload, says) in crafted_weights(run_weights_bytes(store, ids["adam"])).items():
+        path = tmp_path / f"{len(what)}-{what[:12].replace(' ', '_')}.pt"
+        torch.save(payload, path)  # a real file, as a user would pick it
+        upload(at, "crafted.pt", path.read_bytes())
+        no_errors(at)  # before: a traceback for four of the schedules; [[0, 0.5]] and [[5000, 0.5]] were accepted
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and md(says) in errors[0], (what, errors)
+        assert "\n" not in errors[0] and "Traceback" not in errors[0], what
+        assert not at.success and not [b for b in at.button if b.key in ("hist_up_add", "hist_up_continue")], what
+    assert {r["id"] for r in store.list_runs()} == before
+
+
+def test_an_upload_is_read_once_and_its_bytes_are_let_go(app_env):
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+    store, ids = app_env
+    blob = run_weights_bytes(store, ids["two_phase"])
+    at = history_app()
+    upload(at, "weights.pt", blob)
+    no_errors(at)
+    assert any("Loaded mnist [16] relu" in s.value for s in at.success)
+    (uploader,) = at.file_uploader
+    assert uploader.value is None and uploader.key != "hist_upload_0"  # an empty widget under a new key
+    gc.collect()
+    # before: the widget kept the file open in the session (and the upload store its bytes) until the tab's session
+    # ended, and the file was parsed again on every rerun
+    assert not [f for f in gc.get_objects() if type(f) is UploadedFile and not f.closed]
+    at.toggle(key="upload_eval_mistakes").set_value(False).run()  # reruns keep the parsed model, not the file
+    assert any("Loaded mnist [16] relu" in s.value for s in at.success)
+    at.button(key="hist_up_add").click().run()
+    no_errors(at)
+    added = [r for r in store.list_runs() if r["origin"] == "upload"]
+    assert len(added) == 1 and added[0]["schedule"] == [[2, 0.5], [1, 0.1]]
+    assert not at.success or "Loaded" not in at.success[0].value  # closed: the model is a run in the history now
+    assert any(added[0]["id"] in s.value for s in at.success)
+    upload(at, "weights.pt", blob)  # the same file again is not added twice
+    assert at.button(key="hist_up_add").disabled
+    at.button(key="hist_up_close").click().run()
+    assert "hist_up_add" not in {b.key for b in at.button} and not at.success
+
+
+def poison(db: Path, run_id: str, **columns) -> None:
+    """Rewrite a stored run's row as an older version (or an unchecked upload, or a hand edit) may have left it."""
+    with closing(sqlite3.connect(db)) as conn, conn:
+        for column, value in columns.items():
+            conn.execute(f"UPDATE runs SET {column}=? WHERE id=?", (value, run_id))
+
+
+POISONED_ROWS = {
+    "schedule [[0, 0.5]]": ({"schedule": "[[0, 0.5]]"}, "schedule: phase 1: epochs: must be from 1 to 1000; got 0"),
+    "schedule [[5000, 0.5]]": ({"schedule": "[[5000, 0.5]]"}, "got 5000"),
+    "config lr -1": ({"config": json.dumps({**RunConfig().to_dict(), "lr": -1.0})}, "lr: must be in (0, 10]"),
+    "config hidden_sizes text": ({"config": json.dumps({**RunConfig().to_dict(), "hidden_sizes": "abc"})},
+                                 "hidden_sizes: must be a list"),
+    "config without a dataset key, not a dict": ({"config": "[1, 2]"}, "should be a dict of settings"),
+    "test_acc as text": ({"test_acc": "high"}, "test_acc: should be a number"),
+}
+
+
+def test_a_poisoned_row_opens_with_a_message_not_a_traceback(app_env):
+    store, ids = app_env
+    for i, (what, (columns, says)) in enumerate(POISONED_ROWS.items()):
+        run_id = ids["two_phase"] if i == 0 else store.create_run(RunConfig().to_dict(), device="cpu",
+                                                                  data_source="", torch_version="", parameters=0)
+        store.finish_run(run_id, "stopped")
+        poison(store.path, run_id, **columns)
+        at = history_app(run=run_id)
+        no_errors(at)  # before: ConfigError (or TypeError) from the run page, for the first five
+        assert at.selectbox(key="hist_open").value == run_id, what
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and "cannot be opened" in errors[0] and md(says) in errors[0], (what, errors)
+        assert run_id in set(at.dataframe[0].value["run_id"])  # the table still lists it (and the others)
+        at.multiselect(key="hist_selected").set_value([run_id, ids["adam"]]).run()  # overlaid with a good run
+        no_errors(at)
+        assert any("Not drawn" in w.value and run_id in w.value for w in at.warning), what
+        assert len(chart_traces(at, "overlay_acc")["data"]) == 1
+    at.button(key="hist_delete").click().run()  # it can still be deleted from its message
+    at.button(key="hist_confirm_yes").click().run()
+    no_errors(at)
+    with pytest.raises(KeyError):
+        store.get_run(run_id)
