@@ -232,7 +232,7 @@ def legs_editor(busy: bool) -> None:
         if not d.available and d.kind != "mps":
             hint = (f" Without a GPU the default legs compare 1 CPU thread with all {os.cpu_count()} threads."
                     if d.kind == "cuda" and not any(x.kind != "cpu" for x in available) else "")
-            st.caption(f"✗ {d.kind.upper()} leg unavailable: {d.reason}.{hint}")
+            st.caption(f"✗ {d.kind.upper()} leg unavailable: {md(d.reason)}.{hint}")
     for i, leg in enumerate(legs):
         row = st.columns([8, 1], vertical_alignment="center")
         row[0].markdown(f"**{i + 1}.** {leg.label()}" + ("  — *baseline*" if i == 0 else ""))

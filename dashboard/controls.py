@@ -7,6 +7,8 @@ from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, ConfigError, Phase, R
 from core.data import TITLES
 from core.devices import list_devices
 
+from .text import md
+
 LR_OPTIONS = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 OPTIMIZER_LABELS = {"sgd": "SGD", "sgd_momentum": "SGD + momentum 0.9", "adam": "Adam"}
 PIPELINE_LABELS = {"resident": "Resident (whole split on the device)",
@@ -161,7 +163,7 @@ def device_picker() -> None:
     st.sidebar.radio("Device", [d.kind for d in available], key="cfg_device", format_func=labels.get)
     for d in devices:
         if not d.available:
-            st.sidebar.caption(f"✗ {d.kind.upper()} unavailable: {d.reason}")
+            st.sidebar.caption(f"✗ {d.kind.upper()} unavailable: {md(d.reason)}")
 
 
 def validated_config() -> tuple[RunConfig | None, str]:
