@@ -24,6 +24,7 @@ from core.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, MapJobs, MapSnapshot,
 
 from . import compare_charts as charts
 from .controls import LR_OPTIONS, OPTIMIZER_LABELS
+from .poll import live_fragment
 from .state import get_manager, session_owner
 from .text import md
 
@@ -218,8 +219,8 @@ def comparison_section(lab: Lab) -> None:
     elif comparison_id and snap is None:
         st.error(f"No comparison {md(comparison_id)} in this server or its history.")
     elif snap is not None:
-        live_fragment(lambda: lab.comparisons.snapshot(comparison_id), draw_comparison, snap.active,
-                      "This comparison is no longer available.")
+        live_snapshot(lambda: lab.comparisons.snapshot(comparison_id), draw_comparison, snap.active,
+                      "This comparison is no longer available.", key="cmp_poll")
 
 
 def legs_editor(busy: bool) -> None:
@@ -271,21 +272,23 @@ def stored_picker(recent: list[dict], title: str, label: str, key: str, on_open)
         cols[1].button("Open", key=f"{key}_open", on_click=on_open)
 
 
-def live_fragment(get_snapshot, draw, was_active: bool, gone: str) -> None:
-    """Draw a snapshot, polling while it is active; rerun the page when its activity changes (buttons)."""
-    def body() -> None:
+def live_snapshot(get_snapshot, draw, was_active: bool, gone: str, key: str) -> None:
+    """Draw a snapshot, polling while it is active (and the tab visible); rerun the page when its activity
+    changes (buttons)."""
+    def body() -> float | None:
         snap, problem = read_snapshot(get_snapshot)
         if problem:
             st.error(f"It cannot be shown any more: {md(problem)}")
-            return
+            return None
         if snap is None:
             st.warning(gone)
-            return
+            return None
         draw(snap)
         if snap.active != was_active:
             st.rerun()
+        return POLL_SECONDS if snap.active else None
 
-    st.fragment(body, run_every=POLL_SECONDS if was_active else None)()
+    live_fragment(body, key=key)
 
 
 def draw_comparison(snap: ComparisonSnapshot) -> None:
@@ -527,8 +530,8 @@ def speedup_section(lab: Lab) -> None:
     elif map_id and snap is None:
         st.error(f"No speedup map {md(map_id)} in this server or its history.")
     elif snap is not None:
-        live_fragment(lambda: lab.maps.snapshot(map_id), draw_map, snap.active,
-                      "This speedup map is no longer available.")
+        live_snapshot(lambda: lab.maps.snapshot(map_id), draw_map, snap.active,
+                      "This speedup map is no longer available.", key="map_poll")
 
 
 def map_estimate(lab: Lab, legs: list[Leg], busy: bool) -> bool:

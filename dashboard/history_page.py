@@ -19,6 +19,7 @@ from core.store import Store, StoreError, db_path_from_env
 
 from . import history_charts
 from .evaluation_panel import cached_evaluation, data_dir, evaluation_panel
+from .poll import live_fragment
 from .run_detail import open_in_train_page, run_detail
 from .text import md
 
@@ -96,8 +97,8 @@ def history_page() -> None:
 def _watch_for_changes(store: Store, rows: list[dict]) -> None:
     """Redraw the page when the store changes (a new epoch, a run ending or starting), without a reload.
 
-    A fragment polls a one-row marker; only a change reruns the whole page, so an idle page costs a
-    tiny query every few seconds and widget choices survive the redraw.
+    A fragment polls a one-row marker (not while the tab is hidden); only a change reruns the whole page, so an
+    idle page costs a tiny query every few seconds and widget choices survive the redraw.
     """
     try:
         seen = store.last_change()
@@ -107,15 +108,16 @@ def _watch_for_changes(store: Store, rows: list[dict]) -> None:
     if training:
         st.caption(f"▶️ {training} run{'s' if training > 1 else ''} training: this page updates as epochs arrive.")
 
-    def poll() -> None:
+    def poll() -> float | None:
         try:
             now = store.last_change()
         except StoreError:
-            return
+            return None
         if now != seen:
             st.rerun(scope="app")
+        return WATCH_TRAINING_S if training else WATCH_IDLE_S
 
-    st.fragment(poll, run_every=WATCH_TRAINING_S if training else WATCH_IDLE_S)()
+    live_fragment(poll, key="hist_watch")
 
 
 def _sanitize_state(by_id: dict) -> None:
