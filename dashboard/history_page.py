@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from core.config import Phase
+from core.config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, Phase
 from core.export import WeightsFile, WeightsFileError, import_weights, read_weights, table_csv
 from core.history import overlay_series, runs_table
 from core.store import Store, StoreError, db_path_from_env
@@ -301,8 +301,14 @@ def draw_upload(store: Store) -> None:
     loaded: LoadedUpload | None = upload_slot().get("loaded")
     problem = st.session_state.get("hist_upload_error", "")
     with st.expander("Load a weights file (.pt) to evaluate or continue it", expanded=bool(loaded or problem)):
+        limit_mb = st.get_option("server.maxUploadSize")  # .streamlit/config.toml: the largest model's file
         upload = st.file_uploader("Weights file downloaded from a run (Export & share tab)", type=["pt"],
-                                  key=f"hist_upload_{st.session_state.get('hist_upload_n', 0)}")
+                                  key=f"hist_upload_{st.session_state.get('hist_upload_n', 0)}",
+                                  max_upload_size=limit_mb)
+        st.caption(f"Up to {limit_mb:,} MB, the weights file of the largest model this app trains "
+                   f"({MAX_HIDDEN_LAYERS} x {MAX_HIDDEN_SIZE:,} units, with Adam's state): a larger file is not a "
+                   f"weights file of ours, and the browser refuses it before sending it (\"File must be ... or "
+                   f"smaller\").")
         if upload is not None:
             take_upload(upload)  # reruns
         if problem:

@@ -494,3 +494,14 @@ def test_a_poisoned_row_opens_with_a_message_not_a_traceback(app_env):
     no_errors(at)
     with pytest.raises(KeyError):
         store.get_run(run_id)
+
+
+def test_the_upload_limit_is_the_servers_and_the_panel_says_why(app_env):
+    import tomllib
+
+    limit = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
+    at = history_app()
+    no_errors(at)
+    (uploader,) = at.file_uploader
+    assert uploader.proto.max_upload_size_mb == limit
+    assert any(f"{limit:,} MB" in c.value and "largest model" in c.value for c in at.caption)
