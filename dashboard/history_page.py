@@ -253,10 +253,14 @@ def draw_confirm_delete(store: Store, by_id: dict) -> None:
 
 
 def _delete(store: Store, run_ids: list[str]) -> None:
+    from .state import get_manager
+
+    manager = get_manager()
     deleted, refused = [], []
     for run_id in run_ids:
         try:
-            if store.get_run(run_id)["status"] == "running":
+            live = manager.snapshot(run_id)  # a continuation waiting in the queue is "finished" in the store
+            if store.get_run(run_id)["status"] == "running" or (live is not None and live.active):
                 refused.append(run_id)
                 continue
             store.delete_run(run_id)

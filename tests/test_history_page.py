@@ -19,6 +19,7 @@ from core.model import build_mlp
 from core.history import runs_table
 from core.store import Store
 from dashboard.state import get_manager
+from test_dashboard_app import shown as as_read
 from dashboard.text import md
 
 
@@ -505,3 +506,21 @@ def test_the_upload_limit_is_the_servers_and_the_panel_says_why(app_env):
     (uploader,) = at.file_uploader
     assert uploader.proto.max_upload_size_mb == limit
     assert any(f"{limit:,} MB" in c.value and "largest model" in c.value for c in at.caption)
+
+
+def test_a_run_waiting_to_continue_cannot_be_deleted(app_env):
+    store, ids = app_env
+    manager = get_manager()
+    blocker = manager.start(RunConfig(hidden_sizes=(256, 256), batch_size=16, epochs=50, device="cpu"))
+    waiting = ids["two_phase"]  # "finished" in the store while its continuation waits for the CPU
+    manager.continue_run(waiting, 1, 0.1)
+    assert manager.snapshot(waiting).status == "queued" and store.get_run(waiting)["status"] == "finished"
+    at = history_app(run=waiting)
+    at.multiselect(key="hist_selected").set_value([waiting]).run()
+    at.button(key="hist_delete").click().run()
+    at.button(key="hist_confirm_yes").click().run()
+    no_errors(at)
+    assert store.get_run(waiting)
+    assert any("Not deleted while still running" in as_read(s.value) for s in [*at.success, *at.warning, *at.info])
+    manager.stop(waiting)
+    manager.stop(blocker)
