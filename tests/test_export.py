@@ -198,6 +198,20 @@ def test_a_downloaded_file_reads_back_checked_and_unchanged(stored):
     assert loaded.run["test_acc"] == row["test_acc"] and loaded.epochs == store.epochs(run.id)
 
 
+def test_every_run_the_app_records_passes_the_checks_uploads_and_stored_rows_go_through(stored):
+    from core.export import check_run_section
+    from core.history import run_problem
+
+    store = stored[0]
+    assert [row["problem"] for row in runs_table(store)] == ["", ""]
+    for run in store.list_runs():
+        assert run_problem(run, store.epochs(run["id"])) == ""
+    assert check_run_section({"test_loss": float("inf")})["test_loss"] == float("inf")  # overflowed logits
+    for bad in ({"test_loss": float("nan")}, {"created_at": float("inf")}, {"test_acc": 1.5}):
+        with pytest.raises(ValueError):
+            check_run_section(bad)
+
+
 def test_bad_weights_files_get_a_clear_error(stored):
     store, run, _ = stored
     for data, message in corrupt_files(run_weights_bytes(store, run.id)):
