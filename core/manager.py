@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from .config import Phase, RunConfig
 from .data import CLASS_NAMES, IMAGE_SHAPES
 from .devices import DeviceError, default_cpu_threads, device_label, resolve_device
+from .history import stored_run
 from .memory import oom_kills, oom_verdict, process_rss
 from .model import LayerRow, layer_rows
 from .store import Store, StoreError
@@ -218,6 +219,11 @@ class RunManager:
                 snap = replace(snap, queue_ahead=live.queue.ahead_of(live.ticket))
             return snap
         return self._stored_snapshot(run_id)
+
+    def is_active(self, run_id: str) -> bool:
+        """Whether this manager trains the run or has it queued (the store may still say "finished")."""
+        live = self._runs.get(run_id)
+        return live is not None and live.snapshot.active
 
     def active_runs(self) -> list[RunSnapshot]:
         with self._lock:
@@ -502,11 +508,12 @@ class RunManager:
             return None
         try:
             row = self.store.get_run(run_id)
-            epochs = tuple(EpochResult(**e, device=row["device"]) for e in self.store.epochs(run_id))
+            records = self.store.epochs(run_id)
         except (KeyError, StoreError):
             return None
-        config = RunConfig.from_dict(row["config"])
+        config, phases = stored_run(row, records)  # ConfigError: a row this version cannot open (the page says so)
+        epochs = tuple(EpochResult(**e, device=row["device"]) for e in records)
         return RunSnapshot(run_id, "", config, row["status"], row["message"], epochs,
-                           planned_epochs=len(epochs), schedule=tuple(Phase(e, lr) for e, lr in row["schedule"]),
+                           planned_epochs=len(epochs), schedule=phases,
                            device=row["device"], parameters=row["parameters"] or 0, test_acc=row["test_acc"],
                            data_title=row["dataset"], started_at=row["created_at"], live=False)

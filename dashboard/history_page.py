@@ -259,8 +259,8 @@ def _delete(store: Store, run_ids: list[str]) -> None:
     deleted, refused = [], []
     for run_id in run_ids:
         try:
-            live = manager.snapshot(run_id)  # a continuation waiting in the queue is "finished" in the store
-            if store.get_run(run_id)["status"] == "running" or (live is not None and live.active):
+            # a continuation waiting in the queue is still "finished" in the store
+            if store.get_run(run_id)["status"] == "running" or manager.is_active(run_id):
                 refused.append(run_id)
                 continue
             store.delete_run(run_id)

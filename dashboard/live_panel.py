@@ -52,8 +52,9 @@ def eta_seconds(snap: RunSnapshot) -> float | None:
 
 
 def draw_status(snap: RunSnapshot) -> None:
-    st.markdown(f"**{status_text(snap)}** · run `{snap.run_id}` · "
-                f"{snap.config.describe(snap.schedule)} · {snap.device or snap.config.device}")
+    # The config is validated (numbers and names from fixed lists): shown as is; the rest is escaped.
+    st.markdown(f"**{md(status_text(snap))}** · run {md(snap.run_id)} · "
+                f"{snap.config.describe(snap.schedule)} · {md(snap.device or snap.config.device)}")
     # Messages can quote paths, file names and settings: shown as text, never as markdown (links, images).
     if snap.data_note:
         st.info(md(snap.data_note))
@@ -94,7 +95,7 @@ def draw_progress(snap: RunSnapshot) -> None:
         return
     if snap.status == "queued":
         ahead = snap.queue_ahead
-        where = snap.device.split(":")[0] if snap.device else "device"
+        where = md(snap.device.split(":")[0]) if snap.device else "device"
         st.progress(0.0, text=f"Waiting for the {where}: {ahead} run{'s' * (ahead != 1)} ahead of this one"
                     if ahead else f"Waiting for the {where}")
         return
@@ -153,11 +154,11 @@ def draw_charts(snap: RunSnapshot) -> None:
 
 
 def draw_model(snap: RunSnapshot) -> None:
-    with st.expander(f"Model: {snap.parameters:,} parameters on {snap.device or '…'}", expanded=False):
+    with st.expander(f"Model: {snap.parameters:,} parameters on {md(snap.device or '…')}", expanded=False):
         if snap.layers:  # a markdown table: redrawn on every poll, and a data grid costs the browser far more
             st.markdown(layers_table(snap.layers))
         if snap.n_train:
-            st.caption(f"{snap.data_title}: {snap.n_train:,} training / {snap.n_val:,} validation samples "
+            st.caption(f"{md(snap.data_title)}: {snap.n_train:,} training / {snap.n_val:,} validation samples "
                        f"({snap.config.val_fraction:.0%} random split, seed {snap.config.seed}); "
                        f"pipeline: {snap.config.pipeline}; {snap.cpu_threads} CPU thread(s)")
         if snap.epochs and not snap.active:  # per-epoch table once the run rests: redraws are not free

@@ -21,12 +21,12 @@ def _start(phases: tuple[Phase, ...] | None = None) -> None:
     """Start the sidebar's settings: the given phases, else the sidebar's epochs and lr and any later phases."""
     config, error = validated_config()
     if config is None:
-        st.session_state.start_error = f"Invalid setting: {error}"
+        st.session_state.start_error = f"Invalid setting: {md(error)}"
         return
     try:
         resolve_device(config.device)
     except DeviceError as exc:
-        st.session_state.start_error = f"{exc}. Pick another device in the sidebar."
+        st.session_state.start_error = f"{md(exc)}. Pick another device in the sidebar."
         return
     run_id = get_manager().start(config, owner=session_owner(), phases=phases or planned_phases(config))
     st.session_state.start_error = ""
@@ -68,7 +68,7 @@ def continue_run() -> None:
                                    owner=session_owner())
         st.session_state.start_error = ""
     except (RuntimeError, KeyError, ConfigError) as exc:
-        st.session_state.start_error = f"Cannot continue: {exc}"
+        st.session_state.start_error = f"Cannot continue: {md(exc)}"
 
 
 def new_run() -> None:
@@ -76,12 +76,20 @@ def new_run() -> None:
     set_current_run(None)
 
 
+def read_snapshot(manager, run_id: str):
+    """(snapshot or None, '' or why the stored run cannot be shown): a row that no longer validates is a message."""
+    try:
+        return manager.snapshot(run_id), ""
+    except ConfigError as exc:
+        return None, str(exc)
+
+
 def attach_to_url_run(run_id: str | None) -> None:
     """After a refresh or an opened link, show the settings of the run named in the URL (once)."""
     if not run_id or st.session_state.get("attached_run") == run_id:
         return
     st.session_state.attached_run = run_id
-    snap = get_manager().snapshot(run_id)
+    snap, _ = read_snapshot(get_manager(), run_id)
     if snap is not None:
         init_state(snap.config, force=True)
 
@@ -93,7 +101,7 @@ def train_page() -> None:
     run_id = current_run_id()
     attach_to_url_run(run_id)
     settings_sidebar()
-    snap = manager.snapshot(run_id) if run_id else None
+    snap, problem = read_snapshot(manager, run_id) if run_id else (None, "")
     busy = snap is not None and snap.active
     st.sidebar.button("Train", type="primary", key="train", on_click=start_run, width="stretch", disabled=busy,
                       help="Train a new model with these settings.")
@@ -106,7 +114,7 @@ def train_page() -> None:
     if st.session_state.get("start_error"):
         st.error(st.session_state.start_error)
     if manager.store_warning:
-        st.warning(manager.store_warning)
+        st.warning(md(manager.store_warning))
     if run_id is None:
         st.markdown("Pick settings in the sidebar and press **Train**: validation loss and accuracy stream in "
                     "after every epoch. **Tutorial schedule** reproduces the tutorial (about 96–97 % validation "
@@ -118,6 +126,10 @@ def train_page() -> None:
                                  last_source=manager.store.last_data_source(dataset) if manager.store else "")
         if note:
             (st.warning if missing_data_dir(data_dir) else st.info)(note)
+        return
+    if problem:
+        st.error(f"Run {md(run_id)} cannot be opened: {md(problem)}. Its row in the run database does not describe "
+                 f"a run this app can show or train; delete it on the History page.")
         return
     if snap is None:
         st.error(f"No run with id {md(run_id)} in this server or its history. Start a new one from the sidebar.")
@@ -161,7 +173,7 @@ def stop_controls(snap) -> None:
         st.button("Stop…", key="stop", on_click=ask_stop, args=(snap.run_id,),
                   help="This run was started in another tab or window: you will be asked to confirm.")
         return
-    st.warning(f"Run {md(snap.run_id)} ({md(snap.config.describe(snap.schedule))}) was started in another tab or "
+    st.warning(f"Run {md(snap.run_id)} ({snap.config.describe(snap.schedule)}) was started in another tab or "
                f"window, and whoever started it may be watching. Stop it for everyone?")
     cols = st.columns([1, 1, 3])
     cols[0].button(f"Stop run {md(snap.run_id)}", key="stop_confirm", type="primary", on_click=stop_run)

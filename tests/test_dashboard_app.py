@@ -86,12 +86,13 @@ def epochs_shown(at: AppTest) -> list:
 
 
 def shown(source) -> str:
-    """Markdown source as the reader sees it: user text in messages is backslash-escaped (dashboard/text.md)."""
-    return re.sub(r"\\([" + re.escape(string.punctuation) + "])", r"\1", str(source))
+    """Markdown source as the reader sees it: user text in messages is backslash-escaped, and URL-like parts carry
+    an invisible word joiner (dashboard/text.md)."""
+    return re.sub(r"\\([" + re.escape(string.punctuation) + "])", r"\1", str(source)).replace("\u2060", "")
 
 
 def status_line(at: AppTest) -> str:
-    lines = [m.value for m in at.markdown if " · run `" in m.value]
+    lines = [shown(m.value) for m in at.markdown if " · run " in m.value]
     return lines[0] if lines else ""
 
 

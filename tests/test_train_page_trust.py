@@ -160,3 +160,22 @@ def test_the_tab_that_continues_a_run_stops_it_at_once(manager):
     check_ok(at)
     assert not at.warning
     assert poll(at, settled, 60, "the continuation stopped") and manager.snapshot(rid).status == "stopped"
+
+
+@pytest.mark.parametrize("column, value, says", [
+    ("schedule", "[[0, 0.5]]", "epochs: must be from 1 to 1000; got 0"),
+    ("config", '{"lr": -1}', "lr: must be in (0, 10]"),
+    ("test_acc", "high", "test_acc: should be a number"),
+])
+def test_a_stored_run_that_no_longer_validates_opens_with_a_message(manager, column, value, says):
+    import sqlite3
+    from contextlib import closing
+
+    store = Store(manager.store.path)
+    rid = store.create_run(RunConfig().to_dict(), device="cpu", data_source="", torch_version="", parameters=0)
+    store.finish_run(rid, "stopped")
+    with closing(sqlite3.connect(store.path)) as db, db:
+        db.execute(f"UPDATE runs SET {column}=? WHERE id=?", (value, rid))
+    at = new_app(rid)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("cannot be opened" in e.value and says in shown(e.value) for e in at.error), [e.value for e in at.error]
