@@ -125,7 +125,7 @@ def train_page() -> None:
         note = availability_note(dataset, data_dir,
                                  last_source=manager.store.last_data_source(dataset) if manager.store else "")
         if note:
-            (st.warning if missing_data_dir(data_dir) else st.info)(note)
+            (st.warning if missing_data_dir(data_dir) else st.info)(md(note))
         return
     if problem:
         st.error(f"Run {md(run_id)} cannot be opened: {md(problem)}. Its row in the run database does not describe "

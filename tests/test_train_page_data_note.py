@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from history_helpers import REPO_ROOT, ManagerTracker, clear_streamlit_caches
+from test_dashboard_app import shown
 from core.config import RunConfig
 from core.data import SOURCE_SAMPLE, clear_cache
 from core.store import Store
@@ -37,12 +38,12 @@ def idle_train_page() -> AppTest:
 
 def test_note_before_any_run_then_after_a_run_on_the_offline_sample(page_env):
     data_dir, store = page_env
-    [before] = [i.value for i in idle_train_page().info if "MNIST" in i.value]
+    [before] = [shown(i.value) for i in idle_train_page().info if "MNIST" in i.value]
     assert "a run downloads it first" in before and str(data_dir) in before
 
     store.create_run(RunConfig().to_dict(), device="CPU", data_source=SOURCE_SAMPLE, torch_version="",
                      parameters=25450, origin="dashboard")
-    [after] = [i.value for i in idle_train_page().info if "MNIST" in i.value]
+    [after] = [shown(i.value) for i in idle_train_page().info if "MNIST" in i.value]
     assert "downloads it first" not in after  # before the fix: the same "the first run downloads it"
     assert "5,000-image MNIST sample" in after and "urlopen" not in after
 
@@ -50,6 +51,6 @@ def test_note_before_any_run_then_after_a_run_on_the_offline_sample(page_env):
 def test_data_dir_naming_a_missing_folder_is_a_warning(page_env, monkeypatch, tmp_path):
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "typo"))
     at = idle_train_page()
-    [warning] = [w.value for w in at.warning if "DATA_DIR" in w.value]
+    [warning] = [shown(w.value) for w in at.warning if "DATA_DIR" in shown(w.value)]
     assert str(tmp_path / "typo") in warning and "does not exist" in warning
     assert not (tmp_path / "typo").exists()
