@@ -13,6 +13,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard.compare_page import compare_page  # noqa: E402
 from dashboard.history_page import history_page  # noqa: E402
+from dashboard.state import identify_tab  # noqa: E402
 from dashboard.train_page import train_page  # noqa: E402
 
 st.set_page_config(page_title="MLP training lab", page_icon="📈", layout="wide")
@@ -21,3 +22,6 @@ pages = [st.Page(train_page, title="Train", icon="📈", url_path="train", defau
          st.Page(history_page, title="History", icon="🗂️", url_path="history"),
          st.Page(compare_page, title="Compare", icon="⚖️", url_path="compare")]
 st.navigation(pages).run()
+# Last: the tab's id arrives with a rerun, and a rerun that cut into the first run (before the sidebar's widgets
+# existed) left them at their minimums.
+identify_tab()

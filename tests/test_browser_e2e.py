@@ -200,7 +200,10 @@ def test_live_training_in_a_real_browser(server):
             assert ui.slider_value("cfg_batch") == "100", "the run's own settings return"
             shown = ui.wait_points(reloaded + 1)
 
-            # Stop: the status says so and the epochs stay on the chart.
+            # Stop: the reloaded tab is still the tab that started the run (its id lives in sessionStorage), so
+            # Stop acts at once, without the confirmation another tab gets. The status says so; the epochs stay.
+            page.wait_for_function("() => document.querySelector('.st-key-stop button')?.innerText.trim() === 'Stop'",
+                                   timeout=15 * MS)
             ui.click_until("stop", "() => document.body.innerText.includes('Stopped')")
             ui.button("continue").wait_for()
             kept = max(ui.points())

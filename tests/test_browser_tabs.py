@@ -2,7 +2,8 @@
 
 Ten tabs on the Train page each start a run: every run ends, every tab shows its own run's end within 3 s of
 it ending in the store, and /_stcore/health (sampled every second) never takes 0.5 s. A hidden tab sends the
-server nothing, and catches up at once when shown. Figures are printed (pytest -s shows them).
+server nothing, and catches up at once when shown; another tab on the same run must confirm a Stop. Figures
+are printed (pytest -s shows them).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ SET_VISIBILITY_JS = """hidden => {
   Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
   document.dispatchEvent(new Event("visibilitychange"));
 }"""
+STOP_TEXT_JS = "() => document.querySelector('.st-key-stop button')?.innerText.trim()"
 PROGRESS_JS = "() => document.querySelector('[data-testid=\"stProgress\"]')?.textContent || ''"
 
 
@@ -81,5 +83,10 @@ def test_hidden_tab_stops_polling_and_catches_up_when_shown(tmp_path):
         assert visible >= 2
         assert hidden == 0
         assert caught_up < 2.0
+        # Another tab on the same run's link is not the tab that started it: its Stop asks first.
+        other = browser.new_page()
+        other.goto(f"http://127.0.0.1:{port}/{page.evaluate('() => location.search')}", timeout=60 * MS)
+        other.wait_for_function(f"() => ({STOP_TEXT_JS})() === 'Stop…'", timeout=30 * MS)
+        assert page.evaluate(STOP_TEXT_JS) == "Stop"
         page.locator(".st-key-stop button").first.click()
         browser.close()
