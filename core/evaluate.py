@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, ModelLoadError, RunConfig  # noqa: F401 (ModelLoadError re-exported)
 from .data import CLASS_NAMES, ImageDataset, load_dataset, to_float
 from .devices import resolve_device, set_cpu_threads
 from .model import build_mlp, macs_per_sample
@@ -28,10 +28,6 @@ INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (
 TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}  # official test splits
 log = logging.getLogger(__name__)
 EVAL_CHUNK = 4096  # test images per forward pass: bounds memory for wide models and CIFAR's 3,072 inputs
-
-
-class ModelLoadError(ValueError):
-    """Weights cannot be turned into a model (missing, corrupt, or not matching their config)."""
 
 
 def input_size(dataset: str) -> int:

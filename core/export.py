@@ -22,8 +22,8 @@ from typing import Mapping
 import torch
 
 from .backprop import MLPStep
-from .config import (DATASETS, ConfigError, Phase, RunConfig, parse_hidden_sizes, parse_schedule,  # noqa: F401
-                     phases_from_pairs, schedule_text, short_repr)
+from .config import (DATASETS, ConfigError, Phase, RunConfig, RunStatus, WeightsFileError,  # noqa: F401
+                     parse_hidden_sizes, parse_schedule, phases_from_pairs, schedule_text, short_repr)
 from .evaluate import ModelLoadError, build_model, checkpoint_weights, layer_layout
 from .optim import make_optimizer
 from .store import EPOCH_FIELDS, Store
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 WEIGHTS_FORMAT = "mlp-training-lab/weights"
 WEIGHTS_VERSION = 1
 MAX_WEIGHTS_BYTES = 2 * 1024 ** 3
-
-
-class WeightsFileError(ValueError):
-    """An uploaded weights file is corrupt, foreign, or does not match its config; the message says which."""
 
 
 # -- CSV ------------------------------------------------------------------------------------------
@@ -401,7 +397,8 @@ def import_weights(store: Store, weights: WeightsFile, *, test_loss: float | Non
         store.save_checkpoint(run_id, checkpoint_blob(weights))
         message = f"imported from a weights file (original run {original})" if original else \
             "imported from a weights file"
-        status = weights.run.get("status") if weights.run.get("status") in ("finished", "stopped") else "stopped"
+        status = weights.run.get("status") if weights.run.get("status") in (RunStatus.FINISHED, RunStatus.STOPPED) \
+            else RunStatus.STOPPED
         store.finish_run(run_id, status, message, test_loss, test_acc)
     except Exception:
         store.delete_run(run_id)

@@ -18,18 +18,18 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from .config import Phase, RunConfig
+from .config import DeviceError, Phase, RunConfig, RunStatus, StoreError
 from .data import CLASS_NAMES, IMAGE_SHAPES
-from .devices import DeviceError, default_cpu_threads, device_label, resolve_device
+from .devices import default_cpu_threads, device_label, resolve_device
 from .history import stored_run
 from .memory import oom_kills, oom_verdict, process_rss
 from .model import LayerRow, layer_rows
-from .store import Store, StoreError
-from .train import FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult
+from .store import Store
+from .train import BatchProgress, EpochResult
 from .worker import WorkerProcess
 
-QUEUED, LOADING, RUNNING = "queued", "loading", "running"
-ACTIVE = (QUEUED, LOADING, RUNNING)
+QUEUED = RunStatus.QUEUED  # the old name, for the pages that import it from here
+ACTIVE = (RunStatus.QUEUED, RunStatus.LOADING, RunStatus.RUNNING)  # a run that has not ended
 READY_TIMEOUT_S = 180  # a cold worker imports torch and reads the dataset
 IDLE_REAP_S = 600.0  # a warm worker nobody used for this long is closed (~0.9 GB on full MNIST)
 REAP_CHECK_S = 15.0
@@ -68,7 +68,7 @@ class RunSnapshot:
 
     @property
     def can_continue(self) -> bool:
-        return self.status in (FINISHED, STOPPED, INTERRUPTED) and bool(self.epochs)
+        return self.status in (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.INTERRUPTED) and bool(self.epochs)
 
 
 class _LiveRun:
@@ -171,7 +171,8 @@ class RunManager:
             device = device_label(resolve_device(config.device))
         except DeviceError:
             device = ""
-        live = _LiveRun(RunSnapshot(run_id, owner, config, QUEUED, planned_epochs=sum(p.epochs for p in phases),
+        live = _LiveRun(RunSnapshot(run_id, owner, config, RunStatus.QUEUED,
+                                    planned_epochs=sum(p.epochs for p in phases),
                                     store_warning=self.store_warning, cpu_threads=self.cpu_threads, device=device,
                                     layers=tuple(layers), parameters=sum(r.parameters for r in layers)))
         live.pending = list(phases)
@@ -197,7 +198,7 @@ class RunManager:
         if not snap.can_continue or (live.thread is not None and live.thread.is_alive()):
             raise RuntimeError(f"run {run_id} cannot be continued now (status {snap.status})")
         live.pending = [phase]
-        live.update(status=QUEUED, message="", planned_epochs=len(snap.epochs) + epochs, progress=None,
+        live.update(status=RunStatus.QUEUED, message="", planned_epochs=len(snap.epochs) + epochs, progress=None,
                     owner=owner or snap.owner)
         message = ("continue", epochs, lr) if live.worker is not None and live.worker.alive() else \
             ("resume", run_id, [(epochs, lr)])
@@ -215,7 +216,7 @@ class RunManager:
         if live is not None:
             with live.lock:
                 snap = live.snapshot
-            if snap.status == QUEUED and live.queue is not None:
+            if snap.status == RunStatus.QUEUED and live.queue is not None:
                 snap = replace(snap, queue_ahead=live.queue.ahead_of(live.ticket))
             return snap
         return self._stored_snapshot(run_id)
@@ -270,7 +271,7 @@ class RunManager:
         try:  # the place in the queue is taken here, in the caller's order, not when the thread runs
             queue = self._queues[resolve_device(live.snapshot.config.device).type]
         except DeviceError as exc:
-            live.update(status=FAILED, message=str(exc))
+            live.update(status=RunStatus.FAILED, message=str(exc))
             live.thread = None
             self._record_unstarted_failure(live)
             return
@@ -284,14 +285,14 @@ class RunManager:
         while not queue.acquire(ticket, timeout=0.2):  # queued: wait for the device, but honour Stop
             if live.stop_requested.is_set():
                 queue.leave(ticket)
-                live.update(status=STOPPED, message="stopped while waiting in the queue")
+                live.update(status=RunStatus.STOPPED, message="stopped while waiting in the queue")
                 return
         try:
             if live.stop_requested.is_set():
-                live.update(status=STOPPED, message="stopped before it started")
+                live.update(status=RunStatus.STOPPED, message="stopped before it started")
                 return
             if live.worker is None or not live.worker.alive():
-                live.update(status=LOADING)
+                live.update(status=RunStatus.LOADING)
                 live.worker = self._take_worker()
                 if message[0] == "continue":  # its worker went to another run meanwhile: reload from the store
                     message = ("resume", live.snapshot.run_id, [message[1:]])
@@ -305,7 +306,7 @@ class RunManager:
                 worker.stop()
             self._pump(live, worker)
         except Exception as exc:  # never let a run end silently: the UI shows the message
-            live.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", progress=None)
+            live.update(status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}", progress=None)
             self._record_unstarted_failure(live)
         finally:
             queue.release()
@@ -336,7 +337,7 @@ class RunManager:
                             store_warning=info["store_warning"] or snap.store_warning)
             elif kind == "phase":
                 epochs, lr = body
-                live.update(status=RUNNING, schedule=snap.schedule + (Phase(epochs, lr),),
+                live.update(status=RunStatus.RUNNING, schedule=snap.schedule + (Phase(epochs, lr),),
                             planned_epochs=len(snap.epochs) + sum(p.epochs for p in live.pending))
                 if live.pending:
                     live.pending.pop(0)
@@ -352,7 +353,7 @@ class RunManager:
                             store_warning=store_warning or snap.store_warning, planned_epochs=len(snap.epochs))
                 return
             elif kind == "error":
-                live.update(status=FAILED, message=body[0], progress=None)
+                live.update(status=RunStatus.FAILED, message=body[0], progress=None)
                 return
 
     def _worker_died(self, live: _LiveRun, worker: WorkerProcess, memory: dict) -> None:
@@ -380,7 +381,8 @@ class RunManager:
             live.update(status=stored.status, message=stored.message, epochs=stored.epochs, progress=None,
                         test_acc=stored.test_acc, planned_epochs=len(stored.epochs))
         else:
-            live.update(status=INTERRUPTED, message=message, progress=None, planned_epochs=len(live.snapshot.epochs))
+            live.update(status=RunStatus.INTERRUPTED, message=message, progress=None,
+                        planned_epochs=len(live.snapshot.epochs))
         if problem:
             live.update(store_warning=problem)
 
@@ -402,7 +404,7 @@ class RunManager:
             self.store.create_run(snap.config.to_dict(), device=snap.device or snap.config.device, data_source="",
                                   torch_version="", parameters=snap.parameters or None, origin="dashboard",
                                   run_id=snap.run_id)
-            self.store.finish_run(snap.run_id, FAILED, snap.message)
+            self.store.finish_run(snap.run_id, RunStatus.FAILED, snap.message)
         except StoreError as exc:
             live.update(store_warning=f"This failed run is NOT saved: {exc}")
 
@@ -412,8 +414,8 @@ class RunManager:
         if self.store is None:
             return ""
         try:
-            if self.store.get_run(run_id)["status"] == RUNNING:
-                self.store.finish_run(run_id, INTERRUPTED, message)
+            if self.store.get_run(run_id)["status"] == RunStatus.RUNNING:
+                self.store.finish_run(run_id, RunStatus.INTERRUPTED, message)
         except KeyError:
             return ""
         except StoreError as exc:

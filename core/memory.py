@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, OPTIMIZERS, RunConfig
+from .config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, OPTIMIZERS, RunConfig, TrainingError
 from .data import CLASS_NAMES, IMAGE_SHAPES
 from .model import layer_rows
 
@@ -65,8 +65,6 @@ def free_bytes(device: torch.device) -> int | None:
 
 
 def check_fits(config: RunConfig, input_size: int, n_train: int, n_val: int, device: torch.device) -> None:
-    from .train import TrainingError
-
     need = estimate_bytes(config, input_size, n_train, n_val)
     free = free_bytes(device)
     if free is not None and need > HEADROOM * free:

@@ -23,11 +23,11 @@ from typing import Callable, Iterable
 
 import torch
 
-from .config import Phase, RunConfig
+from .config import Phase, RunConfig, RunStatus, StoreEmptied, StoreError, TrainingError
 from .data import ImageDataset, load_dataset
 from .health import learning_warnings
-from .store import Store, StoreEmptied, StoreError
-from .train import FAILED, FINISHED, INTERRUPTED, STOPPED, BatchProgress, EpochResult, Trainer, TrainingError
+from .store import Store
+from .train import BatchProgress, EpochResult, Trainer
 
 EpochListener = Callable[[EpochResult], None]
 ProgressListener = Callable[[BatchProgress], None]
@@ -109,7 +109,7 @@ class TrainingRun:
         try:
             self.store.create_run(self.config.to_dict(), device=self.config.device, data_source="",
                                   torch_version=torch.__version__, parameters=None, origin=origin, run_id=self.id)
-            self.store.finish_run(self.id, FAILED, str(exc).strip() or type(exc).__name__)
+            self.store.finish_run(self.id, RunStatus.FAILED, str(exc).strip() or type(exc).__name__)
         except StoreError as problem:
             self.report_store_problem(f"This failed run is NOT saved: {problem}")
 
@@ -207,7 +207,8 @@ class TrainingRun:
                     on_epoch(result)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
-            self.trainer.status, self.trainer.stop_reason = INTERRUPTED if interrupted else FAILED, _one_line(exc)
+            self.trainer.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
+            self.trainer.stop_reason = _one_line(exc)
             self._save(final=True, weights=self._epoch_state if interrupted and self._weights_lag() else None)
             raise
         self._finish_phase()
@@ -216,17 +217,17 @@ class TrainingRun:
     def run_schedule(self, phases: Iterable[Phase], on_epoch: EpochListener | None = None,
                      on_progress: ProgressListener | None = None) -> str:
         for phase in phases:
-            if self.train_phase(phase.epochs, phase.lr, on_epoch, on_progress) != FINISHED:
+            if self.train_phase(phase.epochs, phase.lr, on_epoch, on_progress) != RunStatus.FINISHED:
                 break
         return self.status
 
     def _finish_phase(self) -> None:
-        if self.status == STOPPED and self.interrupt_reason:
-            self.trainer.status, self.trainer.stop_reason = INTERRUPTED, self.interrupt_reason
+        if self.status == RunStatus.STOPPED and self.interrupt_reason:
+            self.trainer.status, self.trainer.stop_reason = RunStatus.INTERRUPTED, self.interrupt_reason
             self._save(final=True, weights=self._epoch_state if self._weights_lag() else None)
             return
         weights = None
-        if self.status in (FINISHED, STOPPED) and self.epochs:
+        if self.status in (RunStatus.FINISHED, RunStatus.STOPPED) and self.epochs:
             self.test_loss, self.test_acc = self.trainer.evaluate_test()
             weights = self.trainer.state()
         self._save(final=True, weights=weights)

@@ -16,6 +16,8 @@ import uuid
 from contextlib import closing
 from pathlib import Path
 
+from .config import RunStatus, StoreEmptied, StoreError  # noqa: F401 (errors re-exported from core.config)
+
 DEFAULT_DB = "./runs.db"
 
 SCHEMA = """
@@ -62,15 +64,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 EPOCH_FIELDS = ("epoch", "phase", "lr", "train_loss", "val_loss", "val_acc", "seconds", "samples_per_s",
                 "warmup", "elapsed")
-
-
-class StoreError(RuntimeError):
-    """The run database cannot be opened or written; the message says which file, why, and what to do."""
-
-
-class StoreEmptied(StoreError):
-    """The database file lost its tables while in use (emptied, truncated, deleted or replaced): the Store has
-    created them again, and whoever holds a run in memory can record it anew."""
 
 
 def db_path_from_env(explicit: str | os.PathLike | None = None) -> Path:
@@ -182,7 +175,7 @@ class Store:
         now = time.time()
         self._write("INSERT INTO runs (id, created_at, updated_at, status, origin, config, dataset, data_source, "
                     "device, torch_version, parameters, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (run_id, now, now, "running", origin, json.dumps(config), config["dataset"], data_source,
+                    (run_id, now, now, RunStatus.RUNNING, origin, json.dumps(config), config["dataset"], data_source,
                      device, torch_version, parameters, current_owner()))
         return run_id
 
@@ -191,8 +184,8 @@ class Store:
             schedule = json.loads(self._one(run_id)["schedule"]) + [[epochs, lr]]
         except KeyError:
             raise StoreError(f"run {run_id} is no longer in the run database {self.path} (deleted?)") from None
-        self._write("UPDATE runs SET schedule=?, status='running', owner=?, message='', updated_at=? WHERE id=?",
-                    (json.dumps(schedule), current_owner(), time.time(), run_id))
+        self._write("UPDATE runs SET schedule=?, status=?, owner=?, message='', updated_at=? WHERE id=?",
+                    (json.dumps(schedule), RunStatus.RUNNING, current_owner(), time.time(), run_id))
 
     def add_epoch(self, run_id: str, record: dict) -> None:
         values = [record[f] for f in EPOCH_FIELDS]
@@ -228,10 +221,10 @@ class Store:
 
     def mark_orphans_interrupted(self) -> list[str]:
         """Runs left "running" by a process that is gone become "interrupted" (epochs kept)."""
-        orphans = [row["id"] for row in self._read("SELECT id, owner FROM runs WHERE status='running'")
+        orphans = [row["id"] for row in self._read("SELECT id, owner FROM runs WHERE status=?", (RunStatus.RUNNING,))
                    if not owner_alive(row["owner"])]
         for run_id in orphans:
-            self.finish_run(run_id, "interrupted", "the process running it ended before the run finished")
+            self.finish_run(run_id, RunStatus.INTERRUPTED, "the process running it ended before the run finished")
         return orphans
 
     # -- reading ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig
+from .config import RunConfig, RunStatus, TrainingError  # noqa: F401 (TrainingError re-exported)
 from .data import ImageDataset, split_indices, to_float
 from .devices import device_label, resolve_device, set_cpu_threads, synchronize
 from .health import describe_batch_losses, lower_lr
@@ -30,12 +30,11 @@ from .optim import make_optimizer
 PROGRESS_INTERVAL_S = 0.1  # how often BatchProgress is emitted (and the loss checked for NaN)
 EVAL_CHUNK = 8192  # rows per validation forward pass, bounds memory for wide models
 
+# The statuses a Trainer takes, under their old names for code that imports them from here; the engine says
+# RunStatus.FINISHED etc. (core.config).
 READY, RUNNING, FINISHED, STOPPED, DIVERGED, FAILED, INTERRUPTED = (
-    "ready", "running", "finished", "stopped", "diverged", "failed", "interrupted")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or go on (out of memory, batch larger than the data...)."""
+    RunStatus.READY, RunStatus.RUNNING, RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.DIVERGED, RunStatus.FAILED,
+    RunStatus.INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ class Trainer:
         self.epochs_trained_here = 0  # by this object: its first epoch pays the warm-up costs
         self.phases_done = 0
         self.elapsed = 0.0
-        self.status = READY
+        self.status = RunStatus.READY
         self.stop_reason = ""
         # Guessing uniformly costs log(classes); a hundred times that is a run that has blown up, not learning.
         self.divergence_loss = 100 * math.log(dataset.num_classes)
@@ -133,7 +132,7 @@ class Trainer:
         self.optimizer.lr = lr
         phase = self.phases_done
         self.phases_done += 1
-        self.status, self.stop_reason = RUNNING, ""
+        self.status, self.stop_reason = RunStatus.RUNNING, ""
         previous_threads = set_cpu_threads(self.config.threads) if self.device.type == "cpu" else None
         try:
             for _ in range(epochs):
@@ -141,12 +140,12 @@ class Trainer:
                 if result is None:
                     return
                 yield result
-            self.status = FINISHED
+            self.status = RunStatus.FINISHED
         except TrainingError:
-            self.status = FAILED
+            self.status = RunStatus.FAILED
             raise
         except Exception as exc:
-            self.status = FAILED
+            self.status = RunStatus.FAILED
             if _is_oom(exc):
                 raise TrainingError(f"out of memory on {self.device_label} at batch size {self.config.batch_size}: "
                                     f"use a smaller batch or model") from None
@@ -154,8 +153,8 @@ class Trainer:
         finally:
             if previous_threads is not None:
                 set_cpu_threads(previous_threads)
-            if self.status == RUNNING:  # generator closed early by the consumer
-                self.status = STOPPED
+            if self.status == RunStatus.RUNNING:  # generator closed early by the consumer
+                self.status = RunStatus.STOPPED
 
     def _epoch(self, phase: int, lr: float, on_progress) -> EpochResult | None:
         epoch = self.epochs_done + 1
@@ -204,7 +203,7 @@ class Trainer:
         last_report = start
         for i, (x, y) in enumerate(batches, 1):
             if self.cancel.is_set():
-                self.status, self.stop_reason = STOPPED, f"stopped during epoch {epoch}"
+                self.status, self.stop_reason = RunStatus.STOPPED, f"stopped during epoch {epoch}"
                 return None
             losses.append(self._step(x, y))
             sizes.append(y.shape[0])
@@ -237,7 +236,7 @@ class Trainer:
         return math.isfinite(loss) and loss <= self.divergence_loss
 
     def _diverged(self, epoch: int, reason: str, batch_losses: list[torch.Tensor] | None = None) -> None:
-        self.status = DIVERGED
+        self.status = RunStatus.DIVERGED
         story = describe_batch_losses(torch.stack(batch_losses).tolist(), self.divergence_loss) if batch_losses else ""
         lr = self.optimizer.lr
         self.stop_reason = (reason + (f" ({story})" if story else "")

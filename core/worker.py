@@ -29,11 +29,10 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from .config import Phase, RunConfig
-from .data import DataError, load_dataset
-from .devices import DeviceError, set_cpu_threads
-from .store import Store, StoreError
-from .train import TrainingError
+from .config import DataError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
+from .data import load_dataset
+from .devices import set_cpu_threads
+from .store import Store
 
 EXPECTED_ERRORS = (TrainingError, DataError, DeviceError, StoreError)
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,7 +192,7 @@ def _train(link: PipeCancel, run, phases: list[Phase]) -> None:
         link.send("phase", phase.epochs, phase.lr)
         run.train_phase(phase.epochs, phase.lr, on_epoch=lambda e: link.send("epoch", e),
                         on_progress=lambda p: link.send("progress", p))
-        if run.status != "finished":
+        if run.status != RunStatus.FINISHED:
             break
     link.send("done", run.status, run.message, run.test_acc, run.store_warning)
 
