@@ -13,32 +13,15 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import torch
 
 from .config import TUTORIAL_SCHEDULE, RunConfig
 from .cpuload import CONTENDED_SHARE, ContentionMeter, contention_note
 from .data import load_dataset
-from .devices import device_label, list_devices, set_cpu_threads, synchronize
+from .devices import device_label, gemm_flops_per_second, list_devices, set_cpu_threads, synchronize
 from .model import macs_per_sample
 from .runs import TrainingRun
-
-
-def gemm_flops_per_second(device: torch.device, size: int = 1024, seconds: float = 1.0) -> float:
-    """Sustained fp32 matmul rate: the hardware limit the training loop is compared against."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    for _ in range(3):  # warm-up: allocation, BLAS/cuBLAS initialisation
-        a @ b
-    synchronize(device)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(4):
-            a @ b
-        synchronize(device)
-        count += 4
-    return 2 * size**3 * count / (time.perf_counter() - start)
 
 
 def epoch_flops(config: RunConfig, input_size: int, num_classes: int, n_train: int, n_val: int) -> float:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +86,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def gemm_flops_per_second(device: torch.device, size: int = 1024, seconds: float = 1.0) -> float:
+    """Sustained fp32 matmul rate: the hardware limit the training loop is compared against."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):  # warm-up: allocation, BLAS/cuBLAS initialisation
+        a @ b
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(4):
+            a @ b
+        synchronize(device)
+        count += 4
+    return 2 * size**3 * count / (time.perf_counter() - start)
 
 
 def default_cpu_threads() -> int:
