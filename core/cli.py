@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
+import time
+import uuid
 
 import torch
 
-from .config import (DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, ConfigError, RunConfig, parse_hidden_sizes,
-                     parse_schedule)
-from .data import DataError, missing_data_dir
-from .devices import DeviceError, default_cpu_threads, set_cpu_threads
-from .store import Store, StoreError
-from .train import FINISHED, TrainingError
+from .compare import DEFAULT_TARGET, Leg, check_legs, comparison_payload, comparison_title, default_legs, run_in_process
+from .config import (DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, ConfigError, LabError, Phase, RunConfig,
+                     RunStatus, StoreError, parse_hidden_sizes, parse_schedule)
+from .data import load_dataset, missing_data_dir
+from .devices import default_cpu_threads, set_cpu_threads
+from .reports import COMPARISON, SPEEDUP_MAP, ReportStore
+from .speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, default_map_legs, duration_text, estimate_seconds,
+                          estimate_sentence, map_title, measure_gemm_rates, run_speedup_map)
+from .store import Store
+from .train import EpochResult
 
 EXIT_NOT_RECORDED = 3
 
 
-class CliError(Exception):
+class CliError(LabError):
     pass
 
 
@@ -112,9 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_compare_commands(commands) -> None:
-    from .compare import DEFAULT_TARGET
-    from .speedup_map import add_map_options
-
     compare = commands.add_parser(
         "compare", help="one experiment on several legs, one after another; JSON per leg per epoch, then a summary",
         description="Legs are KEY=VALUE lists: device=cpu|cuda|mps, threads=N, pipeline=resident|dataloader, "
@@ -153,12 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import run_bench
             return run_bench(args)
         if args.command == "compare":
-            from .compare import cmd_compare
             return cmd_compare(args)
         if args.command == "speedup-map":
-            from .speedup_map import cmd_speedup_map
             return cmd_speedup_map(args)
-    except (CliError, ConfigError, DataError, DeviceError, TrainingError, StoreError) as exc:
+    except LabError as exc:  # CliError, ConfigError, DataError, DeviceError, TrainingError, StoreError...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -213,7 +215,167 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if summary["store_warning"]:
         print(f"warning: {summary['store_warning']}", file=sys.stderr)
-    if run.status != FINISHED:
+    if run.status != RunStatus.FINISHED:
         print(f"run ended: {run.status}{': ' + run.message if run.message else ''}", file=sys.stderr)
         return 1
     return EXIT_NOT_RECORDED if summary["store_warning"] else 0
+
+
+# -- compare ------------------------------------------------------------------------------------------
+def cmd_compare(args) -> int:
+    """`python -m core compare`: JSON per leg per epoch on stdout, then a summary object."""
+    legs = [Leg.parse(text) for text in args.leg] if args.leg else default_legs(args.with_pipeline)
+    base = config_from_args(args)
+    check_legs(legs, torch.get_num_threads())  # a CPU leg without threads= trains with these
+    phases = list(parse_schedule(args.schedule) if args.schedule else [Phase(base.epochs, base.lr)])
+    base = base.replace(epochs=phases[0].epochs, lr=phases[0].lr)
+    if not 0 < args.target <= 1:
+        raise ConfigError(f"--target: a validation accuracy between 0 and 1; got {args.target}")
+    store = None if args.no_db else Store(args.db)
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    comparison_id = uuid.uuid4().hex[:12]
+    created = time.time()
+
+    def on_leg(i, leg, run) -> None:
+        if run.dataset.note and i == 0:
+            print(f"note: {run.dataset.note}", file=sys.stderr)
+        print(f"leg {i}: {leg.label()} on {run.trainer.device_label}, {config_line(run)}", file=sys.stderr, flush=True)
+
+    def on_epoch(i, result: EpochResult) -> None:
+        print(json.dumps({"leg": i, "leg_label": legs[i].label(), "leg_spec": legs[i].spec(), **result.to_dict()}),
+              flush=True)
+        mark = " (warm-up)" if result.warmup else ""
+        print(f"  leg {i} epoch {result.epoch:3d}  val_loss {result.val_loss:.5f}  val_acc {result.val_acc:.2%}  "
+              f"{result.seconds:.3f}s{mark}", file=sys.stderr, flush=True)
+
+    try:
+        leg_runs = run_in_process(base, legs, phases, data_dir=args.data_dir, store=store, cancel=cancel,
+                                  on_epoch=on_epoch, on_leg=on_leg)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+    stopped = cancel.is_set() or len(leg_runs) < len(legs)
+    status = RunStatus.STOPPED if stopped else RunStatus.FINISHED
+    payload = comparison_payload(comparison_id, base, legs, phases, leg_runs, status, args.target, created)
+    if store is not None:
+        try:
+            ReportStore(store).save(COMPARISON, payload, comparison_title(base, legs), comparison_id)
+        except StoreError as exc:
+            print(f"warning: the comparison was not saved: {exc}", file=sys.stderr)
+    summary = {"type": "summary", "comparison_id": comparison_id, "status": status, **payload["summary"],
+               "startup_s": payload["startup_s"]}
+    print(json.dumps(summary), flush=True)
+    for row in payload["summary"]["legs"]:
+        median = f"{row['median_epoch_s']:.3f} s/epoch" if row["median_epoch_s"] else "no timed epoch"
+        speed = f", {row['speedup']:.2f}x" if row["speedup"] else ""
+        print(f"leg {row['index']} {row['label']}: {median}{speed} ({row['status']})", file=sys.stderr)
+    for key in ("same_start_text", "drift_text", "pipeline_text"):
+        if payload["summary"][key]:
+            print(payload["summary"][key], file=sys.stderr)
+    if payload["summary"]["contention_text"]:
+        print(f"warning: {payload['summary']['contention_text']}", file=sys.stderr)
+    return 0 if all(r.status == RunStatus.FINISHED for r in leg_runs) and not stopped else 1
+
+
+def config_line(run) -> str:
+    trainer = run.trainer
+    return f"{trainer.n_train:,} train / {trainer.n_val:,} validation samples"
+
+
+# -- speedup-map --------------------------------------------------------------------------------------
+def _int_list(text: str, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--{name}: a comma list of whole numbers, e.g. 32,128; got {text!r}") from None
+
+
+def add_map_options(parser) -> None:
+    g = MapGrid()
+    parser.add_argument("--hidden-sizes", default=",".join(map(str, g.hidden_sizes)),
+                        help="comma list (default %(default)s)")
+    parser.add_argument("--layers", default=",".join(map(str, g.layers)),
+                        help="hidden layers, comma list (default %(default)s)")
+    parser.add_argument("--batch-sizes", default=",".join(map(str, g.batch_sizes)),
+                        help="comma list (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=g.steps, help="timed steps per cell and leg (default %(default)s)")
+    parser.add_argument("--warmup-steps", type=int, default=g.warmup_steps,
+                        help="untimed steps first (default %(default)s)")
+    parser.add_argument("--leg", action="append", help="device=cpu,threads=1 ... (repeat; the first is the baseline; "
+                                                       "default: GPU vs CPU, or CPU 1 thread vs all threads)")
+    parser.add_argument("--dataset", choices=("mnist", "fashion_mnist", "cifar10"), default="mnist")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--db", help="SQLite file to keep the map in (default: $RUNS_DB or ./runs.db)")
+    parser.add_argument("--no-db", action="store_true", help="do not keep the map")
+    parser.add_argument("--yes", action="store_true",
+                        help=f"run a map estimated over {ESTIMATE_CONFIRM_S:.0f} s without asking (needed when stdin "
+                             f"is not a terminal)")
+    parser.add_argument("--id", help=argparse.SUPPRESS)  # the dashboard names the map it will look for
+
+
+def grid_from_args(args) -> MapGrid:
+    return MapGrid(_int_list(args.hidden_sizes, "hidden-sizes"), _int_list(args.layers, "layers"),
+                   _int_list(args.batch_sizes, "batch-sizes"), args.steps, args.warmup_steps)
+
+
+def cmd_speedup_map(args) -> int:
+    """`python -m core speedup-map`: a JSON line per finished cell, then the whole map as one JSON object."""
+    grid = grid_from_args(args)
+    legs = [Leg.parse(text) for text in args.leg] if args.leg else default_map_legs()
+    check_legs(legs)
+    store = None if args.no_db else Store(args.db)
+    dataset = load_dataset(args.dataset, args.data_dir)
+    if dataset.note:
+        print(f"note: {dataset.note}", file=sys.stderr)
+    rates = measure_gemm_rates(legs)
+    estimate = estimate_seconds(grid, rates, dataset.input_size, dataset.num_classes)
+    print(f"estimate: {estimate_sentence(grid, legs, estimate)}", file=sys.stderr, flush=True)
+    if estimate > ESTIMATE_CONFIRM_S and not args.yes and not confirmed(estimate):
+        return 1
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    map_id = args.id or os.urandom(6).hex()
+
+    def on_leg(info) -> None:
+        print(f"leg {info['label']} ({info['device']}): GEMM {info['gemm_gflops']:.1f} GFLOP/s", file=sys.stderr,
+              flush=True)
+
+    def on_cell(cell, done, total) -> None:
+        print(json.dumps({"type": "cell", "done": done, "total": total, **cell}), flush=True)
+        times = "  ".join(f"{t['step_ms']:8.3f} ms" for t in cell["legs"])
+        print(f"[{done:2d}/{total}] layers {cell['layers']} hidden {cell['hidden']:5d} batch {cell['batch']:5d}  "
+              f"{times}  speedup {cell['speedup'][-1]:.2f}x", file=sys.stderr, flush=True)
+
+    try:
+        result = run_speedup_map(grid, legs, dataset, cancel=cancel, on_cell=on_cell, on_leg=on_leg, seed=args.seed,
+                                 map_id=map_id, gemm_rates=rates)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+    if contention(result):
+        print(f"warning: {contention(result)}", file=sys.stderr)
+    if store is not None and result["cells"]:
+        try:
+            ReportStore(store).save(SPEEDUP_MAP, result, map_title(result), map_id)
+        except StoreError as exc:
+            print(f"warning: the map was not saved: {exc}", file=sys.stderr)
+    print(json.dumps(result), flush=True)
+    return 0 if result["status"] == RunStatus.FINISHED else 1
+
+
+def confirmed(estimate: float) -> bool:
+    """Over a minute: ask on a terminal; without one (a script, a pipe) refuse and say how to go on."""
+    if not sys.stdin.isatty():
+        raise ConfigError(f"this map would take about {duration_text(estimate)}, over {ESTIMATE_CONFIRM_S:.0f} s: "
+                          f"pass --yes to run it, or measure fewer or smaller cells (--hidden-sizes, --layers, "
+                          f"--batch-sizes, --steps)")
+    try:
+        answer = input(f"This map would take about {duration_text(estimate)}. Run it? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("not started", file=sys.stderr)
+    return False

@@ -19,24 +19,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 
-from .config import ConfigError, Phase, RunConfig
+from .config import ConfigError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
 from .cpuload import ContentionMeter, contention_note, worker_children_ticks
 from .cuda_graph import graph_support
-from .devices import DeviceError
 from .legs import DEVICE_NAMES, LEG_DEVICES, Leg, default_legs, unavailable_reason  # noqa: F401 (re-exported)
 from .parity import SAME_START_BAR, passes, start_checks
-from .reports import COMPARISON, ReportStore, open_reports, recent_reports
-from .store import StoreError
-from .train import FAILED, FINISHED, STOPPED, EpochResult, TrainingError
+from .reports import COMPARISON, open_reports, recent_reports
+from .train import EpochResult
 
 DEFAULT_TARGET = 0.95  # validation accuracy for "time to target"
 
@@ -319,7 +315,7 @@ def run_in_process(base: RunConfig, legs: list[Leg], phases: list[Phase], *, dat
         try:
             run = TrainingRun(config, dataset=dataset, store=store, cancel=cancel, origin="compare")
         except TrainingError as exc:
-            results.append(LegRun(leg, FAILED, message=str(exc)))
+            results.append(LegRun(leg, RunStatus.FAILED, message=str(exc)))
             continue
         startup = time.perf_counter() - start
         if on_leg is not None:
@@ -328,8 +324,8 @@ def run_in_process(base: RunConfig, legs: list[Leg], phases: list[Phase], *, dat
         try:
             run.run_schedule(phases, on_epoch=(lambda e, i=i: on_epoch(i, e)) if on_epoch else None)
         except TrainingError as exc:
-            results.append(LegRun(leg, FAILED, tuple(run.epochs), None, run.trainer.device_label, str(exc), startup,
-                                  run.id, meter.share()))
+            results.append(LegRun(leg, RunStatus.FAILED, tuple(run.epochs), None, run.trainer.device_label, str(exc),
+                                  startup, run.id, meter.share()))
             continue
         results.append(LegRun(leg, run.status, tuple(run.epochs), run.test_acc, run.trainer.device_label,
                               run.message, startup, run.id, meter.share()))
@@ -353,80 +349,7 @@ def comparison_title(base: RunConfig, legs: list[Leg]) -> str:
     return f"{' vs '.join(leg.label() for leg in legs)}: {base.describe()}"
 
 
-def cmd_compare(args) -> int:
-    """`python -m core compare`: JSON per leg per epoch on stdout, then a summary object."""
-    from .cli import config_from_args
-    from .config import parse_schedule
-    from .store import Store
-
-    legs = [Leg.parse(text) for text in args.leg] if args.leg else default_legs(args.with_pipeline)
-    base = config_from_args(args)
-    check_legs(legs, torch_threads())
-    phases = list(parse_schedule(args.schedule) if args.schedule else [Phase(base.epochs, base.lr)])
-    base = base.replace(epochs=phases[0].epochs, lr=phases[0].lr)
-    if not 0 < args.target <= 1:
-        raise ConfigError(f"--target: a validation accuracy between 0 and 1; got {args.target}")
-    store = None if args.no_db else Store(args.db)
-    cancel = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    comparison_id = uuid.uuid4().hex[:12]
-    created = time.time()
-
-    def on_leg(i, leg, run) -> None:
-        if run.dataset.note and i == 0:
-            print(f"note: {run.dataset.note}", file=sys.stderr)
-        print(f"leg {i}: {leg.label()} on {run.trainer.device_label}, {config_line(run)}", file=sys.stderr, flush=True)
-
-    def on_epoch(i, result: EpochResult) -> None:
-        print(json.dumps({"leg": i, "leg_label": legs[i].label(), "leg_spec": legs[i].spec(), **result.to_dict()}),
-              flush=True)
-        mark = " (warm-up)" if result.warmup else ""
-        print(f"  leg {i} epoch {result.epoch:3d}  val_loss {result.val_loss:.5f}  val_acc {result.val_acc:.2%}  "
-              f"{result.seconds:.3f}s{mark}", file=sys.stderr, flush=True)
-
-    try:
-        leg_runs = run_in_process(base, legs, phases, data_dir=args.data_dir, store=store, cancel=cancel,
-                                  on_epoch=on_epoch, on_leg=on_leg)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 1
-    stopped = cancel.is_set() or len(leg_runs) < len(legs)
-    status = STOPPED if stopped else FINISHED
-    payload = comparison_payload(comparison_id, base, legs, phases, leg_runs, status, args.target, created)
-    if store is not None:
-        try:
-            ReportStore(store).save(COMPARISON, payload, comparison_title(base, legs), comparison_id)
-        except StoreError as exc:
-            print(f"warning: the comparison was not saved: {exc}", file=sys.stderr)
-    summary = {"type": "summary", "comparison_id": comparison_id, "status": status, **payload["summary"],
-               "startup_s": payload["startup_s"]}
-    print(json.dumps(summary), flush=True)
-    for row in payload["summary"]["legs"]:
-        median = f"{row['median_epoch_s']:.3f} s/epoch" if row["median_epoch_s"] else "no timed epoch"
-        speed = f", {row['speedup']:.2f}x" if row["speedup"] else ""
-        print(f"leg {row['index']} {row['label']}: {median}{speed} ({row['status']})", file=sys.stderr)
-    for key in ("same_start_text", "drift_text", "pipeline_text"):
-        if payload["summary"][key]:
-            print(payload["summary"][key], file=sys.stderr)
-    if payload["summary"]["contention_text"]:
-        print(f"warning: {payload['summary']['contention_text']}", file=sys.stderr)
-    return 0 if all(r.status == FINISHED for r in leg_runs) and not stopped else 1
-
-
-def torch_threads() -> int:
-    """This process's torch CPU threads: what a CPU leg without threads= trains with in the CLI."""
-    import torch
-
-    return torch.get_num_threads()
-
-
-def config_line(run) -> str:
-    trainer = run.trainer
-    return f"{trainer.n_train:,} train / {trainer.n_val:,} validation samples"
-
-
 # -- through the RunManager (the dashboard) ---------------------------------------------------------
-QUEUED, RUNNING = "queued", "running"
 
 
 @dataclass(frozen=True)
@@ -448,7 +371,7 @@ class ComparisonSnapshot:
 
     @property
     def active(self) -> bool:
-        return self.status in (QUEUED, RUNNING)
+        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
 
     def stage(self) -> str:
         """What an active comparison is doing now, in words, read from the current leg's own status: a leg
@@ -460,11 +383,11 @@ class ComparisonSnapshot:
         if run is None:
             return self.message or "waiting to start"
         leg = f"leg {self.current + 1} of {n} ({self.legs[self.current].label()})"
-        if run.status == "queued":
+        if run.status == RunStatus.QUEUED:
             ahead = getattr(run, "queue_ahead", 0)
             return f"{leg} queued: {ahead} run{'s' if ahead != 1 else ''} ahead of it on the device" if ahead else \
                 f"{leg} queued for the device"
-        if run.status == "loading":
+        if run.status == RunStatus.LOADING:
             return f"{leg} loading data and model"
         if run.active:
             return f"{leg} training, epoch {min(len(run.epochs) + 1, self.planned_epochs)} of {self.planned_epochs}"
@@ -480,7 +403,7 @@ class ComparisonSnapshot:
         for i, (leg, run_id, snap) in enumerate(zip(self.legs, self.run_ids, self.runs)):
             other = self.other_cpu[i] if i < len(self.other_cpu) else None
             if snap is None:
-                out.append(LegRun(leg, FAILED, message="its run is no longer in the store", run_id=run_id))
+                out.append(LegRun(leg, RunStatus.FAILED, message="its run is no longer in the store", run_id=run_id))
             else:
                 out.append(LegRun(leg, snap.status, tuple(snap.epochs), snap.test_acc, snap.device, snap.message,
                                   run_id=run_id, other_cpu_share=other,
@@ -536,7 +459,7 @@ class Comparisons:
         phases = tuple(phases or (Phase(base.epochs, base.lr),))
         base = base.replace(epochs=phases[0].epochs, lr=phases[0].lr)
         comparison_id = "c" + os.urandom(5).hex()
-        live = _Live(ComparisonSnapshot(comparison_id, base, tuple(legs), phases, QUEUED), owner)
+        live = _Live(ComparisonSnapshot(comparison_id, base, tuple(legs), phases, RunStatus.QUEUED), owner)
         with self._lock:
             self._live[comparison_id] = live
         live.thread = threading.Thread(target=self._drive, args=(live,), name=f"compare-{comparison_id}", daemon=True)
@@ -595,7 +518,7 @@ class Comparisons:
 
     def _drive(self, live: _Live) -> None:
         snap = live.snapshot
-        status, message = FINISHED, ""
+        status, message = RunStatus.FINISHED, ""
         try:
             for i, leg in enumerate(snap.legs):
                 if live.stop.is_set():
@@ -605,7 +528,7 @@ class Comparisons:
                     break
                 run_id = self.manager.start(leg.config(snap.base), owner=live.owner or snap.comparison_id,
                                             phases=snap.phases)
-                live.update(status=RUNNING, current=i, run_ids=live.snapshot.run_ids + (run_id,), message="")
+                live.update(status=RunStatus.RUNNING, current=i, run_ids=live.snapshot.run_ids + (run_id,), message="")
                 if live.stop.is_set():  # Stop pressed between the check above and the start
                     self.manager.stop(run_id)
                 meter = ContentionMeter(own_ticks=worker_children_ticks)  # the training workers are "us"
@@ -613,12 +536,13 @@ class Comparisons:
                 live.update(other_cpu=live.snapshot.other_cpu + (meter.share(),),
                             message=f"next: leg {i + 2}" if i + 1 < len(snap.legs) else "")
             if live.stop.is_set():
-                status, message = STOPPED, "stopped: the legs that did not finish are shown as far as they got"
+                status = RunStatus.STOPPED
+                message = "stopped: the legs that did not finish are shown as far as they got"
             elif live.snapshot.run_ids:
                 live.update(message="checking that the legs start from the same numbers")
                 live.update(start_checks=tuple(self._check_start(live)))
         except Exception as exc:  # e.g. the manager shut down: the page shows why
-            status, message = FAILED, f"{type(exc).__name__}: {exc}"
+            status, message = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
         # Stored before it is published as ended: whoever sees it ended can also reload it.
         ended = dataclasses.replace(live.snapshot, status=status, message=message, current=-1)
         self._save(dataclasses.replace(ended, runs=tuple(self.manager.snapshot(r) for r in ended.run_ids)))

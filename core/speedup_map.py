@@ -21,7 +21,6 @@ and thread setting), reads its progress lines, and cancels it with SIGTERM.
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import collections
 import dataclasses
@@ -40,15 +39,15 @@ import torch
 
 from .backprop import MLPStep
 from .compare import Leg, check_legs, default_legs, spare_starting
-from .config import MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig
+from .config import (MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig, RunStatus,
+                     StoreError)
 from .cpuload import ContentionMeter, contention_note
 from .cuda_graph import GraphedStep, graph_support
-from .data import CLASS_NAMES, IMAGE_SHAPES, load_dataset, to_float
-from .devices import cpu_name, device_label, set_cpu_threads, synchronize
+from .data import CLASS_NAMES, IMAGE_SHAPES, to_float
+from .devices import cpu_name, device_label, gemm_flops_per_second, set_cpu_threads, synchronize
 from .model import build_mlp, macs_per_sample
 from .optim import make_optimizer
-from .reports import SPEEDUP_MAP, ReportStore, open_reports, recent_reports
-from .store import Store, StoreError
+from .reports import SPEEDUP_MAP, open_reports, recent_reports
 
 ESTIMATE_CONFIRM_S = 60.0  # a map estimated longer than this asks first (CLI) or warns (dashboard)
 # Per training step, beyond its matmuls at the GEMM rate: ~30 eager ops of ~5-8 us (NOTES.md), and ~5 more
@@ -61,7 +60,7 @@ MAP_LR = 0.01  # small enough that wide, deep nets stay finite: NaN/denormal ari
 GEMM_SECONDS = 0.5  # per leg, to measure its fp32 matmul rate
 ROOT = Path(__file__).resolve().parent.parent
 _MEASURE_LOCK = threading.Lock()
-FINISHED, CANCELLED, FAILED, WAITING, RUNNING = "finished", "cancelled", "failed", "waiting", "running"
+FINISHED, CANCELLED = RunStatus.FINISHED, RunStatus.CANCELLED  # the old names, for code that imports them from here
 
 
 @dataclass(frozen=True)
@@ -150,8 +149,6 @@ def estimate_sentence(grid: MapGrid, legs: list[Leg], seconds: float) -> str:
 
 def measure_gemm_rates(legs: list[Leg], seconds: float = GEMM_SECONDS) -> list[float]:
     """Each leg's fp32 matmul rate in FLOP/s, on its device with its thread count."""
-    from .bench import gemm_flops_per_second
-
     rates = []
     for leg in legs:
         previous = set_cpu_threads(leg.threads) if leg.device == "cpu" else None
@@ -235,7 +232,7 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
         leg_info.append(info)
         if on_leg is not None:
             on_leg(info)
-    cells, status = [], FINISHED
+    cells, status = [], RunStatus.FINISHED
     for layers, hidden, batch in grid.cells():
         config = RunConfig(hidden_sizes=(hidden,) * layers, batch_size=batch, lr=MAP_LR, seed=seed)
         flops = step_flops(dataset.input_size, config.hidden_sizes, dataset.num_classes, batch)
@@ -254,7 +251,7 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
                                 "samples_per_s": grid.steps * batch / seconds, "floor_s": floor,
                                 "floor_ratio": seconds / floor})
         except _Cancelled:
-            status = CANCELLED
+            status = RunStatus.CANCELLED
             break
         cell = {"layers": layers, "hidden": hidden, "batch": batch, "gflop_per_step": flops / 1e9, "legs": timings,
                 "speedup": [timings[0]["seconds"] / t["seconds"] for t in timings]}
@@ -262,7 +259,7 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
         if on_cell is not None:
             on_cell(cell, len(cells), len(grid.cells()))
         if cancel.is_set():
-            status = CANCELLED
+            status = RunStatus.CANCELLED
             break
     seconds = time.perf_counter() - clock
     return {"type": "speedup_map", "id": map_id, "created_at": started, "status": status, "seconds": seconds,
@@ -279,103 +276,9 @@ def contention(result: dict) -> str:
 
 def map_title(result: dict) -> str:
     legs = " vs ".join(leg["label"] for leg in result["legs"])
-    done = f"{len(result['cells'])}/{result['total_cells']} cells" if result["status"] != FINISHED else \
+    done = f"{len(result['cells'])}/{result['total_cells']} cells" if result["status"] != RunStatus.FINISHED else \
         f"{len(result['cells'])} cells"
     return f"{legs}: {done}, {result['grid']['steps']} steps"
-
-
-# -- the CLI ----------------------------------------------------------------------------------------
-def _int_list(text: str, name: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"--{name}: a comma list of whole numbers, e.g. 32,128; got {text!r}") from None
-
-
-def add_map_options(parser) -> None:
-    g = MapGrid()
-    parser.add_argument("--hidden-sizes", default=",".join(map(str, g.hidden_sizes)), help="comma list (default %(default)s)")
-    parser.add_argument("--layers", default=",".join(map(str, g.layers)), help="hidden layers, comma list (default %(default)s)")
-    parser.add_argument("--batch-sizes", default=",".join(map(str, g.batch_sizes)), help="comma list (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=g.steps, help="timed steps per cell and leg (default %(default)s)")
-    parser.add_argument("--warmup-steps", type=int, default=g.warmup_steps, help="untimed steps first (default %(default)s)")
-    parser.add_argument("--leg", action="append", help="device=cpu,threads=1 ... (repeat; the first is the baseline; "
-                                                       "default: GPU vs CPU, or CPU 1 thread vs all threads)")
-    parser.add_argument("--dataset", choices=("mnist", "fashion_mnist", "cifar10"), default="mnist")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--db", help="SQLite file to keep the map in (default: $RUNS_DB or ./runs.db)")
-    parser.add_argument("--no-db", action="store_true", help="do not keep the map")
-    parser.add_argument("--yes", action="store_true",
-                        help=f"run a map estimated over {ESTIMATE_CONFIRM_S:.0f} s without asking (needed when stdin "
-                             f"is not a terminal)")
-    parser.add_argument("--id", help=argparse.SUPPRESS)  # the dashboard names the map it will look for
-
-
-def grid_from_args(args) -> MapGrid:
-    return MapGrid(_int_list(args.hidden_sizes, "hidden-sizes"), _int_list(args.layers, "layers"),
-                   _int_list(args.batch_sizes, "batch-sizes"), args.steps, args.warmup_steps)
-
-
-def cmd_speedup_map(args) -> int:
-    """`python -m core speedup-map`: a JSON line per finished cell, then the whole map as one JSON object."""
-    grid = grid_from_args(args)
-    legs = [Leg.parse(text) for text in args.leg] if args.leg else default_map_legs()
-    check_legs(legs)
-    store = None if args.no_db else Store(args.db)
-    dataset = load_dataset(args.dataset, args.data_dir)
-    if dataset.note:
-        print(f"note: {dataset.note}", file=sys.stderr)
-    rates = measure_gemm_rates(legs)
-    estimate = estimate_seconds(grid, rates, dataset.input_size, dataset.num_classes)
-    print(f"estimate: {estimate_sentence(grid, legs, estimate)}", file=sys.stderr, flush=True)
-    if estimate > ESTIMATE_CONFIRM_S and not args.yes and not confirmed(estimate):
-        return 1
-    cancel = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    map_id = args.id or os.urandom(6).hex()
-
-    def on_leg(info) -> None:
-        print(f"leg {info['label']} ({info['device']}): GEMM {info['gemm_gflops']:.1f} GFLOP/s", file=sys.stderr,
-              flush=True)
-
-    def on_cell(cell, done, total) -> None:
-        print(json.dumps({"type": "cell", "done": done, "total": total, **cell}), flush=True)
-        times = "  ".join(f"{t['step_ms']:8.3f} ms" for t in cell["legs"])
-        print(f"[{done:2d}/{total}] layers {cell['layers']} hidden {cell['hidden']:5d} batch {cell['batch']:5d}  "
-              f"{times}  speedup {cell['speedup'][-1]:.2f}x", file=sys.stderr, flush=True)
-
-    try:
-        result = run_speedup_map(grid, legs, dataset, cancel=cancel, on_cell=on_cell, on_leg=on_leg, seed=args.seed,
-                                 map_id=map_id, gemm_rates=rates)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 1
-    if contention(result):
-        print(f"warning: {contention(result)}", file=sys.stderr)
-    if store is not None and result["cells"]:
-        try:
-            ReportStore(store).save(SPEEDUP_MAP, result, map_title(result), map_id)
-        except StoreError as exc:
-            print(f"warning: the map was not saved: {exc}", file=sys.stderr)
-    print(json.dumps(result), flush=True)
-    return 0 if result["status"] == FINISHED else 1
-
-
-def confirmed(estimate: float) -> bool:
-    """Over a minute: ask on a terminal; without one (a script, a pipe) refuse and say how to go on."""
-    if not sys.stdin.isatty():
-        raise ConfigError(f"this map would take about {duration_text(estimate)}, over {ESTIMATE_CONFIRM_S:.0f} s: "
-                          f"pass --yes to run it, or measure fewer or smaller cells (--hidden-sizes, --layers, "
-                          f"--batch-sizes, --steps)")
-    try:
-        answer = input(f"This map would take about {duration_text(estimate)}. Run it? [y/N] ")
-    except EOFError:
-        answer = ""
-    if answer.strip().lower() in ("y", "yes"):
-        return True
-    print("not started", file=sys.stderr)
-    return False
 
 
 # -- for the dashboard: a map in a subprocess -------------------------------------------------------
@@ -393,7 +296,7 @@ class MapSnapshot:
 
     @property
     def active(self) -> bool:
-        return self.status in (WAITING, RUNNING)
+        return self.status in (RunStatus.WAITING, RunStatus.RUNNING)
 
     @property
     def total(self) -> int:
@@ -412,7 +315,7 @@ class MapSnapshot:
 class MapJob:
     def __init__(self, map_id: str, grid: MapGrid, legs: list[Leg], data_dir, db_path, busy=None):
         self.lock = threading.Lock()
-        self.snapshot = MapSnapshot(map_id, WAITING, grid, tuple(legs), started_at=time.time())
+        self.snapshot = MapSnapshot(map_id, RunStatus.WAITING, grid, tuple(legs), started_at=time.time())
         self.data_dir, self.db_path = data_dir, db_path
         self.busy = busy or (lambda: 0)
         self.cancelled = threading.Event()
@@ -449,12 +352,12 @@ class MapJob:
             while self.busy() > 0:  # other runs would share the machine and skew every cell
                 self.update(message="waiting for the runs that are training (or a worker that is starting) to finish")
                 if self.cancelled.wait(0.5):
-                    self.update(status=CANCELLED, message="cancelled before it started")
+                    self.update(status=RunStatus.CANCELLED, message="cancelled before it started")
                     return
             if self.cancelled.is_set():
-                self.update(status=CANCELLED, message="cancelled before it started")
+                self.update(status=RunStatus.CANCELLED, message="cancelled before it started")
                 return
-            self.update(status=RUNNING, message="measuring the devices' matmul rates")
+            self.update(status=RunStatus.RUNNING, message="measuring the devices' matmul rates")
             self.process = subprocess.Popen(self.command(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE, text=True, start_new_session=True)
             if self.cancelled.is_set():
@@ -468,10 +371,10 @@ class MapJob:
             snap = self.snapshot
             if snap.result is None:
                 tail = " | ".join(self.stderr_tail) or f"exit code {code}"
-                self.update(status=CANCELLED if self.cancelled.is_set() else FAILED,
+                self.update(status=RunStatus.CANCELLED if self.cancelled.is_set() else RunStatus.FAILED,
                             message="cancelled" if self.cancelled.is_set() else f"the map failed: {tail}")
         except Exception as exc:
-            self.update(status=FAILED, message=f"{type(exc).__name__}: {exc}")
+            self.update(status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}")
 
     def _read_stderr(self) -> None:
         for line in self.process.stderr:
@@ -492,7 +395,7 @@ class MapJob:
         elif record.get("type") == "speedup_map":
             status = record["status"]
             message = f"cancelled after {len(record['cells'])} of {record['total_cells']} cells" \
-                if status == CANCELLED else f"finished in {record['seconds']:.0f} s"
+                if status == RunStatus.CANCELLED else f"finished in {record['seconds']:.0f} s"
             self.update(status=status, result=record, cells=tuple(record["cells"]), leg_info=tuple(record["legs"]),
                         message=message)
 
