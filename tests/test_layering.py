@@ -83,3 +83,109 @@ def test_importing_every_core_module_loads_no_streamlit():
     forbidden_line, core_line = result.stdout.splitlines()[-2:]
     assert json.loads(forbidden_line) == []
     assert set(modules) <= set(json.loads(core_line))  # the imports really happened
+
+
+# -- no import cycles -----------------------------------------------------------------------------------
+PROJECT_PACKAGES = ("core", "dashboard")
+CLI_MODULE = "core.cli"
+CLI_IMPORTERS = {"core.__main__"}  # `python -m core`: the only module that may import the CLI
+
+
+def module_name(path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_sources() -> dict[str, tuple[ast.AST, str]]:
+    """Every module of core/ and dashboard/: its syntax tree and the package its relative imports start in."""
+    sources = {}
+    for folder in PROJECT_PACKAGES:
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            package = ".".join(path.relative_to(REPO_ROOT).parent.parts)
+            sources[module_name(path)] = (ast.parse(path.read_text(), filename=str(path)), package)
+    return sources
+
+
+def project_module(name: str, modules) -> str | None:
+    """The longest project module an imported name starts with ("core.config.RunConfig" -> "core.config")."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in modules:
+            return ".".join(parts[:end])
+    return None
+
+
+def import_graph(sources: dict[str, tuple[ast.AST, str]]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports, at the top or inside a function alike."""
+    graph = {}
+    for name, (tree, package) in sources.items():
+        targets = {project_module(imported, sources) for imported in imported_modules(tree, package)}
+        graph[name] = {target for target in targets if target is not None and target != name}
+    return graph
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), list(graph.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module: each is an import cycle."""
+    reach = {node: reachable(graph, node) for node in graph}
+    components = {frozenset({node} | {other for other in reach[node] if node in reach.get(other, ())})
+                  for node in graph}
+    return sorted(sorted(component) for component in components if len(component) > 1)
+
+
+def cycle_path(graph: dict[str, set[str]], component: list[str]) -> list[str]:
+    """One shortest loop through the component's first module, e.g. [a, b, a]."""
+    start, members = component[0], set(component)
+    paths, seen = [[start]], {start}
+    while paths:
+        path = paths.pop(0)
+        for target in sorted(graph[path[-1]] & members):
+            if target == start:
+                return path + [start]
+            if target not in seen:
+                seen.add(target)
+                paths.append(path + [target])
+    return component
+
+
+def cycles_message(graph: dict[str, set[str]]) -> str:
+    return "; ".join(f"import cycle among {', '.join(c)}: {' -> '.join(cycle_path(graph, c))}"
+                     for c in import_cycles(graph))
+
+
+def test_cycle_check_finds_a_cycle():
+    # the check below must be able to fail: a tiny graph with a loop (and a module outside it that imports it)
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "x"}, "d": {"a"}, "x": set()}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert cycles_message(graph) == "import cycle among a, b, c: a -> b -> c -> a"
+    assert import_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+    # and from source, the way the check reads the project: a function-level import closes the loop
+    sources = {"core": (ast.parse(""), "core"),
+               "core.memory": (ast.parse("def check():\n    from .train import TrainingError\n"), "core"),
+               "core.train": (ast.parse("from .memory import check_fits\nimport torch\n"), "core"),
+               "core.cli": (ast.parse("from core import train\nfrom core.config import RunConfig\n"), "core")}
+    graph = import_graph(sources)
+    assert graph["core.cli"] == {"core", "core.train"}  # core.config is not a module of this fake project
+    assert import_cycles(graph) == [["core.memory", "core.train"]]
+
+
+def test_no_import_cycles_in_core_or_dashboard():
+    graph = import_graph(project_sources())
+    assert {"core.cli", "core.train", "dashboard.app"} <= set(graph)
+    assert not import_cycles(graph), cycles_message(graph)
+
+
+def test_only_the_entry_point_imports_the_cli():
+    # CLI commands (options and printing) live in core.cli; the engine and the pages never reach back into it
+    graph = import_graph(project_sources())
+    importers = {module for module, targets in graph.items() if CLI_MODULE in targets}
+    assert importers <= CLI_IMPORTERS, f"{sorted(importers - CLI_IMPORTERS)} import {CLI_MODULE}"
