@@ -1,18 +1,25 @@
-# The front door: `make install` sets up .venv, `make run` starts the dashboard, `make test` runs every test. Each sets up what it needs
+# The front door: `make install` sets up .venv, `make run` starts the dashboard, `make test` runs every test
+# (`make test-fast`: the unit tests alone, under a minute). Each sets up what it needs
 # first (a venv in .venv, the requirements installed once; again only when a requirements file changes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test
+.PHONY: install run test test-fast
 
 install: $(VENV)/.installed-test
 
 run: $(VENV)/.installed
 	$(BIN)/streamlit run dashboard/app.py
 
+# Every test, the fast lane first (unit tests, stops at the first failure), then the slow lane (real workers,
+# subprocesses, Streamlit servers, Chromium).
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -x -m "not slow and not browser"
+	$(BIN)/python -m pytest -q -m "slow or browser"
+
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -29,9 +29,7 @@ EMPTY_DATA_DIR.mkdir(exist_ok=True)
 
 # A multipage script like dashboard/app.py with History first (AppTest cannot switch to callable pages),
 # so Continue / Re-run can st.switch_page to the Train page exactly as in the real app.
-HISTORY_APP = f"""
-import sys
-sys.path.insert(0, {str(REPO_ROOT)!r})
+HISTORY_APP = """
 import streamlit as st
 from dashboard.history_page import history_page
 from dashboard.train_page import train_page

@@ -11,6 +11,9 @@ import pytest
 
 from core.bench import distortion_notes
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 ROW = {"speedup": 10.6, "resident_over_floor": 3.8}
 

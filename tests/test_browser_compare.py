@@ -22,6 +22,9 @@ import pytest
 
 from browser_support import ARTIFACTS, ROOT, dashboard, launch, require_browser
 
+# a real Streamlit server driven by Chromium
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 BAR = os.environ.get("COMPARE_BAR") == "1"
 LIMIT_S = 30 if BAR else 120  # the bar on full MNIST; otherwise a limit that other load on the machine cannot trip
 

@@ -19,6 +19,9 @@ import pytest
 
 from browser_support import ARTIFACTS, MS, dashboard, launch, require_browser
 
+# a real Streamlit server driven by Chromium
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 sync_api = require_browser()
 
 # Epoch numbers drawn by each Plotly chart on the page (old and new charts can coexist during a rerun).

@@ -17,6 +17,9 @@ from core.config import Phase
 from core.runs import TrainingRun
 from core.store import Store
 
+# a real Streamlit server driven by Chromium
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 TRACES_JS = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => (el.data || []).length)"
 
 require_browser()

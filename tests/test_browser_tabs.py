@@ -8,7 +8,6 @@ are printed (pytest -s shows them).
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +16,10 @@ import pytest
 from browser_support import MS, ROOT, dashboard, launch, require_browser
 
 sync_api = require_browser()
-sys.path.insert(0, str(ROOT / "scripts"))
 from tab_load import measure  # noqa: E402
+
+# a real Streamlit server driven by Chromium
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SHARED_DATA = Path(os.environ.get("DATA_DIR") or ROOT.parent / "shared" / "datasets")
 # Page Visibility as a browser sets it when the user switches to another tab or minimizes the window.

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_environment, json_lines, start_cli
+from support import cli_environment, json_lines, start_cli
 from core.store import Store
+
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
 
 EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "val_acc", "seconds", "device", "warmup"}
 SUMMARY_KEYS = {"status", "test_acc", "total_seconds", "run_id"}

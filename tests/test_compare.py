@@ -23,6 +23,9 @@ from core.optim import make_optimizer
 from core.parity import SAME_START_BAR
 from core.train import EpochResult, Trainer
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none on this machine)")

@@ -20,12 +20,14 @@ from core.store import Store
 from dashboard.text import md
 
 REPO = Path(__file__).resolve().parent.parent
-COMPARE_APP = f"""
-import sys
-sys.path.insert(0, {str(REPO)!r})
+COMPARE_APP = """
 from dashboard.compare_page import compare_page
+
 compare_page()
 """
+
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
 
 
 class Tracker:

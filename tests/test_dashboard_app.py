@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 import re
 import string
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -27,6 +24,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.export import config_to_query  # noqa: E402
 from dashboard import state  # noqa: E402
+
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
 
 APP = str(ROOT / "dashboard" / "app.py")
 RUN_TIMEOUT = 30  # s for one script run; the first one imports the page's modules

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import ToTensor
 
-from conftest import IDX_UBYTE_1D, IDX_UBYTE_3D, make_idx_dataset, write_idx
+from support import IDX_UBYTE_1D, IDX_UBYTE_3D, make_idx_dataset, write_idx
 from core import data
 from core.data import DataError, load_dataset, split_indices, to_float
 

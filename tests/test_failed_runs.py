@@ -20,7 +20,7 @@ from core.config import RunConfig
 from core.store import Store
 from core.worker import serve
 
-pytestmark = pytest.mark.usefixtures("clean_data_cache")
+pytestmark = [pytest.mark.usefixtures("clean_data_cache"), pytest.mark.slow]  # AppTest with real workers
 
 
 @pytest.fixture

@@ -22,6 +22,9 @@ from dashboard.state import get_manager
 from test_dashboard_app import shown as as_read
 from dashboard.text import md
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 
 SHARED = Path("/work/shared/datasets")
 

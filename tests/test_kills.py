@@ -21,6 +21,9 @@ from core.runs import TrainingRun
 from core.store import Store
 from core.worker import serve
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 CONFIG = RunConfig(hidden_sizes=(64,), batch_size=100, device="cpu", threads=1)
 
 
@@ -73,7 +76,7 @@ def process_exists(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
+@pytest.mark.browser
 def test_server_sigkill_leaves_the_run_interrupted_and_continuable_after_a_restart(tmp_path):
     from browser_support import MS, dashboard, launch, require_browser
 

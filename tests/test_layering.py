@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 CORE = REPO_ROOT / "core"
 FORBIDDEN = ("streamlit", "dashboard")

@@ -14,6 +14,9 @@ from core.config import Phase, RunConfig
 from core.manager import RunManager, _DeviceQueue
 from core.store import Store
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 SAMPLE = RunConfig(device="cpu", epochs=2)  # on the 5,000-image sample: ~0.05 s per epoch
 
 

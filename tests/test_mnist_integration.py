@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 from core import data
 from core.config import TUTORIAL_SCHEDULE, RunConfig
 from core.runs import TrainingRun

@@ -15,6 +15,9 @@ from core.parity import (SAME_START_BAR, StartPoint, compare_start, first_batch,
                          weights_checksum)
 from core.train import Trainer
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -76,7 +76,7 @@ def non_loopback_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a real Streamlit server
 def test_server_accepts_only_loopback_and_refuses_uploads_without_xsrf(tmp_path):
     log = tmp_path / "server.log"
     (tmp_path / "data").mkdir()

@@ -16,6 +16,9 @@ from core.speedup_map import (CANCELLED, ESTIMATE_CONFIRM_S, FINISHED, MapGrid, 
                                estimate_seconds, run_speedup_map, step_flops)
 from core.store import Store
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 TINY = MapGrid(hidden_sizes=(8, 32), layers=(1, 2), batch_sizes=(16, 64), steps=3, warmup_steps=1)
 LEGS = [Leg("cpu", 1), Leg("cpu", 2)]
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 import torch
 
-from conftest import start_cli
+from support import start_cli
 from core.config import Phase, RunConfig
 from core.runs import TrainingRun
 from core.store import Store, StoreError, current_owner, owner_alive

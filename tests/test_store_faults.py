@@ -24,6 +24,9 @@ from core.store import Store
 from core.train import FINISHED
 from core.worker import serve
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 CONFIG = RunConfig(hidden_sizes=(64,), batch_size=200, device="cpu", threads=1)
 WIDE = CONFIG.replace(hidden_sizes=(512,))  # weights of 1.6 MB: more than a nearly full disk takes
 

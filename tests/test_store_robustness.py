@@ -17,7 +17,6 @@ from core.store import Store, StoreError
 
 TRAINER = """
 import json, sys, threading
-sys.path.insert(0, {root!r})
 from core.config import RunConfig
 from core.runs import TrainingRun
 from core.store import Store
@@ -31,8 +30,8 @@ print(json.dumps({{"status": run.status, "store_warning": run.store_warning}}), 
 
 WRITER = """
 import sys, time
-sys.path.insert(0, {root!r})
 from core.store import Store
+
 store = Store(sys.argv[1])
 run_id = store.create_run({{"dataset": "mnist"}}, device="cpu", data_source="", torch_version="", parameters=0)
 print(run_id, flush=True)
@@ -46,6 +45,9 @@ for epoch in range(1, int(sys.argv[2]) + 1):
 store.finish_run(run_id, "finished")
 """
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 
 def python(code: str, *args, **kwargs) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -54,14 +56,14 @@ def python(code: str, *args, **kwargs) -> subprocess.Popen:
 
 
 def trainer(db, epochs, batch=200, seed=42) -> subprocess.Popen:
-    return python(TRAINER.format(root=str(REPO_ROOT), data=str(EMPTY_DATA_DIR)), db, epochs, batch, seed)
+    return python(TRAINER.format(data=str(EMPTY_DATA_DIR)), db, epochs, batch, seed)
 
 
 def test_two_writer_processes_at_once_lose_no_epochs(tmp_path):
     db = tmp_path / "runs.db"
     Store(db)
     start = time.time() + 1.5  # after both interpreters are up
-    writers = [python(WRITER.format(root=str(REPO_ROOT)), db, 150, start) for _ in range(2)]
+    writers = [python(WRITER.format(), db, 150, start) for _ in range(2)]
     outputs = [w.communicate(timeout=120) for w in writers]
     assert all(w.returncode == 0 for w in writers), [o[1] for o in outputs]
     store = Store(db)

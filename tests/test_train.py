@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import synthetic_dataset, zeros_dataset
+from support import synthetic_dataset, zeros_dataset
 from core import memory
 from core import train as train_module
 from core.config import Phase, RunConfig

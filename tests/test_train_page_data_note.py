@@ -15,6 +15,9 @@ from core.config import RunConfig
 from core.data import SOURCE_SAMPLE, clear_cache
 from core.store import Store
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def page_env(tmp_path, monkeypatch):

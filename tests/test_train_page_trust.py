@@ -15,6 +15,9 @@ from core.store import Store
 from test_dashboard_app import (APP, RUN_TIMEOUT, SLOW, AppTest, check_ok, epochs_shown, is_status, manager,  # noqa: F401
                                 new_app, poll, settled, shown, start, status_line)
 
+# real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
+pytestmark = pytest.mark.slow
+
 
 def cli_run(manager, config: RunConfig) -> str:
     """A run trained the way `python -m core train` trains it, into the dashboard's store."""
