@@ -5,6 +5,8 @@ a tiny MLP each, so a whole store is built in a couple of seconds.
 """
 from __future__ import annotations
 
+import contextlib
+
 import socket
 import sqlite3
 import threading
@@ -100,6 +102,31 @@ class ManagerTracker:
     def shutdown(self) -> None:
         for manager in self.created:
             manager.shutdown(timeout=2)
+
+
+@contextlib.contextmanager
+def history_environment(template: Path, workdir: Path, monkeypatch, data_dir: Path):
+    """A fresh copy of a template store as RUNS_DB, DATA_DIR set, clean caches; managers shut down afterwards."""
+    db = copy_store(template, workdir / "runs.db")
+    monkeypatch.setenv("RUNS_DB", str(db))
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    clear_streamlit_caches()
+    managers = ManagerTracker(monkeypatch)
+    try:
+        yield Store(db)
+    finally:
+        managers.shutdown()
+        clear_streamlit_caches()
+
+
+def history_app(**query):
+    """The History page (as HISTORY_APP) with these query parameters, run once."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_string(HISTORY_APP, default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
 
 
 def poll(at, done, timeout: float = 90.0, interval: float = 0.3):

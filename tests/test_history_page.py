@@ -10,14 +10,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from history_helpers import (EMPTY_DATA_DIR, HISTORY_APP, REPO_ROOT, ManagerTracker, build_store, clear_streamlit_caches,
-                             copy_store, poll)
+from history_helpers import (EMPTY_DATA_DIR, REPO_ROOT, build_store, clear_streamlit_caches, history_app,
+                             history_environment, poll)
 from core.config import RunConfig
 from core.data import CLASS_NAMES
 from core.export import WeightsFile, config_to_query, run_weights_bytes, weights_bytes
 from core.model import build_mlp
 from core.history import runs_table
-from core.store import Store
 from dashboard.state import get_manager
 from test_dashboard_app import shown as as_read
 from dashboard.text import md
@@ -43,21 +42,8 @@ def template(tmp_path_factory, data_dir):
 @pytest.fixture
 def app_env(tmp_path, monkeypatch, data_dir, template):
     """A fresh copy of the four-run store as RUNS_DB, empty DATA_DIR, clean caches, managers shut down."""
-    db = copy_store(template[0], tmp_path / "runs.db")
-    monkeypatch.setenv("RUNS_DB", str(db))
-    monkeypatch.setenv("DATA_DIR", str(data_dir))
-    clear_streamlit_caches()
-    managers = ManagerTracker(monkeypatch)
-    yield Store(db), template[1]
-    managers.shutdown()
-    clear_streamlit_caches()
-
-
-def history_app(**query) -> AppTest:
-    at = AppTest.from_string(HISTORY_APP, default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    return at.run()
+    with history_environment(template[0], tmp_path, monkeypatch, data_dir) as store:
+        yield store, template[1]
 
 
 def chart_traces(at, key):

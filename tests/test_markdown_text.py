@@ -10,9 +10,8 @@ import torch
 import io
 from streamlit.testing.v1 import AppTest
 
-from history_helpers import EMPTY_DATA_DIR, HISTORY_APP, ManagerTracker, build_store, clear_streamlit_caches, copy_store
+from history_helpers import EMPTY_DATA_DIR, build_store, history_app, history_environment
 from core.export import run_weights_bytes
-from core.store import Store
 from dashboard.text import WORD_JOINER, md
 
 LINK = "x`[CLICKME](https://evil.example/x)`"  # ?run=x%60%5BCLICKME%5D(https://evil.example/x)%60
@@ -81,21 +80,8 @@ def template(tmp_path_factory):
 
 @pytest.fixture
 def history_env(tmp_path, monkeypatch, template):
-    db = copy_store(template[0], tmp_path / "runs.db")
-    monkeypatch.setenv("RUNS_DB", str(db))
-    monkeypatch.setenv("DATA_DIR", str(EMPTY_DATA_DIR))
-    clear_streamlit_caches()
-    managers = ManagerTracker(monkeypatch)
-    yield Store(db), template[1]
-    managers.shutdown()
-    clear_streamlit_caches()
-
-
-def history_app(**query) -> AppTest:
-    at = AppTest.from_string(HISTORY_APP, default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    return at.run()
+    with history_environment(template[0], tmp_path, monkeypatch, EMPTY_DATA_DIR) as store:
+        yield store, template[1]
 
 
 @pytest.mark.parametrize("value", [LINK, IMAGE])
