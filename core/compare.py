@@ -283,7 +283,8 @@ def duplicate_legs_message(legs: list[Leg], default_threads: int | None = None) 
     if not repeats:
         return ""
     default = f"; a CPU leg without threads= uses {default_threads}" if unnamed_threads else ""
-    return f"{'; '.join(repeats)}{default}. Each leg must differ in device, threads, pipeline or graphs: drop the repeat."
+    return (f"{'; '.join(repeats)}{default}. Each leg must differ in device, threads, pipeline or graphs: "
+            f"drop the repeat.")
 
 
 # -- in this process (the CLI) ----------------------------------------------------------------------

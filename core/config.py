@@ -110,7 +110,8 @@ class RunConfig:
         _choice("device", self.device, DEVICES)
         _choice("pipeline", self.pipeline, PIPELINES)
         if not 1 <= len(self.hidden_sizes) <= MAX_HIDDEN_LAYERS:
-            raise ConfigError(f"hidden_sizes: need 1 to {MAX_HIDDEN_LAYERS} hidden layers, got {len(self.hidden_sizes)}")
+            raise ConfigError(f"hidden_sizes: need 1 to {MAX_HIDDEN_LAYERS} hidden layers, "
+                              f"got {len(self.hidden_sizes)}")
         for size in self.hidden_sizes:
             _int_range("hidden_sizes", size, 1, MAX_HIDDEN_SIZE)
         _int_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)

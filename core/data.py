@@ -153,7 +153,8 @@ def _expected_files(name: str, root: Path) -> list[Path]:
     if name == "cifar10":
         return [root / "cifar-10-batches-py" / "test_batch"]
     raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
-    return [raw / f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    kinds = ("images-idx3-ubyte", "labels-idx1-ubyte")
+    return [raw / f"{split}-{kind}" for split in ("train", "t10k") for kind in kinds]
 
 
 def availability_note(name: str, data_dir: str | os.PathLike | None = None, *, last_source: str = "") -> str:

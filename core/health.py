@@ -42,8 +42,9 @@ def _at_chance(epochs, best: float, num_classes: int, steps_per_epoch: int | Non
             f"guessing gives ({1 / num_classes:.0%} for {num_classes} classes).")
     hints = []
     if last.val_loss > 1.05 * math.log(num_classes):  # worse than a uniform guess: steps overshoot
-        hints.append(f"the validation loss ({last.val_loss:.3g}) is above a uniform guess's ({math.log(num_classes):.2f}), "
-                     f"so the steps overshoot: lower the learning rate (try {lower_lr(lr):g})")
+        hints.append(f"the validation loss ({last.val_loss:.3g}) is above a uniform guess's "
+                     f"({math.log(num_classes):.2f}), so the steps overshoot: lower the learning rate "
+                     f"(try {lower_lr(lr):g})")
     else:
         hints.append(f"lower the learning rate (try {lower_lr(lr):g}) or try another optimizer")
     if steps_per_epoch is not None and steps_per_epoch < FEW_STEPS:

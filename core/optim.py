@@ -2,8 +2,8 @@
 
 torch.optim's per-step Python costs ~50 us, a fifth of a whole step at the tutorial's size, so
 the engine updates parameters itself. Parameters must not require grad (the engine's don't:
-its gradients come from backprop.MLPStep), so the updates need no no_grad context. Each update matches torch.optim's formula (tests compare
-against torch.optim as the reference).
+its gradients come from backprop.MLPStep), so the updates need no no_grad context. Each update
+matches torch.optim's formula (tests compare against torch.optim as the reference).
 """
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ def val_acc_figure(legs, planned_epochs: int) -> go.Figure:
         acc = (frame["val_acc"] * 100).tolist()
         low = min([low, *acc])
         fig.add_trace(go.Scatter(x=frame["epoch"].tolist(), y=acc, name=name, mode="lines+markers",
-                                 line=dict(color=color, dash="solid" if i == 0 else "dash"), marker=dict(size=7 - i % 3),
+                                 line=dict(color=color, dash="solid" if i == 0 else "dash"),
+                                 marker=dict(size=7 - i % 3),
                                  hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.2f}} %<extra></extra>"))
     fig.update_layout(**_layout("Validation accuracy per epoch", "epoch", "accuracy (%)"))
     fig.update_layout(xaxis=_epoch_axis(planned_epochs), yaxis=dict(range=[max(0.0, math.floor(low / 5) * 5), 100.5]))
@@ -62,7 +63,8 @@ def val_loss_figure(legs, planned_epochs: int) -> go.Figure:
         loss = frame["val_loss"].tolist()
         top = max([top, *[v for v in loss if math.isfinite(v)]])
         fig.add_trace(go.Scatter(x=frame["epoch"].tolist(), y=loss, name=name, mode="lines+markers",
-                                 line=dict(color=color, dash="solid" if i == 0 else "dash"), marker=dict(size=7 - i % 3),
+                                 line=dict(color=color, dash="solid" if i == 0 else "dash"),
+                                 marker=dict(size=7 - i % 3),
                                  hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.5f}}<extra></extra>"))
     fig.update_layout(**_layout("Validation loss per epoch (same start; float drift may part the curves)", "epoch",
                                 "cross-entropy"))

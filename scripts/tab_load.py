@@ -37,7 +37,8 @@ ENDED_JS = ("() => Array.from(document.querySelectorAll('[data-testid=\"stMarkdo
             " || t.includes('❌ Failed') || t.includes('⚠️ Diverged'); })")
 # Each tab notes (wall clock, ms) when it first shows its run's end; checked every 100 ms in the page itself.
 WATCH_JS = ("() => { window.__endedAt = 0; const ended = %s;"
-            " const timer = setInterval(() => { if (ended()) { window.__endedAt = Date.now(); clearInterval(timer); } },"
+            " const timer = setInterval(() => {"
+            " if (ended()) { window.__endedAt = Date.now(); clearInterval(timer); } },"
             " 100); }" % ENDED_JS)
 
 

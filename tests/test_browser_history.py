@@ -32,7 +32,8 @@ def server(tmp_path):
     store = Store(db)
     data = sample_data()
     ids = []
-    for config, phases in ((SMALL, [Phase(2, 0.5), Phase(1, 0.1)]), (SMALL.replace(hidden_sizes=(32,)), [Phase(2, 0.5)])):
+    for config, phases in ((SMALL, [Phase(2, 0.5), Phase(1, 0.1)]),
+                           (SMALL.replace(hidden_sizes=(32,)), [Phase(2, 0.5)])):
         run = TrainingRun(config, store=store, dataset=data)
         run.run_schedule(phases)
         ids.append(run.id)

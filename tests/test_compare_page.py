@@ -1,4 +1,5 @@
-"""AppTest of the Compare page: legs, a live two-leg comparison, results table, refresh, speedup map; figure builders."""
+"""AppTest of the Compare page: legs, a live two-leg comparison, results table, refresh, speedup map; figure
+builders."""
 from __future__ import annotations
 
 import json

@@ -14,9 +14,9 @@ import torch
 from history_helpers import EMPTY_DATA_DIR, SMALL, copy_store, sample_data
 from core.config import ConfigError, Phase, RunConfig
 from core.evaluate import ModelLoadError, evaluate_weights, load_run_model
-from core.export import (schedule_to_query, share_from_query, EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
+from core.export import (EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
                          epochs_csv, import_weights, is_share_query, read_epochs_csv, read_weights, run_epochs_csv,
-                         run_weights, run_weights_bytes, table_csv, weights_bytes)
+                         run_weights, run_weights_bytes, schedule_to_query, share_from_query, table_csv, weights_bytes)
 from core.history import differing_fields, median_epoch_seconds, overlay_series, run_label, runs_table, smooth
 from core.model import build_mlp
 from core.runs import TrainingRun
@@ -241,7 +241,8 @@ def crafted_upload_files(blob: bytes) -> dict[str, tuple[bytes, str]]:
         "truncated by 3,212 bytes": (blob[:-3212], "is truncated or damaged"),  # was "negative seek value"
         "truncated to 100 bytes": (blob[:100], "is truncated or damaged"),
         "one byte flipped": (bytes(flipped), "is damaged"),
-        "a zip that is not a torch file": (not_torch_zip.getvalue(), "is a zip archive, but not a PyTorch weights file"),
+        "a zip that is not a torch file": (not_torch_zip.getvalue(),
+                                           "is a zip archive, but not a PyTorch weights file"),
         "a zip in torch's layout without its records": (torch_like_zip.getvalue(), "not a PyTorch weights file"),
         "wrong shapes for its model": (wrong_shapes.getvalue(), "wrong shapes for its own 784-32-10 model"),
         "a pickle": (pickle.dumps({"config": SMALL.to_dict()}), "is a Python pickle"),

@@ -15,7 +15,6 @@ from streamlit.testing.v1 import AppTest
 
 from history_helpers import HISTORY_APP, REPO_ROOT, ManagerTracker, clear_streamlit_caches
 from test_dashboard_app import shown as as_read
-from core import data
 from core.config import RunConfig
 from core.store import Store
 from core.worker import serve

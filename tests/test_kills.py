@@ -91,7 +91,8 @@ def test_server_sigkill_leaves_the_run_interrupted_and_continuable_after_a_resta
                 page.goto(f"http://localhost:{port}/?hidden=512,512&epochs=50&lr=0.1")
                 page.locator(".st-key-train button").first.click(timeout=60 * MS)
                 deadline = time.monotonic() + 120
-                while not (db.exists() and (runs := Store(db).list_runs()) and len(Store(db).epochs(runs[0]["id"])) >= 3):
+                while not (db.exists() and (runs := Store(db).list_runs())
+                           and len(Store(db).epochs(runs[0]["id"])) >= 3):
                     assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
                     time.sleep(0.1)
                 run_id = runs[0]["id"]

@@ -2,8 +2,10 @@
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +191,12 @@ def test_only_the_entry_point_imports_the_cli():
     graph = import_graph(project_sources())
     importers = {module for module, targets in graph.items() if CLI_MODULE in targets}
     assert importers <= CLI_IMPORTERS, f"{sorted(importers - CLI_IMPORTERS)} import {CLI_MODULE}"
+
+
+def test_ruff_finds_nothing():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if ruff is None:
+        pytest.skip("ruff is not installed (requirements-test.txt has it)")
+    result = subprocess.run([ruff, "check", "--output-format", "concise", "."], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
