@@ -1,5 +1,8 @@
 """Runs and their epochs in one SQLite file (WAL mode), committed epoch by epoch.
 
+The file knows its schema version (PRAGMA user_version): opening an older file upgrades it in place (missing
+tables and columns are added; nothing is dropped or rewritten), and a file from a newer version is refused with
+a message rather than misread.
 A run whose owning process died (crash, kill -9, power cut) still says "running" in the file; the
 next Store opened on the file finds it and marks it "interrupted", keeping its epochs.
 Every call opens its own connection, so a write that failed (read-only folder, disk full) works
@@ -19,6 +22,7 @@ from pathlib import Path
 from .config import RunStatus, StoreEmptied, StoreError  # noqa: F401 (errors re-exported from core.config)
 
 DEFAULT_DB = "./runs.db"
+SCHEMA_VERSION = 1  # 1: runs, epochs, checkpoints as below (files from before versioning read 0)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -93,6 +97,21 @@ def owner_alive(owner: str) -> bool:
     return _process_start(int(pid)) == start and start != ""
 
 
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Columns today's SCHEMA has and an older file's tables lack, added with their defaults (ALTER TABLE)."""
+    wanted = sqlite3.connect(":memory:")
+    wanted.executescript(SCHEMA)
+    for (table,) in wanted.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for _, name, kind, notnull, default, _ in wanted.execute(f"PRAGMA table_info({table})"):
+            if name not in have:
+                # SQLite adds a NOT NULL column only with a default; the old rows take it.
+                clause = f" NOT NULL DEFAULT {default}" if notnull and default is not None else \
+                    (f" DEFAULT {default}" if default is not None else "")
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}{clause}")
+    wanted.close()
+
+
 class Store:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = db_path_from_env(path)
@@ -108,8 +127,15 @@ class Store:
 
     def _create_schema(self) -> None:
         with closing(self._connect()) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"it was written by a newer version of this app (schema {version}; this "
+                                            f"version reads up to {SCHEMA_VERSION})")
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            if version < SCHEMA_VERSION:
+                _add_missing_columns(db)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import closing
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import torch
 from support import start_cli
 from core.config import Phase, RunConfig
 from core.runs import TrainingRun
-from core.store import Store, StoreError, current_owner, owner_alive
+from core.store import SCHEMA, SCHEMA_VERSION, Store, StoreError, current_owner, owner_alive
 from core.train import FINISHED, Trainer, TrainingError
 
 CONFIG = RunConfig(device="cpu")
@@ -354,3 +355,54 @@ def test_resume_without_a_checkpoint_raises_training_error(tmp_path, offline_sam
     store.finish_run(run_id, "interrupted", "died before its first epoch")
     with pytest.raises(TrainingError, match="cannot be continued"):
         TrainingRun.resume(run_id, store)
+
+
+# -- schema versions ------------------------------------------------------------------------------------
+EPOCH = {"epoch": 1, "phase": 0, "lr": 0.5, "train_loss": 1.0, "val_loss": 0.9, "val_acc": 0.7, "seconds": 0.2,
+         "samples_per_s": 1e5, "warmup": True, "elapsed": 0.2}
+
+
+def user_version(path) -> int:
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_a_file_from_before_schema_versions_opens_with_every_run(tmp_path):
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    ids = [store.create_run(RunConfig(seed=i).to_dict(), device="cpu", data_source="", torch_version="",
+                            parameters=10) for i in range(3)]
+    store.add_epoch(ids[0], EPOCH)
+    store.finish_run(ids[0], "finished", test_acc=0.7)
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version=0")  # as every file written before the store knew its version
+    reopened = Store(path)
+    assert user_version(path) == SCHEMA_VERSION
+    assert sorted(r["id"] for r in reopened.list_runs()) == sorted(ids)
+    assert reopened.get_run(ids[0])["test_acc"] == 0.7 and reopened.epochs(ids[0])[0]["val_acc"] == 0.7
+
+
+def test_an_older_file_gets_the_columns_it_lacks_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "runs.db"
+    old_schema = SCHEMA.replace("    owner TEXT NOT NULL DEFAULT ''\n", "").replace(
+        "    test_acc REAL,\n", "    test_acc REAL\n").replace("    elapsed REAL,\n", "")
+    assert "owner" not in old_schema and "elapsed" not in old_schema
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(old_schema)
+        db.execute("INSERT INTO runs (id, created_at, updated_at, status, config, dataset) VALUES (?, ?, ?, ?, ?, ?)",
+                   ("old", 1.0, 1.0, "finished", json.dumps(RunConfig().to_dict()), "mnist"))
+        db.commit()
+    store = Store(path)
+    assert user_version(path) == SCHEMA_VERSION
+    assert store.get_run("old")["status"] == "finished"
+    store.add_epoch("old", EPOCH)  # a column the old file lacked (elapsed) is written and read back
+    assert store.epochs("old")[0]["elapsed"] == 0.2
+
+
+def test_a_file_from_a_newer_version_is_refused_with_a_message(tmp_path):
+    path = tmp_path / "runs.db"
+    Store(path)
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer version of this app"):
+        Store(path)
