@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 
 import torch
@@ -22,16 +21,12 @@ from .data import load_dataset
 from .devices import device_label, gemm_flops_per_second, list_devices, set_cpu_threads, synchronize
 from .model import macs_per_sample
 from .runs import TrainingRun
+from .train import median_timed_epoch
 
 
 def epoch_flops(config: RunConfig, input_size: int, num_classes: int, n_train: int, n_val: int) -> float:
     macs = macs_per_sample(input_size, config.hidden_sizes, num_classes)
     return 2 * macs * (3 * n_train + n_val)  # train: forward + 2x backward; validation: forward
-
-
-def median_timed(run: TrainingRun) -> float:
-    timed = [e.seconds for e in run.epochs if not e.warmup]
-    return statistics.median(timed)
 
 
 def log(text: str) -> None:
@@ -102,7 +97,7 @@ def run_bench(args) -> int:
         flops = epoch_flops(base, dataset.input_size, dataset.num_classes, resident.trainer.n_train,
                             resident.trainer.n_val)
         floor = flops / rate
-        tutorial_s, resident_s = median_timed(tutorial), median_timed(resident)
+        tutorial_s, resident_s = median_timed_epoch(tutorial.epochs), median_timed_epoch(resident.epochs)
         row = {
             "device": device_label(device),
             "threads": torch.get_num_threads() if kind == "cpu" else None,

@@ -4,23 +4,17 @@ Plain dicts and lists only, so the dashboard, the CSV export and tests read the 
 """
 from __future__ import annotations
 
-import statistics
 from datetime import datetime
 
 from .config import ConfigError, Phase, RunConfig, phases_from_pairs
 from .export import check_epochs, check_run_section, schedule_text
 from .store import Store
+from .train import median_timed_epoch
 
 # Settings that can tell runs apart in a legend, with a short label each.
 LEGEND_FIELDS = {"dataset": "", "hidden_sizes": "hidden ", "activation": "", "batch_size": "batch ",
                  "optimizer": "", "lr": "lr ", "momentum": "momentum ", "weight_decay": "wd ", "seed": "seed ",
                  "val_fraction": "val ", "pipeline": "", "device": ""}
-
-
-def median_epoch_seconds(epochs: list[dict]) -> float | None:
-    """The typical epoch time: warm-up epochs (one-off allocation and kernel costs) left out when others exist."""
-    timed = [e["seconds"] for e in epochs if not e["warmup"]] or [e["seconds"] for e in epochs]
-    return statistics.median(timed) if timed else None
 
 
 def stored_run(run: dict, epochs: list[dict] | None = None) -> tuple[RunConfig, tuple[Phase, ...]]:
@@ -75,7 +69,7 @@ def summarize_run(run: dict, epochs: list[dict], has_weights: bool = False) -> d
         "best_val_acc": max(val) if val else None,
         "final_val_acc": val[-1] if val else None,
         "test_acc": run.get("test_acc"),
-        "median_epoch_s": median_epoch_seconds(epochs),
+        "median_epoch_s": median_timed_epoch(epochs),
         "origin": run.get("origin", ""),
         "data_source": run.get("data_source", ""),
         "weights_kept": has_weights,

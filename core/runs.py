@@ -15,7 +15,6 @@ recorded after it); an interrupted run (server gone, SIGTERM) saves its last fin
 from __future__ import annotations
 
 import math
-import statistics
 import threading
 import time
 import uuid
@@ -27,7 +26,7 @@ from .config import Phase, RunConfig, RunStatus, StoreEmptied, StoreError, Train
 from .data import ImageDataset, load_dataset
 from .health import learning_warnings
 from .store import Store
-from .train import BatchProgress, EpochResult, Trainer
+from .train import BatchProgress, EpochResult, Trainer, median_timed_epoch
 
 EpochListener = Callable[[EpochResult], None]
 ProgressListener = Callable[[BatchProgress], None]
@@ -233,7 +232,6 @@ class TrainingRun:
         self._save(final=True, weights=weights)
 
     def summary(self) -> dict:
-        timed = [e.seconds for e in self.epochs if not e.warmup] or [e.seconds for e in self.epochs]
         return {
             "run_id": self.id,
             "status": self.status,
@@ -244,7 +242,7 @@ class TrainingRun:
             "test_acc": self.test_acc,
             "test_loss": self.test_loss,
             "total_seconds": sum(e.seconds for e in self.epochs),
-            "median_epoch_seconds": _median(timed),
+            "median_epoch_seconds": median_timed_epoch(self.epochs),
             "device": self.trainer.device_label,
             "data_source": self.dataset.source,
             "data_note": self.dataset.note,
@@ -256,10 +254,6 @@ class TrainingRun:
         """Not learning, or validation loss rising: what was seen and what to change (the run is kept)."""
         steps = math.ceil(self.trainer.n_train / self.config.batch_size)
         return learning_warnings(self.epochs, self.dataset.num_classes, steps_per_epoch=steps)
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -53,6 +54,17 @@ class EpochResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def median_timed_epoch(epochs) -> float | None:
+    """The typical epoch time in seconds: the median, warm-up epochs (one-off allocation and kernel costs) left
+    out when others exist. Takes EpochResults or their dicts (as the store keeps them)."""
+    def field(epoch, name):
+        return epoch[name] if isinstance(epoch, dict) else getattr(epoch, name)
+
+    seconds = [field(e, "seconds") for e in epochs]
+    timed = [s for e, s in zip(epochs, seconds) if not field(e, "warmup")] or seconds
+    return statistics.median(timed) if timed else None
 
 
 @dataclass(frozen=True)

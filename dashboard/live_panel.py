@@ -5,7 +5,6 @@ Drawn from RunManager snapshots only, inside a fragment that polls while the run
 from __future__ import annotations
 
 import math
-import statistics
 import time
 
 import streamlit as st
@@ -13,6 +12,7 @@ import streamlit as st
 from core.data import CLASS_NAMES
 from core.health import learning_warnings
 from core.manager import ACTIVE, QUEUED, RunSnapshot
+from core.train import median_timed_epoch
 
 from . import charts
 from .poll import live_fragment
@@ -34,13 +34,8 @@ STATUS_TEXT = {
 }
 
 
-def typical_epoch_seconds(snap: RunSnapshot) -> float | None:
-    timed = [e.seconds for e in snap.epochs if not e.warmup] or [e.seconds for e in snap.epochs]
-    return statistics.median(timed) if timed else None
-
-
 def eta_seconds(snap: RunSnapshot) -> float | None:
-    per_epoch = typical_epoch_seconds(snap)
+    per_epoch = median_timed_epoch(snap.epochs)
     if per_epoch is None:
         progress = snap.progress
         if progress is None or progress.batch == 0:

@@ -13,8 +13,9 @@ from core.devices import DeviceError, resolve_device
 from core.evaluate import ModelLoadError, load_run_model
 from core.health import learning_warnings
 from core.export import config_json, run_epochs_csv, run_weights_bytes, schedule_text, weights_filename
-from core.history import median_epoch_seconds, rerun_phases, stored_run
+from core.history import rerun_phases, stored_run
 from core.store import Store, StoreError
+from core.train import median_timed_epoch
 
 from . import charts
 from .controls import LR_OPTIONS
@@ -67,7 +68,7 @@ def run_detail(store: Store, run_id: str, has_weights: bool, on_delete) -> None:
         st.warning(warning)
 
     val = [e["val_acc"] for e in epochs]
-    median = median_epoch_seconds(epochs)
+    median = median_timed_epoch(epochs)
     tiles = st.columns(5)
     tiles[0].metric("Epochs", len(epochs))
     tiles[1].metric("Best val accuracy", f"{max(val):.2%}" if val else "–")

@@ -17,10 +17,11 @@ from core.evaluate import ModelLoadError, evaluate_weights, load_run_model
 from core.export import (EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
                          epochs_csv, import_weights, is_share_query, read_epochs_csv, read_weights, run_epochs_csv,
                          run_weights, run_weights_bytes, schedule_to_query, share_from_query, table_csv, weights_bytes)
-from core.history import differing_fields, median_epoch_seconds, overlay_series, run_label, runs_table, smooth
+from core.history import differing_fields, overlay_series, run_label, runs_table, smooth
 from core.model import build_mlp
 from core.runs import TrainingRun
 from core.store import Store
+from core.train import median_timed_epoch
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_runs_table_csv_round_trip(stored):
     assert by_id[first.id]["best_val_acc"] == max(e.val_acc for e in first.epochs)
     assert by_id[first.id]["final_val_acc"] == first.epochs[-1].val_acc
     assert by_id[first.id]["test_acc"] == first.test_acc
-    assert by_id[first.id]["median_epoch_s"] == median_epoch_seconds(store.epochs(first.id))
+    assert by_id[first.id]["median_epoch_s"] == median_timed_epoch(store.epochs(first.id))
     assert by_id[first.id]["weights_kept"] is True and by_id[first.id]["status"] == "finished"
 
 
@@ -358,10 +359,10 @@ def test_smoothing_and_labels():
     series = overlay_series([a, b], {"aaaaaa111": [{"epoch": 1, "elapsed": 0.5, "val_loss": 1.0, "val_acc": 0.5,
                                                     "train_loss": 2.0}]}, x="elapsed")
     assert series[0]["x"] == [0.5] and series[1]["x"] == []
-    assert median_epoch_seconds([{"seconds": 9.0, "warmup": True}, {"seconds": 1.0, "warmup": False},
+    assert median_timed_epoch([{"seconds": 9.0, "warmup": True}, {"seconds": 1.0, "warmup": False},
                                  {"seconds": 3.0, "warmup": False}]) == 2.0
-    assert median_epoch_seconds([{"seconds": 9.0, "warmup": True}]) == 9.0
-    assert median_epoch_seconds([]) is None
+    assert median_timed_epoch([{"seconds": 9.0, "warmup": True}]) == 9.0
+    assert median_timed_epoch([]) is None
 
 
 def test_epochs_csv_of_a_live_run_record(stored):
