@@ -1,6 +1,7 @@
 """Which compute devices this machine has, why the others are missing, and honest timing helpers."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -127,3 +128,16 @@ def set_cpu_threads(threads: int | None) -> int:
     if threads is not None and threads != previous:
         torch.set_num_threads(threads)
     return previous
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None, device: torch.device | str = "cpu"):
+    """Within the block, work on the CPU uses `threads` intra-op threads (None: as set now); the previous count
+    returns afterwards. On another device the block changes nothing."""
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    previous = set_cpu_threads(threads) if kind == "cpu" and threads else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            set_cpu_threads(previous)

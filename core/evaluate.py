@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import ConfigError, ModelLoadError, RunConfig  # noqa: F401 (ModelLoadError re-exported)
 from .data import CLASS_NAMES, ImageDataset, load_dataset, to_float
-from .devices import resolve_device, set_cpu_threads
+from .devices import cpu_threads, resolve_device
 from .model import build_mlp, macs_per_sample
 from .store import Store
 
@@ -169,8 +169,7 @@ def evaluate(model: nn.Module, dataset: ImageDataset, *, device: str = "cpu", th
     """Run the model over the dataset's test split once; every number below comes from that pass."""
     target = resolve_device(device)
     model = model.to(target)
-    previous = set_cpu_threads(threads) if target.type == "cpu" and threads else None
-    try:
+    with cpu_threads(threads, target):
         loss_sum = torch.zeros((), dtype=torch.float64)
         predicted, confidence = [], []
         for first in range(0, len(dataset.test_labels), chunk):
@@ -181,9 +180,6 @@ def evaluate(model: nn.Module, dataset: ImageDataset, *, device: str = "cpu", th
             top, best = logits.softmax(1).max(1)
             predicted.append(best.cpu())
             confidence.append(top.cpu())
-    finally:
-        if previous is not None:
-            set_cpu_threads(previous)
     labels = dataset.test_labels.to(torch.int64)
     pred = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.int64)
     classes = len(dataset.classes)

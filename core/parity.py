@@ -35,7 +35,7 @@ import torch
 from .backprop import MLPStep
 from .config import RunConfig
 from .data import ImageDataset, split_indices, to_float
-from .devices import device_label, resolve_device, set_cpu_threads, synchronize
+from .devices import cpu_threads, device_label, resolve_device, set_cpu_threads, synchronize
 from .legs import Leg
 from .model import build_mlp
 
@@ -100,19 +100,14 @@ def ieee_fp32_matmuls():
 def start_point(config: RunConfig, dataset: ImageDataset) -> StartPoint:
     """The leg's initial-weight checksum and first batch's loss and gradient, on its device and threads."""
     device = resolve_device(config.device)
-    previous = set_cpu_threads(config.threads) if device.type == "cpu" else None
-    try:
-        with ieee_fp32_matmuls():
-            model = build_mlp(config, dataset.input_size, dataset.num_classes).to(device)
-            model.requires_grad_(False)  # as the Trainer: gradients come from MLPStep
-            x, y = first_batch(config, dataset)
-            loss, grads = MLPStep(model, config.activation)(x.to(device), y.to(device))
-            synchronize(device)
-            return StartPoint(device_label(device), torch.get_num_threads() if device.type == "cpu" else None,
-                              weights_checksum(model), float(loss), tuple(g.cpu() for g in grads))
-    finally:
-        if previous is not None:
-            set_cpu_threads(previous)
+    with cpu_threads(config.threads, device), ieee_fp32_matmuls():
+        model = build_mlp(config, dataset.input_size, dataset.num_classes).to(device)
+        model.requires_grad_(False)  # as the Trainer: gradients come from MLPStep
+        x, y = first_batch(config, dataset)
+        loss, grads = MLPStep(model, config.activation)(x.to(device), y.to(device))
+        synchronize(device)
+        return StartPoint(device_label(device), torch.get_num_threads() if device.type == "cpu" else None,
+                          weights_checksum(model), float(loss), tuple(g.cpu() for g in grads))
 
 
 def relative_difference(reference: torch.Tensor, other: torch.Tensor) -> float:

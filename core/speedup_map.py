@@ -44,7 +44,7 @@ from .config import (MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigE
 from .cpuload import ContentionMeter, contention_note
 from .cuda_graph import GraphedStep, graph_support
 from .data import CLASS_NAMES, IMAGE_SHAPES, to_float
-from .devices import cpu_name, device_label, gemm_flops_per_second, set_cpu_threads, synchronize
+from .devices import cpu_name, cpu_threads, device_label, gemm_flops_per_second, synchronize
 from .model import build_mlp, macs_per_sample
 from .optim import make_optimizer
 from .reports import SPEEDUP_MAP, open_reports, recent_reports
@@ -151,12 +151,8 @@ def measure_gemm_rates(legs: list[Leg], seconds: float = GEMM_SECONDS) -> list[f
     """Each leg's fp32 matmul rate in FLOP/s, on its device with its thread count."""
     rates = []
     for leg in legs:
-        previous = set_cpu_threads(leg.threads) if leg.device == "cpu" else None
-        try:
+        with cpu_threads(leg.threads, leg.device):
             rates.append(gemm_flops_per_second(torch.device(leg.device), seconds=seconds))
-        finally:
-            if previous is not None:
-                set_cpu_threads(previous)
     return rates
 
 
@@ -240,12 +236,8 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
         try:
             for leg, info in zip(legs, leg_info):
                 x, y = data[leg.device]
-                previous = set_cpu_threads(leg.threads) if leg.device == "cpu" else None
-                try:
+                with cpu_threads(leg.threads, leg.device):
                     seconds = time_steps(leg, leg.config(config), x, y, dataset.num_classes, grid, cancel)
-                finally:
-                    if previous is not None:
-                        set_cpu_threads(previous)
                 floor = flops * grid.steps / (info["gemm_gflops"] * 1e9)
                 timings.append({"seconds": seconds, "step_ms": seconds / grid.steps * 1e3,
                                 "samples_per_s": grid.steps * batch / seconds, "floor_s": floor,

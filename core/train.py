@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .config import RunConfig, RunStatus, TrainingError  # noqa: F401 (TrainingError re-exported)
 from .data import ImageDataset, split_indices, to_float
-from .devices import device_label, resolve_device, set_cpu_threads, synchronize
+from .devices import cpu_threads, device_label, resolve_device, synchronize
 from .health import describe_batch_losses, lower_lr
 from .memory import check_fits
 from .backprop import MLPStep
@@ -145,13 +145,13 @@ class Trainer:
         phase = self.phases_done
         self.phases_done += 1
         self.status, self.stop_reason = RunStatus.RUNNING, ""
-        previous_threads = set_cpu_threads(self.config.threads) if self.device.type == "cpu" else None
         try:
-            for _ in range(epochs):
-                result = self._epoch(phase, lr, on_progress)
-                if result is None:
-                    return
-                yield result
+            with cpu_threads(self.config.threads, self.device):
+                for _ in range(epochs):
+                    result = self._epoch(phase, lr, on_progress)
+                    if result is None:
+                        return
+                    yield result
             self.status = RunStatus.FINISHED
         except TrainingError:
             self.status = RunStatus.FAILED
@@ -163,8 +163,6 @@ class Trainer:
                                     f"use a smaller batch or model") from None
             raise
         finally:
-            if previous_threads is not None:
-                set_cpu_threads(previous_threads)
             if self.status == RunStatus.RUNNING:  # generator closed early by the consumer
                 self.status = RunStatus.STOPPED
 

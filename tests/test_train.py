@@ -444,3 +444,18 @@ def test_training_run_with_synthetic_dataset_learns():
     assert run.run_schedule([Phase(3, 0.5)]) == FINISHED
     assert run.epochs[-1].val_acc > 0.9
     assert run.test_acc > 0.9
+
+
+def test_cpu_threads_sets_them_for_cpu_work_only_and_restores_them():
+    from core.devices import cpu_threads
+
+    before = torch.get_num_threads()
+    other = 2 if before != 2 else 3
+    with cpu_threads(other, "cpu"):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with cpu_threads(other, torch.device("cuda")), cpu_threads(None, "cpu"):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), cpu_threads(other):
+        raise RuntimeError("the block failed")
+    assert torch.get_num_threads() == before
