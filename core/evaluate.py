@@ -21,13 +21,13 @@ from torch import nn
 from .config import ConfigError, ModelLoadError, RunConfig  # noqa: F401 (ModelLoadError re-exported)
 from .data import CLASS_NAMES, ImageDataset, load_dataset, to_float
 from .devices import cpu_threads, resolve_device
+from .memory import EVAL_CHUNK
 from .model import build_mlp, macs_per_sample
 from .store import Store
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}  # official test splits
 log = logging.getLogger(__name__)
-EVAL_CHUNK = 4096  # test images per forward pass: bounds memory for wide models and CIFAR's 3,072 inputs
 
 
 def input_size(dataset: str) -> int:

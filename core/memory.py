@@ -17,6 +17,7 @@ from .model import layer_rows
 FLOAT_BYTES = 4
 HEADROOM = 0.8  # use at most this share of the memory that is free now
 OPTIMIZER_STATE_TENSORS = {"sgd": 0, "sgd_momentum": 1, "adam": 2}  # weight-sized tensors in its state_dict
+EVAL_CHUNK = 8192  # rows per evaluation forward pass (validation and test): bounds memory for wide models
 WEIGHTS_FILE_EXTRA_BYTES = 1 << 20  # the pickle's structure, up to 1,000 epochs' records, the batch generator
 
 
@@ -29,7 +30,7 @@ def estimate_bytes(config: RunConfig, input_size: int, n_train: int, n_val: int)
     weights = params * (2 + optimizer_copies)  # weights, gradients, optimizer state
     # Forward keeps every layer's pre- and post-activation for backward, and backward makes as many again.
     activations = config.batch_size * sum(sizes) * 4
-    eval_rows = min(n_val, 8192)
+    eval_rows = min(n_val, EVAL_CHUNK)
     evaluation = eval_rows * max(sizes) * 3
     resident = (n_train + n_val) * input_size if config.pipeline == "resident" else n_val * input_size
     return FLOAT_BYTES * (weights + activations + evaluation + resident)

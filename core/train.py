@@ -22,14 +22,13 @@ from .config import RunConfig, RunStatus, TrainingError  # noqa: F401 (TrainingE
 from .data import ImageDataset, split_indices, to_float
 from .devices import cpu_threads, device_label, resolve_device, synchronize
 from .health import describe_batch_losses, lower_lr
-from .memory import check_fits
+from .memory import EVAL_CHUNK, check_fits
 from .backprop import MLPStep
 from .cuda_graph import GraphedStep, graph_support
 from .model import build_mlp, parameter_count, summarize
 from .optim import make_optimizer
 
 PROGRESS_INTERVAL_S = 0.1  # how often BatchProgress is emitted (and the loss checked for NaN)
-EVAL_CHUNK = 8192  # rows per validation forward pass, bounds memory for wide models
 
 # The statuses a Trainer takes, under their old names for code that imports them from here; the engine says
 # RunStatus.FINISHED etc. (core.config).
