@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from browser_support import MS, free_port, launch, wait_healthy  # noqa: E402
+from browser_support import MS, dashboard, launch  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -56,47 +54,33 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="upload-memory-"))
     (work / "data").mkdir()
     big = weights_file(work / "big.pt")
-    env = dict(os.environ, DATA_DIR=str(work / "data"), RUNS_DB=str(work / "runs.db"), PYTHONUNBUFFERED="1")
-    port, log = free_port(), work / "server.log"
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-               "--server.headless", "true", "--server.fileWatcherType", "none",
-               "--server.disconnectedSessionTTL", str(args.ttl)]
-    with open(log, "wb") as out:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     result = {"file_mib": round(big.stat().st_size / 2**20, 1), "ttl_s": args.ttl, "uploads": []}
-    try:
-        wait_healthy(port, server, log)
-        with sync_playwright() as p:
-            browser = launch(p)
-            context = browser.new_context()  # one visit first: imports and caches are not the upload's
-            context.new_page().goto(f"http://localhost:{port}/history")
-            time.sleep(5)
+    ttl = ("--server.disconnectedSessionTTL", str(args.ttl))
+    with dashboard(work / "server.log", work / "data", work / "runs.db", ttl) as (server, port), \
+            sync_playwright() as p:
+        browser = launch(p)
+        context = browser.new_context()  # one visit first: imports and caches are not the upload's
+        context.new_page().goto(f"http://127.0.0.1:{port}/history")
+        time.sleep(5)
+        context.close()
+        time.sleep(args.ttl + 4)
+        result["baseline_mib"] = round(rss_mib(server.pid), 1)
+        for _ in range(args.uploads):
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{port}/history")
+            page.get_by_text("Load a weights file").first.click(timeout=120 * MS)
+            page.locator('input[type="file"]').set_input_files(str(big))
+            page.get_by_text("Loaded mnist").first.wait_for(timeout=300 * MS)
+            time.sleep(2)
+            loaded = rss_mib(server.pid)
             context.close()
-            time.sleep(args.ttl + 4)
-            result["baseline_mib"] = round(rss_mib(server.pid), 1)
-            for _ in range(args.uploads):
-                context = browser.new_context()
-                page = context.new_page()
-                page.goto(f"http://localhost:{port}/history")
-                page.get_by_text("Load a weights file").first.click(timeout=120 * MS)
-                page.locator('input[type="file"]').set_input_files(str(big))
-                page.get_by_text("Loaded mnist").first.wait_for(timeout=300 * MS)
-                time.sleep(2)
-                loaded = rss_mib(server.pid)
-                context.close()
-                time.sleep(2)
-                closed = rss_mib(server.pid)
-                time.sleep(args.ttl + 6)
-                result["uploads"].append({"loaded_mib": round(loaded, 1), "tab_closed_mib": round(closed, 1),
-                                          "session_expired_mib": round(rss_mib(server.pid), 1)})
-            browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+            time.sleep(2)
+            closed = rss_mib(server.pid)
+            time.sleep(args.ttl + 6)
+            result["uploads"].append({"loaded_mib": round(loaded, 1), "tab_closed_mib": round(closed, 1),
+                                      "session_expired_mib": round(rss_mib(server.pid), 1)})
+        browser.close()
     print(json.dumps(result, indent=1))
 
 

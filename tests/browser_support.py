@@ -56,8 +56,9 @@ def wait_healthy(port: int, server: subprocess.Popen, log: Path, timeout: float 
 
 
 @contextlib.contextmanager
-def dashboard(log: Path, data_dir, runs_db):
-    """`streamlit run dashboard/app.py` on a free port until the block ends; yields (process, port).
+def dashboard(log: Path, data_dir, runs_db, options: tuple[str, ...] = ()):
+    """`streamlit run dashboard/app.py` (with any extra command-line `options`) on a free port until the block
+    ends; yields (process, port).
 
     No file watcher: the app's sources may change under a running test, and watching costs CPU.
     """
@@ -66,7 +67,7 @@ def dashboard(log: Path, data_dir, runs_db):
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
+               "--server.fileWatcherType", "none", *options]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
