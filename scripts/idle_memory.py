@@ -20,19 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import RunConfig  # noqa: E402
 from core.manager import RunManager  # noqa: E402
-
-PAGE_KIB = 1024
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * PAGE_KIB
-    except OSError:
-        pass
-    return 0
+from core.memory import process_rss  # noqa: E402
 
 
 def child_pids(pid: int) -> list[int]:
@@ -52,7 +40,7 @@ def tree_rss() -> tuple[int, int, int]:
     """(this process's RSS, its workers' RSS, worker count) in bytes."""
     me = os.getpid()
     workers = child_pids(me)
-    return rss_bytes(me), sum(rss_bytes(p) for p in workers), len(workers)
+    return process_rss(me) or 0, sum(process_rss(p) or 0 for p in workers), len(workers)
 
 
 def settle(seconds: float = 3.0) -> tuple[int, int, int]:

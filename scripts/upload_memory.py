@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser_support import MS, dashboard, launch  # noqa: E402
+from core.memory import process_rss  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    return process_rss(pid) / 2**20
 
 
 def weights_file(path: Path) -> Path:
