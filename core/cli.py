@@ -18,16 +18,17 @@ import uuid
 
 import torch
 
-from .compare import DEFAULT_TARGET, Leg, check_legs, comparison_payload, comparison_title, default_legs, run_in_process
 from .config import (DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, ConfigError, LabError, Phase, RunConfig,
                      RunStatus, StoreError, parse_hidden_sizes, parse_schedule)
-from .data import load_dataset, missing_data_dir
-from .devices import default_cpu_threads, set_cpu_threads
-from .reports import COMPARISON, SPEEDUP_MAP, ReportStore
-from .speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, default_map_legs, duration_text, estimate_seconds,
-                          estimate_sentence, map_title, measure_gemm_rates, run_speedup_map)
-from .store import Store
-from .train import EpochResult
+from .engine.data import load_dataset, missing_data_dir
+from .engine.devices import default_cpu_threads, set_cpu_threads
+from .engine.train import EpochResult
+from .runs.reports import COMPARISON, SPEEDUP_MAP, ReportStore
+from .runs.store import Store
+from .studies.compare import (DEFAULT_TARGET, Leg, check_legs, comparison_payload, comparison_title, default_legs,
+                              run_in_process)
+from .studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, default_map_legs, duration_text,
+                                  estimate_seconds, estimate_sentence, map_title, measure_gemm_rates, run_speedup_map)
 
 EXIT_NOT_RECORDED = 3
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return cmd_train(args)
         if args.command == "bench":
-            from .bench import run_bench
+            from .studies.bench import run_bench
             return run_bench(args)
         if args.command == "compare":
             return cmd_compare(args)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .runs import TrainingRun
+    from .runs.training_run import TrainingRun
 
     config = config_from_args(args)
     phases = parse_schedule(args.schedule) if args.schedule else None

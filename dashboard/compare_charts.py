@@ -16,7 +16,7 @@ def leg_name(index: int, label: str) -> str:
 
 
 def series(leg_runs) -> list[tuple[str, str, object]]:
-    """[(legend name, colour, epochs DataFrame)] for core.compare.LegRun records."""
+    """[(legend name, colour, epochs DataFrame)] for core.studies.compare.LegRun records."""
     return [(leg_name(i, run.leg.label()), PALETTE[i % len(PALETTE)], epochs_frame(run.epochs))
             for i, run in enumerate(leg_runs)]
 

@@ -15,11 +15,12 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from core.compare import DEFAULT_TARGET, Comparisons, ComparisonSnapshot, Leg, default_legs, duplicate_legs_message
+from core.studies.compare import (DEFAULT_TARGET, Comparisons, ComparisonSnapshot, Leg, default_legs,
+                                  duplicate_legs_message)
 from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
-from core.data import TITLES
-from core.devices import DeviceError, list_devices
-from core.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, MapJobs, MapSnapshot, contention, default_map_legs,
+from core.engine.data import TITLES
+from core.engine.devices import DeviceError, list_devices
+from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, MapJobs, MapSnapshot, contention, default_map_legs,
                                duration_text, estimate_sentence)
 
 from . import compare_charts as charts

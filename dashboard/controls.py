@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, ConfigError, Phase, RunConfig, parse_hidden_sizes
-from core.data import TITLES
-from core.devices import list_devices
+from core.engine.data import TITLES
+from core.engine.devices import list_devices
 
 from .text import md
 

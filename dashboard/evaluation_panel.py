@@ -1,6 +1,6 @@
 """Test-set evaluation of one model: accuracy, confusion matrix, per-class accuracy, sample predictions.
 
-All numbers come from core.evaluate (one torch pass over the test split, cached per model); this
+All numbers come from core.engine.evaluate (one torch pass over the test split, cached per model); this
 panel only lays them out.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from core.config import RunConfig
-from core.data import DataError, load_dataset
-from core.evaluate import Evaluation, ModelLoadError, display_images, evaluate_weights, evaluation_cost
+from core.engine.data import DataError, load_dataset
+from core.engine.evaluate import Evaluation, ModelLoadError, display_images, evaluate_weights, evaluation_cost
 
 from . import history_charts
 from .text import md

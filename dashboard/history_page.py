@@ -13,9 +13,9 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, Phase
-from core.export import WeightsFile, WeightsFileError, import_weights, read_weights, table_csv
-from core.history import overlay_series, runs_table
-from core.store import Store, StoreError, db_path_from_env
+from core.exchange.export import WeightsFile, WeightsFileError, import_weights, read_weights, table_csv
+from core.runs.history import overlay_series, runs_table
+from core.runs.store import Store, StoreError, db_path_from_env
 
 from . import history_charts
 from .evaluation_panel import cached_evaluation, data_dir, evaluation_panel

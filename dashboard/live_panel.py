@@ -9,10 +9,10 @@ import time
 
 import streamlit as st
 
-from core.data import CLASS_NAMES
-from core.health import learning_warnings
-from core.manager import ACTIVE, QUEUED, RunSnapshot
-from core.train import median_timed_epoch
+from core.engine.data import CLASS_NAMES
+from core.engine.health import learning_warnings
+from core.runs.manager import ACTIVE, QUEUED, RunSnapshot
+from core.engine.train import median_timed_epoch
 
 from . import charts
 from .poll import live_fragment

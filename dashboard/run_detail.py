@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import streamlit as st
 
 from core.config import ConfigError, Phase, RunConfig
-from core.data import CLASS_NAMES
-from core.devices import DeviceError, resolve_device
-from core.evaluate import ModelLoadError, load_run_model
-from core.health import learning_warnings
-from core.export import config_json, run_epochs_csv, run_weights_bytes, schedule_text, weights_filename
-from core.history import rerun_phases, stored_run
-from core.store import Store, StoreError
-from core.train import median_timed_epoch
+from core.engine.data import CLASS_NAMES
+from core.engine.devices import DeviceError, resolve_device
+from core.engine.evaluate import ModelLoadError, load_run_model
+from core.engine.health import learning_warnings
+from core.exchange.export import config_json, run_epochs_csv, run_weights_bytes, schedule_text, weights_filename
+from core.runs.history import rerun_phases, stored_run
+from core.runs.store import Store, StoreError
+from core.engine.train import median_timed_epoch
 
 from . import charts
 from .controls import LR_OPTIONS
@@ -201,7 +201,7 @@ def draw_export(store: Store, run: dict, config: RunConfig, schedule: tuple[Phas
 
 LOAD_SNIPPET = """import torch
 from core.config import RunConfig
-from core.evaluate import build_model
+from core.engine.evaluate import build_model
 
 saved = torch.load("{name}", weights_only=True)
 model = build_model(RunConfig.from_dict(saved["config"]), saved["state_dict"])  # hidden sizes {sizes}

@@ -1,6 +1,6 @@
 """Share links: a run's settings as URL query parameters, and filling the sidebar from such a link.
 
-Encoding and validation live in core.export (RunConfig checks every value); this module only knows
+Encoding and validation live in core.exchange.export (RunConfig checks every value); this module only knows
 what the sidebar's widgets can show, and talks to st.query_params and st.session_state.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from core.config import ConfigError, Phase, RunConfig
-from core.devices import list_devices
-from core.export import SHARE_KEYS, config_to_query, is_share_query, schedule_to_query, share_from_query
+from core.engine.devices import list_devices
+from core.exchange.export import SHARE_KEYS, config_to_query, is_share_query, schedule_to_query, share_from_query
 
 from .controls import describe_phases, init_state
 from .text import md

@@ -6,7 +6,7 @@ import uuid
 
 import streamlit as st
 
-from core.manager import RunManager
+from core.runs.manager import RunManager
 
 
 @st.cache_resource(show_spinner=False)

@@ -6,8 +6,8 @@ import os
 import streamlit as st
 
 from core.config import TUTORIAL_SCHEDULE, ConfigError, Phase
-from core.data import availability_note, missing_data_dir
-from core.devices import DeviceError, resolve_device
+from core.engine.data import availability_note, missing_data_dir
+from core.engine.devices import DeviceError, resolve_device
 
 from .controls import (DEFAULTS, LR_OPTIONS, init_state, planned_phases, settings_sidebar, validated_config,
                        widget_values)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser_support import MS, dashboard, launch  # noqa: E402
-from core.memory import process_rss  # noqa: E402
+from core.engine.memory import process_rss  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -35,8 +35,8 @@ def rss_mib(pid: int) -> float:
 
 def weights_file(path: Path) -> Path:
     from core.config import RunConfig
-    from core.export import WeightsFile, weights_bytes
-    from core.model import build_mlp
+    from core.exchange.export import WeightsFile, weights_bytes
+    from core.engine.model import build_mlp
 
     config = RunConfig(hidden_sizes=(8192, 5120), device="cpu")
     state = build_mlp(config, 784, 10).state_dict()

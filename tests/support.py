@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import data as core_data
-from core.data import ImageDataset
+from core.engine import data as core_data
+from core.engine.data import ImageDataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IDX_UBYTE_3D = 0x00000803  # uint8, 3 dimensions (images)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.backprop import MLPStep
+from core.engine.backprop import MLPStep
 from core.config import RunConfig
-from core.model import build_mlp, macs_per_sample, parameter_count, summarize
+from core.engine.model import build_mlp, macs_per_sample, parameter_count, summarize
 
 ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 HIDDEN = {1: (32,), 2: (48, 24), 3: (40, 32, 16)}
@@ -16,7 +16,7 @@ INPUT, CLASSES = 784, 10
 
 
 def reference_mlp(hidden, activation, seed, dtype=torch.float32) -> nn.Sequential:
-    """Built with torch's own layers, independently of core.model."""
+    """Built with torch's own layers, independently of core.engine.model."""
     torch.manual_seed(seed)
     sizes = [INPUT, *hidden, CLASSES]
     layers = []
@@ -123,7 +123,7 @@ def test_sgd_steps_with_mlpstep_follow_autograd_training():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-# -- core.model ---------------------------------------------------------------------------------------
+# -- core.engine.model ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
 def test_build_mlp_structure(activation):
     model = build_mlp(RunConfig(hidden_sizes=(64, 32), activation=activation), 784, 10)
@@ -165,7 +165,7 @@ def test_macs_per_sample():
 
 @pytest.mark.parametrize("hidden, activation", [((32,), "relu"), ((128, 64, 16), "gelu")])
 def test_layer_rows_match_the_built_models_summary(hidden, activation):
-    from core.model import layer_rows
+    from core.engine.model import layer_rows
 
     config = RunConfig(hidden_sizes=hidden, activation=activation)
     assert layer_rows(config, 784, 10) == summarize(build_mlp(config, 784, 10))

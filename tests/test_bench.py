@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bench import distortion_notes
+from core.studies.bench import distortion_notes
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow

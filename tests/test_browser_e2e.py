@@ -31,13 +31,13 @@ POINTS_JS = ("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
 
 
 def worker_cpu_ticks(server_pid: int) -> dict[int, int]:
-    """CPU ticks used so far by each `python -m core.worker` child of the server (Linux /proc)."""
+    """CPU ticks used so far by each `python -m core.runs.worker` child of the server (Linux /proc)."""
     ticks = {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             stat = (proc / "stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[1]) == server_pid and b"core.worker" in (proc / "cmdline").read_bytes():
+            if int(fields[1]) == server_pid and b"core.runs.worker" in (proc / "cmdline").read_bytes():
                 ticks[int(proc.name)] = int(fields[11]) + int(fields[12])  # utime + stime
         except (OSError, ValueError, IndexError):
             continue

@@ -14,8 +14,8 @@ import pytest
 from browser_support import MS, dashboard, launch, require_browser
 from history_helpers import EMPTY_DATA_DIR, SMALL, sample_data
 from core.config import Phase
-from core.runs import TrainingRun
-from core.store import Store
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
 
 # a real Streamlit server driven by Chromium
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

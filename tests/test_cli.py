@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from support import cli_environment, json_lines, start_cli
-from core.store import Store
+from core.runs.store import Store
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -147,7 +147,7 @@ def restore_sigterm():
     (["--threads", "-1"], "--threads: must be from 1 to 256; got -1"),  # before: a RuntimeError traceback
 ])
 def test_main_returns_2_with_one_error_line(tmp_path, capsys, restore_sigterm, args, mentions):
-    from core import data
+    from core.engine import data
     from core.cli import main
 
     data.clear_cache()

@@ -18,8 +18,8 @@ from support import cli_environment, start_cli
 from history_helpers import EMPTY_DATA_DIR
 from core.cli import EXIT_NOT_RECORDED, main
 from core.config import RunConfig
-from core.runs import TrainingRun
-from core.store import Store
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
 
 pytestmark = [pytest.mark.usefixtures("restore_sigterm"), pytest.mark.slow]  # CLI subprocesses
 TRAIN = ["train", "--data-dir", str(EMPTY_DATA_DIR), "--device", "cpu", "--threads", "1", "--batch-size", "200"]

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.backprop import MLPStep
-from core.compare import (Comparisons, ComparisonSnapshot, Leg, LegRun, default_legs, duplicate_legs_message,
+from core.engine.backprop import MLPStep
+from core.studies.compare import (Comparisons, ComparisonSnapshot, Leg, LegRun, default_legs, duplicate_legs_message,
                           run_in_process, summarize, time_to_target)
 from core.config import ConfigError, Phase, RunConfig
-from core.cuda_graph import GraphedStep, graph_support
-from core.devices import DeviceInfo
-from core.model import build_mlp
-from core.optim import make_optimizer
-from core.parity import SAME_START_BAR
-from core.train import EpochResult, Trainer
+from core.engine.cuda_graph import GraphedStep, graph_support
+from core.engine.devices import DeviceInfo
+from core.engine.model import build_mlp
+from core.engine.optim import make_optimizer
+from core.studies.parity import SAME_START_BAR
+from core.engine.train import EpochResult, Trainer
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -365,8 +365,8 @@ def test_cuda_warmup_epoch_is_marked_and_not_in_the_median(sample):
 
 # -- the CLI ----------------------------------------------------------------------------------------
 def test_cli_compare_prints_json_per_leg_per_epoch_and_a_summary_and_records_it(cli_env, tmp_path):
-    from core.reports import ReportStore
-    from core.store import Store
+    from core.runs.reports import ReportStore
+    from core.runs.store import Store
 
     db = tmp_path / "cmp.db"
     result = run_cli(["compare", "--leg", "device=cpu,threads=1", "--leg", "device=cpu,threads=2", "--epochs", "2",
@@ -420,7 +420,7 @@ def test_cli_compare_cuda_leg_without_gpu_says_why(capsys):
 # -- the manager-driven comparison (the dashboard's engine) ----------------------------------------
 @pytest.fixture(scope="module")
 def manager(tmp_path_factory):
-    from core.manager import RunManager
+    from core.runs.manager import RunManager
 
     root = tmp_path_factory.mktemp("compare-manager")
     (root / "empty").mkdir()
@@ -466,7 +466,7 @@ def test_comparison_stop_ends_the_current_leg_and_skips_the_rest(manager):
 def test_comparison_rejects_an_unavailable_device_before_starting():
     from types import SimpleNamespace
 
-    from core.devices import DeviceError
+    from core.engine.devices import DeviceError
 
     if HAS_CUDA:
         pytest.skip("CUDA is here")
@@ -475,8 +475,8 @@ def test_comparison_rejects_an_unavailable_device_before_starting():
 
 
 def test_summary_of_a_stored_comparison_is_json(tmp_path):
-    from core.reports import ReportStore
-    from core.store import Store
+    from core.runs.reports import ReportStore
+    from core.runs.store import Store
 
     reports = ReportStore(Store(tmp_path / "r.db"))
     rid = reports.save("comparison", {"legs": [], "created_at": 1.0}, "t")
@@ -503,7 +503,7 @@ def test_duplicate_legs_are_named_and_refused_by_the_driver(manager):
 
 
 def _run_snapshot(status, epochs=2):
-    from core.manager import RunSnapshot
+    from core.runs.manager import RunSnapshot
 
     return RunSnapshot("r", "", RunConfig(), status, epochs=tuple(_epoch(i, 0.1, 0.2, 0.9, i == 1)
                                                                    for i in range(1, epochs + 1)))

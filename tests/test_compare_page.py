@@ -13,11 +13,11 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.config import RunConfig
-from core.legs import Leg
-from core.manager import RunManager
-from core.reports import COMPARISON, ReportStore
-from core.speedup_map import MapJobs
-from core.store import Store
+from core.studies.legs import Leg
+from core.runs.manager import RunManager
+from core.runs.reports import COMPARISON, ReportStore
+from core.studies.speedup_map import MapJobs
+from core.runs.store import Store
 from dashboard.text import md
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,8 +262,8 @@ def test_speedup_heatmap_places_cells_and_leaves_missing_ones_empty():
 
 
 def test_comparison_figures_overlay_one_trace_per_leg():
-    from core.compare import Leg, LegRun
-    from core.train import EpochResult
+    from core.studies.compare import Leg, LegRun
+    from core.engine.train import EpochResult
     from dashboard import compare_charts
 
     def epochs(scale):

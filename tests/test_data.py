@@ -12,8 +12,8 @@ from PIL import Image
 from torchvision.transforms import ToTensor
 
 from support import IDX_UBYTE_1D, IDX_UBYTE_3D, make_idx_dataset, write_idx
-from core import data
-from core.data import DataError, load_dataset, split_indices, to_float
+from core.engine import data
+from core.engine.data import DataError, load_dataset, split_indices, to_float
 
 pytestmark = pytest.mark.usefixtures("clean_data_cache")
 
@@ -266,7 +266,7 @@ def test_offline_mnist_says_so_in_plain_words_and_leaves_no_empty_folders(tmp_pa
     from torchvision import datasets
 
     monkeypatch.setattr(datasets.MNIST, "mirrors", [_closed_port_url()])
-    with caplog.at_level(logging.WARNING, logger="core.data"):
+    with caplog.at_level(logging.WARNING, logger="core.engine.data"):
         ds = load_dataset("mnist", tmp_path)
     assert ds.source == data.SOURCE_SAMPLE
     assert ds.note.startswith("Offline: full MNIST could not be downloaded, so training uses the 5,000-image")

@@ -1,4 +1,4 @@
-"""core.evaluate against a direct torch computation; datasets with class names and colour images."""
+"""core.engine.evaluate against a direct torch computation; datasets with class names and colour images."""
 import math
 from pathlib import Path
 
@@ -10,12 +10,12 @@ from torch import nn
 
 from history_helpers import SMALL, sample_data
 from core.config import Phase, RunConfig
-from core.data import CLASS_NAMES, SOURCE_FULL, DataError, ImageDataset, load_dataset
-from core.evaluate import (Evaluation, ModelLoadError, build_model, display_images, evaluate, evaluate_weights,
+from core.engine.data import CLASS_NAMES, SOURCE_FULL, DataError, ImageDataset, load_dataset
+from core.engine.evaluate import (Evaluation, ModelLoadError, build_model, display_images, evaluate, evaluate_weights,
                            load_run_model)
-from core.model import build_mlp
-from core.runs import TrainingRun
-from core.store import Store
+from core.engine.model import build_mlp
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
 
 SHARED = Path("/work/shared/datasets")
 

@@ -13,15 +13,15 @@ import torch
 
 from history_helpers import EMPTY_DATA_DIR, SMALL, copy_store, sample_data
 from core.config import ConfigError, Phase, RunConfig
-from core.evaluate import ModelLoadError, evaluate_weights, load_run_model
-from core.export import (EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
+from core.engine.evaluate import ModelLoadError, evaluate_weights, load_run_model
+from core.exchange.export import (EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
                          epochs_csv, import_weights, is_share_query, read_epochs_csv, read_weights, run_epochs_csv,
                          run_weights, run_weights_bytes, schedule_to_query, share_from_query, table_csv, weights_bytes)
-from core.history import differing_fields, overlay_series, run_label, runs_table, smooth
-from core.model import build_mlp
-from core.runs import TrainingRun
-from core.store import Store
-from core.train import median_timed_epoch
+from core.runs.history import differing_fields, overlay_series, run_label, runs_table, smooth
+from core.engine.model import build_mlp
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
+from core.engine.train import median_timed_epoch
 
 
 @pytest.fixture(scope="module")
@@ -200,8 +200,8 @@ def test_a_downloaded_file_reads_back_checked_and_unchanged(stored):
 
 
 def test_every_run_the_app_records_passes_the_checks_uploads_and_stored_rows_go_through(stored):
-    from core.export import check_run_section
-    from core.history import run_problem
+    from core.exchange.export import check_run_section
+    from core.runs.history import run_problem
 
     store = stored[0]
     assert [row["problem"] for row in runs_table(store)] == ["", ""]

@@ -16,8 +16,8 @@ from streamlit.testing.v1 import AppTest
 from history_helpers import HISTORY_APP, REPO_ROOT, ManagerTracker, clear_streamlit_caches
 from test_dashboard_app import shown as as_read
 from core.config import RunConfig
-from core.store import Store
-from core.worker import serve
+from core.runs.store import Store
+from core.runs.worker import serve
 
 pytestmark = [pytest.mark.usefixtures("clean_data_cache"), pytest.mark.slow]  # AppTest with real workers
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 
 from core.config import Phase, RunConfig
-from core.health import describe_batch_losses, learning_warnings, lower_lr
-from core.runs import TrainingRun
-from core.train import DIVERGED, FINISHED, EpochResult, Trainer
+from core.engine.health import describe_batch_losses, learning_warnings, lower_lr
+from core.runs.training_run import TrainingRun
+from core.engine.train import DIVERGED, FINISHED, EpochResult, Trainer
 
 CPU = {"device": "cpu", "threads": 1}
 

@@ -13,10 +13,10 @@ from streamlit.testing.v1 import AppTest
 from history_helpers import (EMPTY_DATA_DIR, REPO_ROOT, build_store, clear_streamlit_caches, history_app,
                              history_environment, poll)
 from core.config import RunConfig
-from core.data import CLASS_NAMES
-from core.export import WeightsFile, config_to_query, run_weights_bytes, weights_bytes
-from core.model import build_mlp
-from core.history import runs_table
+from core.engine.data import CLASS_NAMES
+from core.exchange.export import WeightsFile, config_to_query, run_weights_bytes, weights_bytes
+from core.engine.model import build_mlp
+from core.runs.history import runs_table
 from dashboard.state import get_manager
 from test_dashboard_app import shown as as_read
 from dashboard.text import md

@@ -17,9 +17,9 @@ import torch
 
 from history_helpers import EMPTY_DATA_DIR
 from core.config import RunConfig
-from core.runs import TrainingRun
-from core.store import Store
-from core.worker import serve
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
+from core.runs.worker import serve
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow

@@ -1,4 +1,5 @@
-"""core/ is the engine: it must never import streamlit or the dashboard."""
+"""Layering: core never imports Streamlit or the dashboard, no import cycles, the engine imports nothing above it,
+only the entry point imports the CLI."""
 import ast
 import json
 import os
@@ -71,7 +72,7 @@ def test_core_module_does_not_import_streamlit_or_dashboard(path):
 
 
 def test_importing_every_core_module_loads_no_streamlit():
-    modules = sorted("core." + p.stem for p in CORE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    modules = sorted(module_name(p) for p in CORE.rglob("*.py") if p.stem != "__main__")
     code = (
         "import importlib, json, sys\n"
         f"for name in {modules!r}:\n"
@@ -172,17 +173,17 @@ def test_cycle_check_finds_a_cycle():
     assert import_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
     # and from source, the way the check reads the project: a function-level import closes the loop
     sources = {"core": (ast.parse(""), "core"),
-               "core.memory": (ast.parse("def check():\n    from .train import TrainingError\n"), "core"),
-               "core.train": (ast.parse("from .memory import check_fits\nimport torch\n"), "core"),
-               "core.cli": (ast.parse("from core import train\nfrom core.config import RunConfig\n"), "core")}
+               "core.engine.memory": (ast.parse("def check():\n    from .train import TrainingError\n"), "core.engine"),
+               "core.engine.train": (ast.parse("from .memory import check_fits\nimport torch\n"), "core.engine"),
+               "core.cli": (ast.parse("from core.engine import train\nfrom core.config import RunConfig\n"), "core")}
     graph = import_graph(sources)
-    assert graph["core.cli"] == {"core", "core.train"}  # core.config is not a module of this fake project
-    assert import_cycles(graph) == [["core.memory", "core.train"]]
+    assert graph["core.cli"] == {"core", "core.engine.train"}  # core.config is not a module of this fake project
+    assert import_cycles(graph) == [["core.engine.memory", "core.engine.train"]]
 
 
 def test_no_import_cycles_in_core_or_dashboard():
     graph = import_graph(project_sources())
-    assert {"core.cli", "core.train", "dashboard.app"} <= set(graph)
+    assert {"core.cli", "core.engine.train", "dashboard.app"} <= set(graph)
     assert not import_cycles(graph), cycles_message(graph)
 
 
@@ -191,6 +192,19 @@ def test_only_the_entry_point_imports_the_cli():
     graph = import_graph(project_sources())
     importers = {module for module, targets in graph.items() if CLI_MODULE in targets}
     assert importers <= CLI_IMPORTERS, f"{sorted(importers - CLI_IMPORTERS)} import {CLI_MODULE}"
+
+
+ENGINE = "core.engine"
+ABOVE_ENGINE = ("core.runs", "core.studies", "core.exchange", "core.cli")
+
+
+def test_the_engine_imports_nothing_above_it():
+    # engine <- runs <- studies, exchange <- cli: the training loop must not know how runs are kept or compared
+    graph = import_graph(project_sources())
+    engine = [module for module in graph if module == ENGINE or module.startswith(ENGINE + ".")]
+    assert len(engine) >= 10
+    bad = {module: sorted(t for t in graph[module] if t.startswith(ABOVE_ENGINE)) for module in engine}
+    assert not any(bad.values()), {m: t for m, t in bad.items() if t}
 
 
 def test_ruff_finds_nothing():

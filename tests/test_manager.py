@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from core.config import Phase, RunConfig
-from core.manager import RunManager, _DeviceQueue
-from core.store import Store
+from core.runs.manager import RunManager, _DeviceQueue
+from core.runs.store import Store
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow

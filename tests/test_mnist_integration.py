@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from support import REPO_ROOT
-from core import data
+from core.engine import data
 from core.config import TUTORIAL_SCHEDULE, RunConfig
-from core.runs import TrainingRun
-from core.train import FINISHED
+from core.runs.training_run import TrainingRun
+from core.engine.train import FINISHED
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

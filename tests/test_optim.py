@@ -1,8 +1,8 @@
-"""core.optim against torch.optim as the reference, fed identical gradients."""
+"""core.engine.optim against torch.optim as the reference, fed identical gradients."""
 import pytest
 import torch
 
-from core.optim import SGD, Adam, SGDMomentum, make_optimizer
+from core.engine.optim import SGD, Adam, SGDMomentum, make_optimizer
 
 SHAPES = [(32, 784), (32,), (10, 32), (10,)]
 STEPS = 8

@@ -1,4 +1,4 @@
-"""Same-start check (core.parity): the Trainer's first batch and weights, 1 vs 2 threads, what fails it."""
+"""Same-start check (core.studies.parity): the Trainer's first batch and weights, 1 vs 2 threads, what fails it."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.compare import Leg
+from core.studies.compare import Leg
 from core.config import RunConfig
-from core.parity import (SAME_START_BAR, StartPoint, compare_start, first_batch, passes, start_checks, start_point,
-                         weights_checksum)
-from core.train import Trainer
+from core.studies.parity import (SAME_START_BAR, StartPoint, compare_start, first_batch, passes, start_checks,
+                                 start_point, weights_checksum)
+from core.engine.train import Trainer
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ def test_the_same_thread_count_twice_is_bit_identical(small_sample):
 
 def test_the_module_runs_as_its_own_process(tmp_path):
     (tmp_path / "data").mkdir()  # empty: the 5,000-digit sample
-    result = subprocess.run([sys.executable, "-m", "core.parity", "--base", json.dumps(RunConfig().to_dict()),
+    result = subprocess.run([sys.executable, "-m", "core.studies.parity", "--base", json.dumps(RunConfig().to_dict()),
                              "--leg", "device=cpu,threads=1", "--leg", "device=cpu,threads=2",
                              "--data-dir", str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True,
                             timeout=120)

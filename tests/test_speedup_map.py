@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from core.compare import Leg
+from core.studies.compare import Leg
 from core.config import ConfigError
-from core.reports import ReportStore
-from core.speedup_map import (CANCELLED, ESTIMATE_CONFIRM_S, FINISHED, MapGrid, MapJobs, default_map_legs,
+from core.runs.reports import ReportStore
+from core.studies.speedup_map import (CANCELLED, ESTIMATE_CONFIRM_S, FINISHED, MapGrid, MapJobs, default_map_legs,
                                estimate_seconds, run_speedup_map, step_flops)
-from core.store import Store
+from core.runs.store import Store
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def test_grid_cells_and_validation():
 
 
 def test_default_map_legs_put_the_baseline_first():
-    from core.devices import DeviceInfo
+    from core.engine.devices import DeviceInfo
 
     cpu, cuda = DeviceInfo("cpu", True, "CPU"), DeviceInfo("cuda", True, "CUDA")
     assert [leg.device for leg in default_map_legs([cpu, cuda])] == ["cpu", "cuda"]
@@ -144,7 +144,7 @@ def test_cli_prints_cells_then_the_grid_and_stores_it(tmp_path, capsys, monkeypa
 
     from core.cli import main
 
-    (tmp_path / "data").mkdir()  # a named data folder must exist (core.data never creates one)
+    (tmp_path / "data").mkdir()  # a named data folder must exist (core.engine.data never creates one)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))  # empty: the 5,000-digit sample
     db = tmp_path / "maps.db"
     previous = signal.getsignal(signal.SIGTERM)  # the command installs its own SIGTERM handler
@@ -244,7 +244,7 @@ def test_contention_meter_sees_another_busy_process():
     import subprocess
     import sys
 
-    from core.cpuload import ContentionMeter
+    from core.studies.cpuload import ContentionMeter
 
     meter = ContentionMeter()
     if meter.start is None:
@@ -258,8 +258,8 @@ def test_contention_meter_sees_another_busy_process():
 
 
 def test_contention_notes_flag_only_busy_machines():
-    from core.compare import LegRun, summarize
-    from core.cpuload import CONTENDED_SHARE, contention_note
+    from core.studies.compare import LegRun, summarize
+    from core.studies.cpuload import CONTENDED_SHARE, contention_note
 
     assert contention_note(None, "x") == "" and contention_note(CONTENDED_SHARE, "x") == ""
     assert "40%" in contention_note(0.4, "this map")

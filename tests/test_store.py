@@ -14,9 +14,9 @@ import torch
 
 from support import start_cli
 from core.config import Phase, RunConfig
-from core.runs import TrainingRun
-from core.store import SCHEMA, SCHEMA_VERSION, Store, StoreError, current_owner, owner_alive
-from core.train import FINISHED, Trainer, TrainingError
+from core.runs.training_run import TrainingRun
+from core.runs.store import SCHEMA, SCHEMA_VERSION, Store, StoreError, current_owner, owner_alive
+from core.engine.train import FINISHED, Trainer, TrainingError
 
 CONFIG = RunConfig(device="cpu")
 
@@ -320,7 +320,7 @@ def test_run_deleted_while_training_keeps_training(tmp_path, sample):
 @pytest.fixture
 def offline_sample(monkeypatch, sample):
     """TrainingRun.resume loads its data by name: hand it the sample, never the network."""
-    monkeypatch.setattr("core.runs.load_dataset", lambda name, data_dir=None, **kwargs: sample)
+    monkeypatch.setattr("core.runs.training_run.load_dataset", lambda name, data_dir=None, **kwargs: sample)
     return sample
 
 

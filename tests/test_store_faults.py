@@ -18,11 +18,11 @@ import pytest
 
 from history_helpers import EMPTY_DATA_DIR
 from core.config import Phase, RunConfig
-from core.manager import RunManager
-from core.runs import TrainingRun
-from core.store import Store
-from core.train import FINISHED
-from core.worker import serve
+from core.runs.manager import RunManager
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
+from core.engine.train import FINISHED
+from core.runs.worker import serve
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -94,7 +94,7 @@ def test_disk_full_at_the_final_write_keeps_the_status_and_metrics_and_only_the_
     sqlite_faults.pages_left = None  # space freed: the same store works, no restart
     assert run.train_phase(1, 0.1) == FINISHED
     assert run.store_warning == "" and store.load_checkpoint(run.id)
-    monkeypatch.setattr("core.runs.load_dataset", lambda name, data_dir=None, **kwargs: sample)
+    monkeypatch.setattr("core.runs.training_run.load_dataset", lambda name, data_dir=None, **kwargs: sample)
     assert [e.epoch for e in TrainingRun.resume(run.id, store).epochs] == [1, 2, 3]
 
 

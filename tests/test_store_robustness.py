@@ -12,14 +12,14 @@ from streamlit.testing.v1 import AppTest
 
 from history_helpers import (EMPTY_DATA_DIR, HISTORY_APP, REPO_ROOT, ManagerTracker, clear_streamlit_caches, poll)
 from test_dashboard_app import shown
-from core.history import runs_table
-from core.store import Store, StoreError
+from core.runs.history import runs_table
+from core.runs.store import Store, StoreError
 
 TRAINER = """
 import json, sys, threading
 from core.config import RunConfig
-from core.runs import TrainingRun
-from core.store import Store
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
 store = Store(sys.argv[1])
 config = RunConfig(hidden_sizes=(16,), batch_size=int(sys.argv[3]), device="cpu", threads=1, seed=int(sys.argv[4]))
 run = TrainingRun(config, store=store, data_dir={data!r})
@@ -30,7 +30,7 @@ print(json.dumps({{"status": run.status, "store_warning": run.store_warning}}), 
 
 WRITER = """
 import sys, time
-from core.store import Store
+from core.runs.store import Store
 
 store = Store(sys.argv[1])
 run_id = store.create_run({{"dataset": "mnist"}}, device="cpu", data_source="", torch_version="", parameters=0)
@@ -47,7 +47,7 @@ store.finish_run(run_id, "finished")
 
 OPENER = """
 import sys, time
-from core.store import Store, StoreError
+from core.runs.store import Store, StoreError
 start = float(sys.argv[2])
 while time.time() < start:  # every opener begins at the same moment
     pass

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from support import synthetic_dataset, zeros_dataset
-from core import memory
-from core import train as train_module
+from core.engine import memory
+from core.engine import train as train_module
 from core.config import Phase, RunConfig
-from core.data import split_indices, to_float
-from core.devices import DeviceError, list_devices, resolve_device
-from core.model import build_mlp
-from core.runs import TrainingRun
-from core.train import DIVERGED, FINISHED, STOPPED, BatchProgress, EpochResult, Trainer, TrainingError
+from core.engine.data import split_indices, to_float
+from core.engine.devices import DeviceError, list_devices, resolve_device
+from core.engine.model import build_mlp
+from core.runs.training_run import TrainingRun
+from core.engine.train import DIVERGED, FINISHED, STOPPED, BatchProgress, EpochResult, Trainer, TrainingError
 
 CPU = dict(device="cpu")
 
@@ -296,7 +296,7 @@ def test_adam_at_lr_10_is_reported_diverged(sample):
 
 
 def test_training_run_records_divergence_without_raising(sample, tmp_path):
-    from core.store import Store
+    from core.runs.store import Store
 
     store = Store(tmp_path / "runs.db")
     run = TrainingRun(RunConfig(**CPU, lr=10, hidden_sizes=(512, 512, 512)), store=store, dataset=sample)
@@ -447,7 +447,7 @@ def test_training_run_with_synthetic_dataset_learns():
 
 
 def test_cpu_threads_sets_them_for_cpu_work_only_and_restores_them():
-    from core.devices import cpu_threads
+    from core.engine.devices import cpu_threads
 
     before = torch.get_num_threads()
     other = 2 if before != 2 else 3

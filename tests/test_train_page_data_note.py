@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 from history_helpers import REPO_ROOT, ManagerTracker, clear_streamlit_caches
 from test_dashboard_app import shown
 from core.config import RunConfig
-from core.data import SOURCE_SAMPLE, clear_cache
-from core.store import Store
+from core.engine.data import SOURCE_SAMPLE, clear_cache
+from core.runs.store import Store
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow

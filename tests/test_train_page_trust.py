@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from core.config import Phase, RunConfig
-from core.export import config_to_query
-from core.runs import TrainingRun
-from core.store import Store
+from core.exchange.export import config_to_query
+from core.runs.training_run import TrainingRun
+from core.runs.store import Store
 
 from test_dashboard_app import (APP, RUN_TIMEOUT, SLOW, AppTest, check_ok, epochs_shown, is_status, manager,  # noqa: F401
                                 new_app, poll, settled, shown, start, status_line)

@@ -7,9 +7,9 @@ compound: per-epoch validation losses drift apart (1e-7 to 1e-1 relative, depend
 learning rate), while the same leg run twice is bit-identical. That drift is reported as drift.
 
 What must agree to rounding is the start, and this module checks it: for each leg it builds the
-Trainer's model (core.model.build_mlp, seeded) and step (core.backprop.MLPStep) on the leg's device
+Trainer's model (core.engine.model.build_mlp, seeded) and step (core.engine.backprop.MLPStep) on the leg's device
 with the leg's thread count, takes the Trainer's first training batch (the seeded randperm over the
-train split of core.data.split_indices, through the leg's pipeline), and computes
+train split of core.engine.data.split_indices, through the leg's pipeline), and computes
 
 - a checksum of the initial weights (SHA-256 of their float32 bytes, read back from the device),
 - the first batch's loss and gradient.
@@ -18,7 +18,7 @@ Legs start the same when the checksums are equal and the loss and every gradient
 the first leg's within SAME_START_BAR relative. On CUDA the check runs with TF32 off (IEEE fp32
 matmuls), so a reduced-precision mode cannot pass as rounding.
 
-`start_checks` runs in this process (the CLI); `python -m core.parity` runs it in a process of its own
+`start_checks` runs in this process (the CLI); `python -m core.studies.parity` runs it in a process of its own
 (the dashboard: its own thread setting and CUDA context, not the web server's).
 """
 from __future__ import annotations
@@ -32,12 +32,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .backprop import MLPStep
-from .config import RunConfig
-from .data import ImageDataset, split_indices, to_float
-from .devices import cpu_threads, device_label, resolve_device, set_cpu_threads, synchronize
+from ..engine.backprop import MLPStep
+from ..config import RunConfig
+from ..engine.data import ImageDataset, split_indices, to_float
+from ..engine.devices import cpu_threads, device_label, resolve_device, set_cpu_threads, synchronize
 from .legs import Leg
-from .model import build_mlp
+from ..engine.model import build_mlp
 
 SAME_START_BAR = 1e-5  # relative: first-batch loss and gradient differences that are still rounding
 
@@ -56,7 +56,7 @@ class StartPoint:
 def first_batch_indices(config: RunConfig, n_samples: int) -> torch.Tensor:
     """Indices into the dataset's training images of the Trainer's first batch.
 
-    core/train.py: the train split comes from split_indices, and each epoch's order from
+    core/engine/train.py: the train split comes from split_indices, and each epoch's order from
     torch.randperm over it with a CPU generator seeded by config.seed (its first call: epoch 1).
     """
     train_idx, _ = split_indices(n_samples, config.val_fraction, config.seed)
@@ -68,7 +68,7 @@ def first_batch(config: RunConfig, dataset: ImageDataset) -> tuple[torch.Tensor,
     """(float inputs N x features, labels) of the first batch, prepared the way the leg's pipeline does."""
     idx = first_batch_indices(config, len(dataset.train_labels))
     if config.pipeline == "dataloader":  # per-sample PIL image + ToTensor, as the tutorial's DataLoader
-        from .train import PerSampleImages
+        from ..engine.train import PerSampleImages
 
         items = PerSampleImages(dataset.train_images, dataset.train_labels)
         x = torch.stack([items[int(i)][0] for i in idx]).reshape(len(idx), -1)
@@ -158,11 +158,11 @@ def passes(row: dict | None) -> bool | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m core.parity --base JSON --leg SPEC ...`: the rows as one JSON list on stdout."""
-    from .data import load_dataset
-    from .devices import default_cpu_threads
+    """`python -m core.studies.parity --base JSON --leg SPEC ...`: the rows as one JSON list on stdout."""
+    from ..engine.data import load_dataset
+    from ..engine.devices import default_cpu_threads
 
-    parser = argparse.ArgumentParser(prog="python -m core.parity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m core.studies.parity", description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the comparison's RunConfig as JSON")
     parser.add_argument("--leg", action="append", required=True, help="leg spec, e.g. device=cpu,threads=1")
     parser.add_argument("--data-dir")

@@ -19,7 +19,7 @@ import uuid
 from contextlib import closing
 from pathlib import Path
 
-from .config import RunStatus, StoreEmptied, StoreError  # noqa: F401 (errors re-exported from core.config)
+from ..config import RunStatus, StoreEmptied, StoreError  # noqa: F401 (errors re-exported from core.config)
 
 DEFAULT_DB = "./runs.db"
 SCHEMA_VERSION = 1  # 1: runs, epochs, checkpoints as below (files from before versioning read 0)

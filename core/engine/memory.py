@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, OPTIMIZERS, RunConfig, TrainingError
+from ..config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, OPTIMIZERS, RunConfig, TrainingError
 from .data import CLASS_NAMES, IMAGE_SHAPES
 from .model import layer_rows
 

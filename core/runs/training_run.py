@@ -22,11 +22,11 @@ from typing import Callable, Iterable
 
 import torch
 
-from .config import Phase, RunConfig, RunStatus, StoreEmptied, StoreError, TrainingError
-from .data import ImageDataset, load_dataset
-from .health import learning_warnings
+from ..config import Phase, RunConfig, RunStatus, StoreEmptied, StoreError, TrainingError
+from ..engine.data import ImageDataset, load_dataset
+from ..engine.health import learning_warnings
 from .store import Store
-from .train import BatchProgress, EpochResult, Trainer, median_timed_epoch
+from ..engine.train import BatchProgress, EpochResult, Trainer, median_timed_epoch
 
 EpochListener = Callable[[EpochResult], None]
 ProgressListener = Callable[[BatchProgress], None]

@@ -4,7 +4,7 @@ Prints, per device: median epoch seconds (warm-up epoch excluded) of each pipeli
 the resident pipeline's ratio to the FLOP floor (model FLOPs / measured GEMM rate), and validation
 and test accuracy after the tutorial's schedule (5 epochs at lr 0.5, then 5 at 0.1), with the CPU
 threads used. Each measured part (GEMM rate, tutorial pipeline, resident pipeline) also records the
-share of the machine that other processes used meanwhile (core.cpuload), and the bench says which
+share of the machine that other processes used meanwhile (core.studies.cpuload), and the bench says which
 ratio that distorted: under load on 2 cores the tutorial/resident ratio read 10.6x against 28x quiet.
 """
 from __future__ import annotations
@@ -15,13 +15,13 @@ import sys
 
 import torch
 
-from .config import TUTORIAL_SCHEDULE, RunConfig
+from ..config import TUTORIAL_SCHEDULE, RunConfig
 from .cpuload import CONTENDED_SHARE, ContentionMeter, contention_note
-from .data import load_dataset
-from .devices import device_label, gemm_flops_per_second, list_devices, set_cpu_threads, synchronize
-from .model import macs_per_sample
-from .runs import TrainingRun
-from .train import median_timed_epoch
+from ..engine.data import load_dataset
+from ..engine.devices import device_label, gemm_flops_per_second, list_devices, set_cpu_threads, synchronize
+from ..engine.model import macs_per_sample
+from ..runs.training_run import TrainingRun
+from ..engine.train import median_timed_epoch
 
 
 def epoch_flops(config: RunConfig, input_size: int, num_classes: int, n_train: int, n_val: int) -> float:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig, RunStatus, TrainingError  # noqa: F401 (TrainingError re-exported)
+from ..config import RunConfig, RunStatus, TrainingError  # noqa: F401 (TrainingError re-exported)
 from .data import ImageDataset, split_indices, to_float
 from .devices import cpu_threads, device_label, resolve_device, synchronize
 from .health import describe_batch_losses, lower_lr

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DataError  # noqa: F401 (re-exported: the error hierarchy lives in core.config)
+from ..config import DataError  # noqa: F401 (re-exported: the error hierarchy lives in core.config)
 
 DEFAULT_DATA_DIR = "./data"
 

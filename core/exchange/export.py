@@ -21,12 +21,12 @@ from typing import Mapping
 
 import torch
 
-from .backprop import MLPStep
-from .config import (DATASETS, ConfigError, Phase, RunConfig, RunStatus, WeightsFileError,  # noqa: F401
+from ..engine.backprop import MLPStep
+from ..config import (DATASETS, ConfigError, Phase, RunConfig, RunStatus, WeightsFileError,  # noqa: F401
                      parse_hidden_sizes, parse_schedule, phases_from_pairs, schedule_text, short_repr)
-from .evaluate import ModelLoadError, build_model, checkpoint_weights, layer_layout
-from .optim import make_optimizer
-from .store import EPOCH_FIELDS, Store
+from ..engine.evaluate import ModelLoadError, build_model, checkpoint_weights, layer_layout
+from ..engine.optim import make_optimizer
+from ..runs.store import EPOCH_FIELDS, Store
 
 log = logging.getLogger(__name__)
 

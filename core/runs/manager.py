@@ -1,6 +1,6 @@
 """Background training runs for a long-lived UI process: start, watch, stop, continue, shut down.
 
-Each run trains in a worker process (core.worker) and the manager keeps an immutable snapshot of
+Each run trains in a worker process (core.runs.worker) and the manager keeps an immutable snapshot of
 it, updated from the worker's messages by one thread per run; a UI polls `snapshot(run_id)`.
 Runs on one device type wait their turn (the CPU's cores are shared, so one CPU run trains at a
 time and later ones queue). A spare worker is kept warm (torch imported, MNIST loaded) so a Train
@@ -18,14 +18,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from .config import DeviceError, Phase, RunConfig, RunStatus, StoreError
-from .data import CLASS_NAMES, IMAGE_SHAPES
-from .devices import default_cpu_threads, device_label, resolve_device
+from ..config import DeviceError, Phase, RunConfig, RunStatus, StoreError
+from ..engine.data import CLASS_NAMES, IMAGE_SHAPES
+from ..engine.devices import default_cpu_threads, device_label, resolve_device
 from .history import stored_run
-from .memory import oom_kills, oom_verdict, process_rss
-from .model import LayerRow, layer_rows
+from ..engine.memory import oom_kills, oom_verdict, process_rss
+from ..engine.model import LayerRow, layer_rows
 from .store import Store
-from .train import BatchProgress, EpochResult
+from ..engine.train import BatchProgress, EpochResult
 from .worker import WorkerProcess
 
 QUEUED = RunStatus.QUEUED  # the old name, for the pages that import it from here

@@ -1,6 +1,6 @@
 """Legs of a comparison: a device, a CPU thread count, a data pipeline and the CUDA-graph switch.
 
-Every leg trains the comparison's RunConfig with these replaced (core.compare runs them; core.parity
+Every leg trains the comparison's RunConfig with these replaced (core.studies.compare runs them; core.studies.parity
 checks that they start the same).
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from .config import DEVICES, ConfigError, RunConfig
-from .devices import list_devices
+from ..config import DEVICES, ConfigError, RunConfig
+from ..engine.devices import list_devices
 
 LEG_DEVICES = tuple(d for d in DEVICES if d != "auto")
 DEVICE_NAMES = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}

@@ -13,7 +13,7 @@ dominates (small models) and more hardware cannot help.
 
 Cells run one after another, every leg within a cell, so a cancelled map keeps complete cells.
 
-Before it starts, a map's duration is estimated from its FLOPs (core.model.macs_per_sample) at each
+Before it starts, a map's duration is estimated from its FLOPs (core.engine.model.macs_per_sample) at each
 leg's measured GEMM rate, plus a per-step overhead for the eager ops: the CLI prints it, and above
 a minute asks (on a terminal) or wants --yes (otherwise); the dashboard shows it and warns.
 `MapJobs` runs maps for the dashboard in a `python -m core speedup-map` subprocess (its own GIL
@@ -37,17 +37,17 @@ from pathlib import Path
 
 import torch
 
-from .backprop import MLPStep
+from ..engine.backprop import MLPStep
 from .compare import Leg, check_legs, default_legs, spare_starting
-from .config import (MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig, RunStatus,
+from ..config import (MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig, RunStatus,
                      StoreError)
 from .cpuload import ContentionMeter, contention_note
-from .cuda_graph import GraphedStep, graph_support
-from .data import CLASS_NAMES, IMAGE_SHAPES, to_float
-from .devices import cpu_name, cpu_threads, device_label, gemm_flops_per_second, synchronize
-from .model import build_mlp, macs_per_sample
-from .optim import make_optimizer
-from .reports import SPEEDUP_MAP, open_reports, recent_reports
+from ..engine.cuda_graph import GraphedStep, graph_support
+from ..engine.data import CLASS_NAMES, IMAGE_SHAPES, to_float
+from ..engine.devices import cpu_name, cpu_threads, device_label, gemm_flops_per_second, synchronize
+from ..engine.model import build_mlp, macs_per_sample
+from ..engine.optim import make_optimizer
+from ..runs.reports import SPEEDUP_MAP, open_reports, recent_reports
 
 ESTIMATE_CONFIRM_S = 60.0  # a map estimated longer than this asks first (CLI) or warns (dashboard)
 # Per training step, beyond its matmuls at the GEMM rate: ~30 eager ops of ~5-8 us (NOTES.md), and ~5 more

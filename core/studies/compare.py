@@ -7,7 +7,7 @@ other, never at once, so one leg's work cannot slow another's clock.
 
 The summary compares each leg with the first: median epoch seconds with the warm-up epoch left out
 (it carries one-off costs: allocation, BLAS/cuBLAS initialisation), samples/s, speedup, time to a
-target validation accuracy, whether the legs start the same (core.parity: identical initial weights,
+target validation accuracy, whether the legs start the same (core.studies.parity: identical initial weights,
 first batch's loss and gradient within rounding), and how far their per-epoch validation losses
 drift apart afterwards (rounding differences compound over thousands of SGD steps: expected, not a fault).
 
@@ -26,13 +26,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .config import ConfigError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
+from ..config import ConfigError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
 from .cpuload import ContentionMeter, contention_note, worker_children_ticks
-from .cuda_graph import graph_support
+from ..engine.cuda_graph import graph_support
 from .legs import DEVICE_NAMES, LEG_DEVICES, Leg, default_legs, unavailable_reason  # noqa: F401 (re-exported)
 from .parity import SAME_START_BAR, passes, start_checks
-from .reports import COMPARISON, open_reports, recent_reports
-from .train import EpochResult
+from ..runs.reports import COMPARISON, open_reports, recent_reports
+from ..engine.train import EpochResult
 
 DEFAULT_TARGET = 0.95  # validation accuracy for "time to target"
 
@@ -51,7 +51,7 @@ class LegRun:
     startup_s: float | None = None  # building the trainer: data and model to the device (CUDA context)
     run_id: str = ""
     other_cpu_share: float | None = None  # share of all cores other processes kept busy while it trained
-    start: dict | None = None  # its row of core.parity.start_checks (None: not checked)
+    start: dict | None = None  # its row of core.studies.parity.start_checks (None: not checked)
 
 
 @dataclass(frozen=True)
@@ -302,8 +302,8 @@ def check_legs(legs: list[Leg], default_threads: int | None = None) -> None:
 def run_in_process(base: RunConfig, legs: list[Leg], phases: list[Phase], *, dataset=None, data_dir=None,
                    store=None, cancel: threading.Event | None = None, on_epoch=None, on_leg=None) -> list[LegRun]:
     """Train each leg in turn in this process; a leg that fails is recorded and the next one runs."""
-    from .data import load_dataset
-    from .runs import TrainingRun
+    from ..engine.data import load_dataset
+    from ..runs.training_run import TrainingRun
 
     cancel = cancel or threading.Event()
     dataset = dataset or load_dataset(base.dataset, data_dir)
@@ -368,7 +368,7 @@ class ComparisonSnapshot:
     created_at: float = field(default_factory=time.time)
     live: bool = True
     other_cpu: tuple = ()  # per finished leg: share of all cores other processes kept busy meanwhile
-    start_checks: tuple = ()  # per leg: its core.parity.start_checks row, once the legs have trained
+    start_checks: tuple = ()  # per leg: its core.studies.parity.start_checks row, once the legs have trained
 
     @property
     def active(self) -> bool:
@@ -558,11 +558,11 @@ class Comparisons:
             time.sleep(self.POLL_S)
 
     def _check_start(self, live: _Live, timeout: float = 300.0) -> list[dict]:
-        """core.parity's same-start rows for the legs that ran, from a process of its own (its own thread
+        """core.studies.parity's same-start rows for the legs that ran, from a process of its own (its own thread
         setting and CUDA context, not the web server's). A check that cannot run says why on every leg."""
         snap = live.snapshot
         legs = snap.legs[:len(snap.run_ids)]
-        command = [sys.executable, "-m", "core.parity", "--base", json.dumps(snap.base.to_dict())]
+        command = [sys.executable, "-m", "core.studies.parity", "--base", json.dumps(snap.base.to_dict())]
         for leg in legs:
             command += ["--leg", leg.spec()]
         if getattr(self.manager, "data_dir", None):

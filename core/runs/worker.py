@@ -3,7 +3,7 @@
 Training in the UI's own process shares its GIL: every torch op hands the GIL back and forth with
 the page's Python, and epochs ran 2-4x slower with a browser attached. A worker process trains
 at full speed, and a crash or an out-of-memory kill takes down only the worker, never the server.
-Workers start as `python -m core.worker` (not multiprocessing's spawn, which would re-run the
+Workers start as `python -m core.runs.worker` (not multiprocessing's spawn, which would re-run the
 Streamlit script that is __main__ in the server).
 
 To the worker: ("start", run_id, config_dict, [(epochs, lr), ...]), ("resume", run_id, [(epochs, lr)]),
@@ -29,9 +29,9 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from .config import DataError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
-from .data import load_dataset
-from .devices import set_cpu_threads
+from ..config import DataError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
+from ..engine.data import load_dataset
+from ..engine.devices import set_cpu_threads
 from .store import Store
 
 EXPECTED_ERRORS = (TrainingError, DataError, DeviceError, StoreError)
@@ -135,7 +135,7 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
         cancel.clear()
         try:
             if kind in ("start", "resume"):
-                from .runs import TrainingRun
+                from .training_run import TrainingRun
 
                 if store is None:  # the database may have become usable since (space freed, permissions fixed)
                     store, store_problem = _open_store(db_path)
@@ -202,7 +202,7 @@ class WorkerProcess:
 
     def __init__(self, data_dir, db_path, threads: int, preload: str | None):
         ours, theirs = socket.socketpair()
-        command = [sys.executable, "-m", "core.worker", "--fd", str(theirs.fileno()), "--threads", str(threads)]
+        command = [sys.executable, "-m", "core.runs.worker", "--fd", str(theirs.fileno()), "--threads", str(threads)]
         if data_dir:
             command += ["--data-dir", str(data_dir)]
         if db_path:
@@ -255,7 +255,7 @@ class WorkerProcess:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="training worker (started by core.manager)")
+    parser = argparse.ArgumentParser(description="training worker (started by core.runs.manager)")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--data-dir")

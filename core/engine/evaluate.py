@@ -1,6 +1,6 @@
 """A trained model on the test split: accuracy, loss, confusion matrix, per-class accuracy, predictions.
 
-Models come from a run's stored checkpoint or from a weights file (core.export); the weights are
+Models come from a run's stored checkpoint or from a weights file (core.exchange.export); the weights are
 checked against the shapes their config implies before loading, so a mismatch names the layer.
 Everything is computed in torch and returned as plain numpy arrays and lists for any front end.
 The test split is the official one (10,000 images for the full datasets), which training and
@@ -18,12 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, ModelLoadError, RunConfig  # noqa: F401 (ModelLoadError re-exported)
+from ..config import ConfigError, ModelLoadError, RunConfig  # noqa: F401 (ModelLoadError re-exported)
 from .data import CLASS_NAMES, ImageDataset, load_dataset, to_float
 from .devices import cpu_threads, resolve_device
 from .memory import EVAL_CHUNK
 from .model import build_mlp, macs_per_sample
-from .store import Store
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}  # official test splits
@@ -94,7 +93,7 @@ class LoadedModel:
         return build_model(self.config, self.state_dict)
 
 
-def load_run_model(store: Store, run_id: str) -> LoadedModel:
+def load_run_model(store, run_id: str) -> LoadedModel:  # store: core.runs.store.Store
     """The weights a run kept (saved when each of its phases ended); ModelLoadError when it kept none."""
     blob = store.load_checkpoint(run_id)
     if blob is None:

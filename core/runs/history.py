@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .config import ConfigError, Phase, RunConfig, phases_from_pairs
-from .export import check_epochs, check_run_section, schedule_text
+from ..config import ConfigError, Phase, RunConfig, phases_from_pairs
+from ..exchange.export import check_epochs, check_run_section, schedule_text
 from .store import Store
-from .train import median_timed_epoch
+from ..engine.train import median_timed_epoch
 
 # Settings that can tell runs apart in a legend, with a short label each.
 LEGEND_FIELDS = {"dataset": "", "hidden_sizes": "hidden ", "activation": "", "batch_size": "batch ",

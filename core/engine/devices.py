@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import DeviceError  # noqa: F401 (re-exported: the error hierarchy lives in core.config)
+from ..config import DeviceError  # noqa: F401 (re-exported: the error hierarchy lives in core.config)
 
 
 @dataclass(frozen=True)

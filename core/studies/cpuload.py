@@ -38,13 +38,13 @@ def process_ticks(pid: int | str = "self") -> int:
 
 
 def worker_children_ticks() -> int:
-    """CPU ticks of this process's training workers (`python -m core.worker` children)."""
+    """CPU ticks of this process's training workers (`python -m core.runs.worker` children)."""
     me, total = str(os.getpid()), 0
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             stat = (proc / "stat").read_text()
             fields = stat.rsplit(")", 1)[1].split()
-            if fields[1] == me and b"core.worker" in (proc / "cmdline").read_bytes():
+            if fields[1] == me and b"core.runs.worker" in (proc / "cmdline").read_bytes():
                 total += int(fields[11]) + int(fields[12])
         except (OSError, ValueError, IndexError):
             continue

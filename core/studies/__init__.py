@@ -1,0 +1,1 @@
+"""Studies over many runs: comparison legs, comparisons, speedup maps, the benchmark."""
