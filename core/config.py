@@ -10,6 +10,9 @@ import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where `python -m core ...` subprocesses start
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")

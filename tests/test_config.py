@@ -219,3 +219,9 @@ def test_from_dict_refuses_any_value_with_a_short_message(data, says):
     with pytest.raises(ConfigError) as info:
         RunConfig.from_dict(data)
     assert says in str(info.value) and len(str(info.value)) < 200, str(info.value)
+
+
+def test_project_root_is_where_python_m_core_starts():
+    # subprocesses (`python -m core.runs.worker`, the parity check, map jobs) start here; one owner for the path
+    from core.config import PROJECT_ROOT
+    assert (PROJECT_ROOT / "core" / "__main__.py").is_file() and (PROJECT_ROOT / "dashboard" / "app.py").is_file()

@@ -27,15 +27,13 @@ import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
-from pathlib import Path
 
-from ..config import DataError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
+from ..config import PROJECT_ROOT, DataError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
 from ..engine.data import load_dataset
 from ..engine.devices import set_cpu_threads
 from .store import Store
 
 EXPECTED_ERRORS = (TrainingError, DataError, DeviceError, StoreError)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 SERVER_GONE = "the dashboard server ended during the run (its connection closed)"
@@ -210,7 +208,7 @@ class WorkerProcess:
         if preload:
             command += ["--preload", preload]
         # Own process group: a Ctrl-C in the terminal reaches the server, which stops workers in order.
-        self.process = subprocess.Popen(command, cwd=ROOT, pass_fds=[theirs.fileno()], start_new_session=True)
+        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, pass_fds=[theirs.fileno()], start_new_session=True)
         theirs.close()
         self.conn = Connection(ours.detach())
         self.ready = False

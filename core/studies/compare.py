@@ -26,7 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, DeviceError, Phase, RunConfig, RunStatus, StoreError, TrainingError
+from ..config import (PROJECT_ROOT, ConfigError, DeviceError, Phase, RunConfig, RunStatus, StoreError,
+                      TrainingError)
 from .cpuload import ContentionMeter, contention_note, worker_children_ticks
 from ..engine.cuda_graph import graph_support
 from .legs import DEVICE_NAMES, LEG_DEVICES, Leg, default_legs, unavailable_reason  # noqa: F401 (re-exported)
@@ -569,9 +570,8 @@ class Comparisons:
             command += ["--data-dir", str(self.manager.data_dir)]
         if getattr(self.manager, "cpu_threads", None):
             command += ["--default-threads", str(self.manager.cpu_threads)]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         try:
-            process = subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True, start_new_session=True)
         except OSError as exc:
             return [{"spec": leg.spec(), "error": f"the check could not start: {exc}"} for leg in legs]

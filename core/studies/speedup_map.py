@@ -33,14 +33,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..engine.backprop import MLPStep
 from .compare import Leg, check_legs, default_legs, spare_starting
-from ..config import (MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig, RunStatus,
-                     StoreError)
+from ..config import (PROJECT_ROOT, MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig,
+                      RunStatus, StoreError)
 from .cpuload import ContentionMeter, contention_note
 from ..engine.cuda_graph import GraphedStep, graph_support
 from ..engine.data import CLASS_NAMES, IMAGE_SHAPES, to_float
@@ -58,7 +57,6 @@ SAMPLE_OVERHEAD_S = 0.4e-6  # per sample in a step: gathering its 784 floats, th
 INIT_S_PER_PARAMETER = 10e-9  # a fresh model per cell and leg: seeded uniform init on the CPU
 MAP_LR = 0.01  # small enough that wide, deep nets stay finite: NaN/denormal arithmetic would skew CPU timings
 GEMM_SECONDS = 0.5  # per leg, to measure its fp32 matmul rate
-ROOT = Path(__file__).resolve().parent.parent
 _MEASURE_LOCK = threading.Lock()
 FINISHED, CANCELLED = RunStatus.FINISHED, RunStatus.CANCELLED  # the old names, for code that imports them from here
 
@@ -350,8 +348,9 @@ class MapJob:
                 self.update(status=RunStatus.CANCELLED, message="cancelled before it started")
                 return
             self.update(status=RunStatus.RUNNING, message="measuring the devices' matmul rates")
-            self.process = subprocess.Popen(self.command(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self.process = subprocess.Popen(self.command(), cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            start_new_session=True)
             if self.cancelled.is_set():
                 self.cancel()
             reader = threading.Thread(target=self._read_stderr, daemon=True)
