@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.engine.backprop import MLPStep
-from core.studies.compare import (Comparisons, ComparisonSnapshot, Leg, LegRun, default_legs, duplicate_legs_message,
-                          run_in_process, summarize, time_to_target)
+from core.studies.compare import LegRun, run_in_process, summarize, time_to_target
+from core.studies.comparisons import Comparisons, ComparisonSnapshot
+from core.studies.legs import Leg, default_legs, duplicate_legs_message
 from core.config import ConfigError, Phase, RunConfig
 from core.engine.cuda_graph import GraphedStep, graph_support
 from core.engine.devices import DeviceInfo
-from core.engine.model import build_mlp
-from core.engine.optim import make_optimizer
 from core.studies.parity import SAME_START_BAR
+from core.engine.step import TrainStep
 from core.engine.train import EpochResult, Trainer
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
@@ -274,27 +273,19 @@ def test_graphed_step_bookkeeping_matches_eager_steps(optimizer):
     x = torch.rand(310, 784, generator=generator)
     y = torch.randint(0, 10, (310,), generator=generator)
 
-    def make():
-        model = build_mlp(config, 784, 10).requires_grad_(False)
-        step_fn = MLPStep(model, "relu")
-        return model, step_fn, make_optimizer(optimizer, step_fn.params, 0.1)
-
-    model_a, step_a, opt_a = make()
-    model_b, step_b, opt_b = make()
+    step_a, step_b = TrainStep(config, 784, 10), TrainStep(config, 784, 10)
     backend = ReplayOnCPU()
-    graphed = GraphedStep(step_b, opt_b, torch.device("cpu"), backend=backend)
+    graphed = GraphedStep(step_b, torch.device("cpu"), backend=backend)
     losses_a, losses_b = [], []
     for phase_lr in (0.1, 0.05):  # a new phase bakes a new learning rate: it must re-capture
-        opt_a.lr = opt_b.lr = phase_lr
+        step_a.optimizer.lr = step_b.optimizer.lr = phase_lr
         for first in range(0, 310, 50):  # 6 full batches and a ragged one of 10 (eager)
             xb, yb = x[first:first + 50], y[first:first + 50]
-            loss, grads = step_a(xb, yb)
-            opt_a.step(grads)
-            losses_a.append(loss.item())
+            losses_a.append(step_a(xb, yb).item())
             losses_b.append(graphed(xb, yb).item())
     assert backend.captures == 2 and graphed.replays == 14 - 3 - 2  # 3 warm-up steps, 2 ragged batches
     assert losses_b == pytest.approx(losses_a, rel=1e-6)
-    for p, q in zip(model_a.parameters(), model_b.parameters()):
+    for p, q in zip(step_a.model.parameters(), step_b.model.parameters()):
         torch.testing.assert_close(p, q)
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from support import synthetic_dataset, zeros_dataset
 from core.engine import memory
+from core.engine import step as step_module
 from core.engine import train as train_module
 from core.config import Phase, RunConfig
 from core.engine.data import split_indices, to_float
@@ -149,7 +150,7 @@ def test_checkpoint_restore_continues_like_an_uninterrupted_trainer(sample, opti
     # warm-up marks the first epoch a trainer object runs (it pays the one-off costs), restored or not
     assert [r.warmup for r in got] == [True, False]
     assert [r.warmup for r in expected] == [False, False]
-    for a, b in zip(uninterrupted.params, restored.params):
+    for a, b in zip(uninterrupted.train_step.params, restored.train_step.params):
         assert torch.equal(a, b)
 
 
@@ -366,7 +367,7 @@ def test_far_too_big_config_raises_memory_error_before_allocating(monkeypatch):
     free = memory.free_bytes(torch.device("cpu"))
     if free is not None and need <= memory.HEADROOM * free:
         pytest.skip(f"this machine has {free / 2**30:.0f} GiB free: the config fits")
-    monkeypatch.setattr(train_module, "build_mlp", _no_allocation)
+    monkeypatch.setattr(step_module, "build_mlp", _no_allocation)
     with pytest.raises(TrainingError) as info:
         Trainer(config, dataset)
     assert "memory" in str(info.value)

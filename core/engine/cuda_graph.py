@@ -19,6 +19,8 @@ import contextlib
 
 import torch
 
+from .step import TrainStep
+
 GRAPH_OPTIMIZERS = ("sgd", "sgd_momentum")
 WARMUP_STEPS = 3  # eager steps before capture: cuBLAS handles, workspaces and caches are created here
 
@@ -67,16 +69,15 @@ class CudaBackend:
 
 
 class GraphedStep:
-    """Drop-in for `loss, grads = step_fn(x, y); optimizer.step(grads)`, returning the loss.
+    """Drop-in for a TrainStep (`loss = step(x, y)`) that replays the step as a CUDA graph.
 
     The first WARMUP_STEPS batches train eagerly (on the capture stream); the next one is copied
     into static input buffers, the step is captured, and from then on each batch is a copy plus one
     replay. The returned loss is a fresh tensor (the graph overwrites its own each replay).
     """
 
-    def __init__(self, step_fn, optimizer, device: torch.device, backend=None, warmup_steps: int = WARMUP_STEPS):
-        self.step_fn = step_fn
-        self.optimizer = optimizer
+    def __init__(self, step: TrainStep, device: torch.device, backend=None, warmup_steps: int = WARMUP_STEPS):
+        self.step = step
         self.backend = backend or CudaBackend(device)
         self.warmup_steps = max(1, warmup_steps)  # momentum buffers must exist before capture
         self.eager_steps = 0
@@ -91,7 +92,7 @@ class GraphedStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.failure or (self.static_x is not None and x.shape != self.static_x.shape):
-            return self._eager(x, y)
+            return self.step(x, y)
         if self.static_x is None:
             self.static_x, self.static_y = torch.empty_like(x), torch.empty_like(y)
         self.static_x.copy_(x)
@@ -99,36 +100,26 @@ class GraphedStep:
         if self.eager_steps < self.warmup_steps:
             self.eager_steps += 1
             with self.backend.side_stream():
-                loss = self._eager(self.static_x, self.static_y)
+                loss = self.step(self.static_x, self.static_y)
             self.backend.keep_alive(loss)
             return loss
         if self.graph is None or self.key != self._current_key():
             if not self._capture():
-                return self._eager(self.static_x, self.static_y)
+                return self.step(self.static_x, self.static_y)
         self.graph.replay()
         self.replays += 1
         return self.static_loss.clone()
 
-    def _eager(self, x, y) -> torch.Tensor:
-        loss, grads = self.step_fn(x, y)
-        self.optimizer.step(grads)
-        return loss
-
     def _current_key(self):
-        return self.optimizer.lr, id(getattr(self.optimizer, "buffers", None))
+        optimizer = self.step.optimizer
+        return optimizer.lr, id(getattr(optimizer, "buffers", None))
 
     def _capture(self) -> bool:
         if self.graph is not None:
             self.backend.synchronize()  # the old graph may still be replaying; then free it
             self.graph = self.static_loss = None
-
-        def step():
-            loss, grads = self.step_fn(self.static_x, self.static_y)
-            self.optimizer.step(grads)
-            return loss
-
         try:
-            self.graph, self.static_loss = self.backend.capture(step)
+            self.graph, self.static_loss = self.backend.capture(lambda: self.step(self.static_x, self.static_y))
         except Exception as exc:  # e.g. an op that syncs with the host: keep training, eagerly
             self.graph = None
             self.failure = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); running eagerly"
@@ -136,7 +127,12 @@ class GraphedStep:
                 self.backend.synchronize()
             return False
         # Keep the momentum buffers alive with the key so their id cannot be reused by a new list.
-        self._buffers = getattr(self.optimizer, "buffers", None)
+        self._buffers = getattr(self.step.optimizer, "buffers", None)
         self.key = self._current_key()
         self.captures += 1
         return True
+
+
+def fastest_step(step: TrainStep, config, device: torch.device) -> TrainStep | GraphedStep:
+    """The step as a run calls it: replayed as a CUDA graph where graph_support allows, else the step itself."""
+    return GraphedStep(step, device) if graph_support(config, device.type)[0] else step

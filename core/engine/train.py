@@ -23,10 +23,9 @@ from .data import ImageDataset, split_indices, to_float
 from .devices import cpu_threads, device_label, resolve_device, synchronize
 from .health import describe_batch_losses, lower_lr
 from .memory import EVAL_CHUNK, check_fits
-from .backprop import MLPStep
-from .cuda_graph import GraphedStep, graph_support
-from .model import build_mlp, parameter_count, summarize
-from .optim import make_optimizer
+from .cuda_graph import GraphedStep, fastest_step, graph_support
+from .model import parameter_count, summarize
+from .step import TrainStep
 
 PROGRESS_INTERVAL_S = 0.1  # how often BatchProgress is emitted (and the loss checked for NaN)
 
@@ -95,14 +94,10 @@ class Trainer:
                                 f"samples of {dataset.title}; choose at most {self.n_train}")
         check_fits(config, dataset.input_size, self.n_train, self.n_val, self.device)
         try:
-            self.model = build_mlp(config, dataset.input_size, dataset.num_classes).to(self.device)
-            self.model.requires_grad_(False)  # gradients come from MLPStep, not autograd
-            self.step_fn = MLPStep(self.model, config.activation)
-            self.params = self.step_fn.params
-            self.optimizer = make_optimizer(config.optimizer, self.params, config.lr,
-                                            config.weight_decay, config.momentum)
-            graphed, self.graph_note = graph_support(config, self.device.type)
-            self.graph_step = GraphedStep(self.step_fn, self.optimizer, self.device) if graphed else None
+            self.train_step = TrainStep(config, dataset.input_size, dataset.num_classes, self.device)
+            # What each batch calls: the step, or on CUDA (resident pipeline) its captured graph.
+            self.step = fastest_step(self.train_step, config, self.device)
+            self.graph_note = graph_support(config, self.device.type)[1]
             self.train_y = dataset.train_labels[train_idx].to(self.device)
             self.val_x = to_float(dataset.train_images[val_idx]).to(self.device)
             self.val_y = dataset.train_labels[val_idx].to(self.device)
@@ -127,6 +122,23 @@ class Trainer:
         self.divergence_loss = 100 * math.log(dataset.num_classes)
         self.summary = summarize(self.model)
         self.parameter_count = parameter_count(self.model)
+
+    @property
+    def model(self):
+        return self.train_step.model
+
+    @property
+    def optimizer(self):
+        return self.train_step.optimizer
+
+    @property
+    def step_fn(self):
+        """The hand-written loss and gradients of one batch (no update)."""
+        return self.train_step.gradients
+
+    @property
+    def graph_step(self) -> GraphedStep | None:
+        return self.step if isinstance(self.step, GraphedStep) else None
 
     # -- training ---------------------------------------------------------------------------------
     def train(self, epochs: int | None = None, lr: float | None = None,
@@ -210,11 +222,12 @@ class Trainer:
         n_batches = math.ceil(self.n_train / self.config.batch_size)
         losses, sizes = [], []
         last_report = start
+        step = self.step
         for i, (x, y) in enumerate(batches, 1):
             if self.cancel.is_set():
                 self.status, self.stop_reason = RunStatus.STOPPED, f"stopped during epoch {epoch}"
                 return None
-            losses.append(self._step(x, y))
+            losses.append(step(x, y))
             sizes.append(y.shape[0])
             now = time.perf_counter()
             if now - last_report >= PROGRESS_INTERVAL_S:
@@ -233,13 +246,6 @@ class Trainer:
         if on_progress is not None:
             on_progress(BatchProgress(epoch, n_batches, n_batches, time.perf_counter() - start))
         return train_loss
-
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.graph_step is not None:  # CUDA, resident pipeline: one graph replay per batch
-            return self.graph_step(x, y)
-        loss, grads = self.step_fn(x, y)
-        self.optimizer.step(grads)
-        return loss
 
     def _sane(self, loss: float) -> bool:
         return math.isfinite(loss) and loss <= self.divergence_loss
