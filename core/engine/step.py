@@ -18,10 +18,18 @@ from .optim import make_optimizer
 class TrainStep:
     """step(x, y) trains the model on one batch and returns its loss (a tensor on the device, not synced)."""
 
-    def __init__(self, config: RunConfig, input_size: int, num_classes: int,
-                 device: torch.device | str = "cpu", model: torch.nn.Sequential | None = None):
-        """A fresh seeded model from the config, or `model` (e.g. one with loaded weights), on `device`."""
-        model = build_mlp(config, input_size, num_classes) if model is None else model
+    def __init__(self, config: RunConfig, input_size: int, num_classes: int, device: torch.device | str = "cpu"):
+        """A fresh model from the config (seeded), on `device`."""
+        self._own(config, build_mlp(config, input_size, num_classes), device)
+
+    @classmethod
+    def with_model(cls, config: RunConfig, model: torch.nn.Sequential, device: torch.device | str = "cpu") -> TrainStep:
+        """A step around an existing model of the config's shape (e.g. one with loaded weights)."""
+        step = cls.__new__(cls)
+        step._own(config, model, device)
+        return step
+
+    def _own(self, config: RunConfig, model: torch.nn.Sequential, device) -> None:
         self.model = model.to(device).requires_grad_(False)  # gradients come from MLPStep, not autograd
         self.gradients = MLPStep(self.model, config.activation)
         self.params = self.gradients.params  # plain tensors sharing the model's storage
