@@ -25,8 +25,8 @@ from .engine.devices import default_cpu_threads, set_cpu_threads
 from .engine.train import EpochResult
 from .runs.reports import COMPARISON, SPEEDUP_MAP, ReportStore
 from .runs.store import Store
-from .studies.compare import (DEFAULT_TARGET, Leg, check_legs, comparison_payload, comparison_title, default_legs,
-                              run_in_process)
+from .studies.compare import DEFAULT_TARGET, comparison_payload, comparison_title, run_in_process
+from .studies.legs import Leg, check_legs, default_legs
 from .studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, default_map_legs, duration_text,
                                   estimate_seconds, estimate_sentence, map_title, measure_gemm_rates, run_speedup_map)
 

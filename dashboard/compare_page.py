@@ -15,13 +15,15 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from core.studies.compare import (DEFAULT_TARGET, Comparisons, ComparisonSnapshot, Leg, default_legs,
-                                  duplicate_legs_message)
+from core.studies.compare import DEFAULT_TARGET
+from core.studies.comparisons import Comparisons, ComparisonSnapshot
+from core.studies.legs import Leg, default_legs, duplicate_legs_message
 from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
 from core.engine.data import TITLES
 from core.engine.devices import DeviceError, list_devices
-from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, MapJobs, MapSnapshot, contention, default_map_legs,
-                               duration_text, estimate_sentence)
+from core.studies.map_jobs import MapJobs, MapSnapshot
+from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, default_map_legs, duration_text,
+                                      estimate_sentence)
 
 from . import compare_charts as charts
 from .controls import LR_OPTIONS, OPTIMIZER_LABELS

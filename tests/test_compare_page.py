@@ -16,7 +16,7 @@ from core.config import RunConfig
 from core.studies.legs import Leg
 from core.runs.manager import RunManager
 from core.runs.reports import COMPARISON, ReportStore
-from core.studies.speedup_map import MapJobs
+from core.studies.map_jobs import MapJobs
 from core.runs.store import Store
 from dashboard.text import md
 
@@ -262,7 +262,7 @@ def test_speedup_heatmap_places_cells_and_leaves_missing_ones_empty():
 
 
 def test_comparison_figures_overlay_one_trace_per_leg():
-    from core.studies.compare import Leg, LegRun
+    from core.studies.compare import LegRun
     from core.engine.train import EpochResult
     from dashboard import compare_charts
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.studies.compare import Leg
+from core.studies.legs import Leg
 from core.config import RunConfig
 from core.studies.parity import (SAME_START_BAR, StartPoint, compare_start, first_batch, passes, start_checks,
                                  start_point, weights_checksum)

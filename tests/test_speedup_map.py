@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from core.studies.compare import Leg
-from core.config import ConfigError
+from core.studies.legs import Leg
+from core.config import ConfigError, RunStatus
 from core.runs.reports import ReportStore
-from core.studies.speedup_map import (CANCELLED, ESTIMATE_CONFIRM_S, FINISHED, MapGrid, MapJobs, default_map_legs,
-                               estimate_seconds, run_speedup_map, step_flops)
+from core.studies.map_jobs import MapJobs
+from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, default_map_legs, estimate_seconds, run_speedup_map,
+                                      step_flops)
 from core.runs.store import Store
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
@@ -86,7 +87,7 @@ def test_every_cell_is_complete_with_every_leg(small_sample):
     seen = []
     result = run_speedup_map(TINY, LEGS, small_sample, on_cell=lambda cell, done, total: seen.append((done, total)),
                              gemm_seconds=0.05)
-    assert result["status"] == FINISHED and result["total_cells"] == 8
+    assert result["status"] == RunStatus.FINISHED and result["total_cells"] == 8
     assert result["other_cpu_share"] is None or result["other_cpu_share"] >= 0
     assert seen == [(i, 8) for i in range(1, 9)]
     assert [(c["layers"], c["hidden"], c["batch"]) for c in result["cells"]] == TINY.cells()
@@ -118,7 +119,7 @@ def test_cancel_between_cells_keeps_only_complete_cells(small_sample):
             cancel.set()
 
     result = run_speedup_map(TINY, LEGS, small_sample, cancel=cancel, on_cell=on_cell, gemm_seconds=0.05)
-    assert result["status"] == CANCELLED and len(result["cells"]) == 2
+    assert result["status"] == RunStatus.CANCELLED and len(result["cells"]) == 2
     assert all(len(cell["legs"]) == 2 for cell in result["cells"])
 
 
@@ -130,7 +131,7 @@ def test_cancel_mid_cell_stops_within_a_step(small_sample):
     start = time.perf_counter()
     result = run_speedup_map(grid, [Leg("cpu", 1)], small_sample, cancel=cancel, gemm_seconds=0.05)
     assert time.perf_counter() - start < 10
-    assert result["status"] == CANCELLED and result["cells"] == []
+    assert result["status"] == RunStatus.CANCELLED and result["cells"] == []
 
 
 def test_dataloader_legs_are_refused(small_sample):
@@ -192,11 +193,11 @@ def test_map_job_runs_in_a_subprocess_and_is_reloadable(jobs):
     grid = MapGrid(hidden_sizes=(8,), layers=(1,), batch_sizes=(16, 32), steps=2, warmup_steps=1)
     map_id = jobs.start(grid, LEGS)
     snap = jobs.wait(map_id, 120)
-    assert snap.status == FINISHED, snap.message
+    assert snap.status == RunStatus.FINISHED, snap.message
     assert len(snap.cells) == 2 and snap.result["id"] == map_id
     assert [leg["spec"] for leg in snap.leg_info] == [leg.spec() for leg in LEGS]
     stored = MapJobs(jobs.manager).snapshot(map_id)  # a fresh registry, as after a server restart
-    assert stored is not None and stored.status == FINISHED and stored.cells == snap.cells
+    assert stored is not None and stored.status == RunStatus.FINISHED and stored.cells == snap.cells
     assert jobs.recent()[0]["id"] == map_id
     # the time estimate reuses the rates the map measured, here and in a fresh registry (from the store)
     measured = [leg["gemm_gflops"] * 1e9 for leg in snap.leg_info]
@@ -223,9 +224,9 @@ def test_map_job_cancel_keeps_finished_cells(jobs):
         jobs.start(grid, [Leg("cpu", 1)])  # one map at a time
     jobs.cancel(map_id)
     snap = jobs.wait(map_id, 60)
-    assert snap.status == CANCELLED
+    assert snap.status == RunStatus.CANCELLED
     assert 1 <= len(snap.cells) < 3 and all(len(c["legs"]) == 1 for c in snap.cells)
-    assert MapJobs(jobs.manager).snapshot(map_id).status == CANCELLED  # stored as far as it got
+    assert MapJobs(jobs.manager).snapshot(map_id).status == RunStatus.CANCELLED  # stored as far as it got
 
 
 def test_map_job_waits_while_runs_train_and_can_be_cancelled_then(jobs):
@@ -233,9 +234,9 @@ def test_map_job_waits_while_runs_train_and_can_be_cancelled_then(jobs):
     map_id = jobs.start(TINY, LEGS)
     time.sleep(0.6)
     snap = jobs.snapshot(map_id)
-    assert snap.status == "waiting" and "waiting" in snap.message
+    assert snap.status == RunStatus.WAITING and "waiting" in snap.message
     jobs.cancel(map_id)
-    assert jobs.wait(map_id, 10).status == CANCELLED
+    assert jobs.wait(map_id, 10).status == RunStatus.CANCELLED
 
 
 # -- contention: how busy other processes kept the machine ------------------------------------------

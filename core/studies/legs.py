@@ -9,7 +9,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from ..config import DEVICES, ConfigError, RunConfig
+from ..config import DEVICES, ConfigError, DeviceError, RunConfig
 from ..engine.devices import list_devices
 
 LEG_DEVICES = tuple(d for d in DEVICES if d != "auto")
@@ -112,3 +112,40 @@ def default_legs(with_pipeline: bool = False, devices=None) -> list[Leg]:
         legs = [Leg("cpu", threads=1), Leg("cpu", threads=cores)] if cores > 1 else [Leg("cpu", threads=1)]
         tutorial = Leg("cpu", threads=1, pipeline="dataloader")
     return legs + [tutorial] if with_pipeline else legs
+
+
+def leg_identity(leg: Leg, default_threads: int | None = None) -> str:
+    """What the leg computes with: its spec, with a CPU leg's unnamed thread count read as the default."""
+    if leg.device == "cpu" and leg.threads is None and default_threads is not None:
+        leg = dataclasses.replace(leg, threads=default_threads)
+    return leg.spec()
+
+
+def duplicate_legs_message(legs: list[Leg], default_threads: int | None = None) -> str:
+    """'' when every leg differs, else one sentence naming the repeats (a repeated leg measures nothing new)."""
+    seen: dict[str, int] = {}
+    repeats, unnamed_threads = [], False
+    for i, leg in enumerate(legs):
+        key = leg_identity(leg, default_threads)
+        if key in seen:
+            first = legs[seen[key]]
+            repeats.append(f"leg {i + 1} ({leg.spec()}) repeats leg {seen[key] + 1} ({first.spec()})")
+            unnamed_threads |= leg.device == "cpu" and (leg.threads is None) != (first.threads is None)
+        else:
+            seen[key] = i
+    if not repeats:
+        return ""
+    default = f"; a CPU leg without threads= uses {default_threads}" if unnamed_threads else ""
+    return (f"{'; '.join(repeats)}{default}. Each leg must differ in device, threads, pipeline or graphs: "
+            f"drop the repeat.")
+
+
+def check_legs(legs: list[Leg], default_threads: int | None = None) -> None:
+    """Fail before training anything when a leg's device is missing or a leg repeats another."""
+    repeats = duplicate_legs_message(legs, default_threads)
+    if repeats:
+        raise ConfigError(repeats)
+    for leg in legs:
+        reason = unavailable_reason(leg)
+        if reason:
+            raise DeviceError(f"leg {leg.spec()}: {reason}")

@@ -1,0 +1,283 @@
+"""Comparisons for the dashboard: a live registry of comparison runs whose legs train as RunManager runs.
+
+A driver thread per comparison starts leg i+1 through the RunManager when leg i ends, so every leg trains
+in a worker process like any run, and waits its turn in the manager's device queue. The page polls
+`snapshot(comparison_id)`: an immutable ComparisonSnapshot with the legs' run snapshots filled in. Once
+every leg has run, the same-start check runs in a process of its own (`python -m core.studies.parity`),
+and the comparison is stored as a report (core.runs.reports) before it is shown as ended.
+
+The summary maths and its sentences are core.studies.compare's, shared with the CLI.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..config import PROJECT_ROOT, ConfigError, DeviceError, Phase, RunConfig, RunStatus, StoreError
+from ..runs.reports import COMPARISON, open_reports, recent_reports
+from .compare import DEFAULT_TARGET, ComparisonSummary, LegRun, comparison_payload, comparison_title, summarize
+from .cpuload import ContentionMeter, worker_children_ticks
+from .legs import Leg, duplicate_legs_message, unavailable_reason
+
+
+@dataclass(frozen=True)
+class ComparisonSnapshot:
+    comparison_id: str
+    base: RunConfig
+    legs: tuple[Leg, ...]
+    phases: tuple[Phase, ...]
+    status: str  # queued, running, finished, stopped, failed
+    message: str = ""
+    current: int = -1  # the leg training now
+    run_ids: tuple[str, ...] = ()
+    runs: tuple = ()  # RunSnapshot (or None) per started leg
+    overlap: str = ""  # other runs trained meanwhile: timings may be distorted
+    created_at: float = field(default_factory=time.time)
+    live: bool = True
+    other_cpu: tuple = ()  # per finished leg: share of all cores other processes kept busy meanwhile
+    start_checks: tuple = ()  # per leg: its core.studies.parity.start_checks row, once the legs have trained
+
+    @property
+    def active(self) -> bool:
+        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+    def stage(self) -> str:
+        """What an active comparison is doing now, in words, read from the current leg's own status: a leg
+        that has ended is never shown as training while the next one waits for its turn."""
+        if not self.active:
+            return ""
+        n = len(self.legs)
+        run = self.runs[self.current] if 0 <= self.current < len(self.runs) else None
+        if run is None:
+            return self.message or "waiting to start"
+        leg = f"leg {self.current + 1} of {n} ({self.legs[self.current].label()})"
+        if run.status == RunStatus.QUEUED:
+            ahead = getattr(run, "queue_ahead", 0)
+            return f"{leg} queued: {ahead} run{'s' if ahead != 1 else ''} ahead of it on the device" if ahead else \
+                f"{leg} queued for the device"
+        if run.status == RunStatus.LOADING:
+            return f"{leg} loading data and model"
+        if run.active:
+            return f"{leg} training, epoch {min(len(run.epochs) + 1, self.planned_epochs)} of {self.planned_epochs}"
+        done = f"{leg} {run.status} after {len(run.epochs)} epoch{'s' if len(run.epochs) != 1 else ''}"
+        return f"{done}; {self.message}" if self.message else done
+
+    @property
+    def planned_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def leg_runs(self) -> list[LegRun]:
+        out = []
+        for i, (leg, run_id, snap) in enumerate(zip(self.legs, self.run_ids, self.runs)):
+            other = self.other_cpu[i] if i < len(self.other_cpu) else None
+            if snap is None:
+                out.append(LegRun(leg, RunStatus.FAILED, message="its run is no longer in the store", run_id=run_id))
+            else:
+                out.append(LegRun(leg, snap.status, tuple(snap.epochs), snap.test_acc, snap.device, snap.message,
+                                  run_id=run_id, other_cpu_share=other,
+                                  start=self.start_checks[i] if i < len(self.start_checks) else None))
+        return out
+
+    def summary(self, target: float = DEFAULT_TARGET) -> ComparisonSummary:
+        return summarize(self.leg_runs(), target, self.base)
+
+
+class _Live:
+    def __init__(self, snapshot: ComparisonSnapshot, owner: str):
+        self.snapshot = snapshot
+        self.owner = owner
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def update(self, **changes) -> None:
+        with self.lock:
+            self.snapshot = dataclasses.replace(self.snapshot, **changes)
+
+
+class Comparisons:
+    """Comparison runs for a long-lived UI process. A driver thread per comparison starts leg i+1
+    through the RunManager when leg i ends, so every leg trains in a worker process like any run."""
+
+    POLL_S = 0.1
+
+    def __init__(self, manager, target: float = DEFAULT_TARGET):
+        self.manager = manager
+        self.target = target
+        self.reports = open_reports(manager.store)
+        self._live: dict[str, _Live] = {}
+        self._lock = threading.Lock()
+
+    def start(self, base: RunConfig, legs: list[Leg], phases: tuple[Phase, ...] | None = None,
+              owner: str = "") -> str:
+        if not legs:
+            raise ConfigError("a comparison needs at least one leg")
+        repeats = duplicate_legs_message(legs, getattr(self.manager, "cpu_threads", None))
+        if repeats:
+            raise ConfigError(repeats)
+        for leg in legs:
+            reason = unavailable_reason(leg)
+            if reason:
+                raise DeviceError(reason)
+        phases = tuple(phases or (Phase(base.epochs, base.lr),))
+        base = base.replace(epochs=phases[0].epochs, lr=phases[0].lr)
+        comparison_id = "c" + os.urandom(5).hex()
+        live = _Live(ComparisonSnapshot(comparison_id, base, tuple(legs), phases, RunStatus.QUEUED), owner)
+        with self._lock:
+            self._live[comparison_id] = live
+        live.thread = threading.Thread(target=self._drive, args=(live,), name=f"compare-{comparison_id}", daemon=True)
+        live.thread.start()
+        return comparison_id
+
+    def stop(self, comparison_id: str) -> None:
+        live = self._live.get(comparison_id)
+        if live is None:
+            return
+        live.stop.set()
+        snap = live.snapshot
+        if 0 <= snap.current < len(snap.run_ids):
+            self.manager.stop(snap.run_ids[snap.current])
+
+    def wait(self, comparison_id: str, timeout: float | None = None) -> ComparisonSnapshot | None:
+        live = self._live.get(comparison_id)
+        if live is not None and live.thread is not None:
+            live.thread.join(timeout)
+        return self.snapshot(comparison_id)
+
+    def active(self) -> list[ComparisonSnapshot]:
+        with self._lock:
+            lives = list(self._live.values())
+        return [live.snapshot for live in lives if live.snapshot.active]
+
+    def snapshot(self, comparison_id: str) -> ComparisonSnapshot | None:
+        live = self._live.get(comparison_id)
+        if live is not None:
+            with live.lock:
+                snap = live.snapshot
+            return dataclasses.replace(snap, runs=tuple(self.manager.snapshot(r) for r in snap.run_ids))
+        return self._stored(comparison_id)
+
+    def recent(self, limit: int = 20) -> list[dict]:
+        return recent_reports(self.reports, COMPARISON, limit)
+
+    def _stored(self, comparison_id: str) -> ComparisonSnapshot | None:
+        if self.reports is None:
+            return None
+        try:
+            payload = self.reports.get(comparison_id)
+        except (KeyError, StoreError):
+            return None
+        if "legs" not in payload:  # another kind of report
+            return None
+        run_ids = tuple(payload["run_ids"])
+        return ComparisonSnapshot(comparison_id, RunConfig.from_dict(payload["base"]),
+                                  tuple(Leg.from_dict(d) for d in payload["legs"]),
+                                  tuple(Phase(e, lr) for e, lr in payload["phases"]), payload["status"],
+                                  payload.get("message", ""), -1, run_ids,
+                                  tuple(self.manager.snapshot(r) for r in run_ids), payload.get("overlap", ""),
+                                  payload["created_at"], live=False,
+                                  other_cpu=tuple(payload.get("other_cpu_share") or ()),
+                                  start_checks=tuple(payload.get("start_checks") or ()))
+
+    def _drive(self, live: _Live) -> None:
+        snap = live.snapshot
+        status, message = RunStatus.FINISHED, ""
+        try:
+            for i, leg in enumerate(snap.legs):
+                if live.stop.is_set():
+                    break
+                self._wait_for_spare(live)
+                if live.stop.is_set():
+                    break
+                run_id = self.manager.start(leg.config(snap.base), owner=live.owner or snap.comparison_id,
+                                            phases=snap.phases)
+                live.update(status=RunStatus.RUNNING, current=i, run_ids=live.snapshot.run_ids + (run_id,), message="")
+                if live.stop.is_set():  # Stop pressed between the check above and the start
+                    self.manager.stop(run_id)
+                meter = ContentionMeter(own_ticks=worker_children_ticks)  # the training workers are "us"
+                self._follow(live, run_id)
+                live.update(other_cpu=live.snapshot.other_cpu + (meter.share(),),
+                            message=f"next: leg {i + 2}" if i + 1 < len(snap.legs) else "")
+            if live.stop.is_set():
+                status = RunStatus.STOPPED
+                message = "stopped: the legs that did not finish are shown as far as they got"
+            elif live.snapshot.run_ids:
+                live.update(message="checking that the legs start from the same numbers")
+                live.update(start_checks=tuple(self._check_start(live)))
+        except Exception as exc:  # e.g. the manager shut down: the page shows why
+            status, message = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        # Stored before it is published as ended: whoever sees it ended can also reload it.
+        ended = dataclasses.replace(live.snapshot, status=status, message=message, current=-1)
+        self._save(dataclasses.replace(ended, runs=tuple(self.manager.snapshot(r) for r in ended.run_ids)))
+        live.update(status=status, message=message, current=-1)
+
+    def _wait_for_spare(self, live: _Live, timeout: float = 180.0) -> None:
+        """Let a spare worker that is still starting finish before the next leg trains."""
+        deadline = time.monotonic() + timeout
+        if self.manager.worker_starting() and live.snapshot.current >= 0:
+            live.update(message=f"next: leg {live.snapshot.current + 2}, once a training process has started")
+        while self.manager.worker_starting() and time.monotonic() < deadline and not live.stop.is_set():
+            time.sleep(self.POLL_S)
+
+    def _check_start(self, live: _Live, timeout: float = 300.0) -> list[dict]:
+        """core.studies.parity's same-start rows for the legs that ran, from a process of its own (its own thread
+        setting and CUDA context, not the web server's). A check that cannot run says why on every leg."""
+        snap = live.snapshot
+        legs = snap.legs[:len(snap.run_ids)]
+        command = [sys.executable, "-m", "core.studies.parity", "--base", json.dumps(snap.base.to_dict())]
+        for leg in legs:
+            command += ["--leg", leg.spec()]
+        if getattr(self.manager, "data_dir", None):
+            command += ["--data-dir", str(self.manager.data_dir)]
+        if getattr(self.manager, "cpu_threads", None):
+            command += ["--default-threads", str(self.manager.cpu_threads)]
+        try:
+            process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
+        except OSError as exc:
+            return [{"spec": leg.spec(), "error": f"the check could not start: {exc}"} for leg in legs]
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            if live.stop.is_set() or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                why = "stopped" if live.stop.is_set() else f"took over {timeout:.0f} s"
+                return [{"spec": leg.spec(), "error": f"the check {why}"} for leg in legs]
+            time.sleep(self.POLL_S)
+        out, err = process.communicate()
+        try:
+            rows = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit code {process.returncode}"
+            return [{"spec": leg.spec(), "error": f"the check failed: {tail}"} for leg in legs]
+        return rows
+
+    def _follow(self, live: _Live, run_id: str) -> None:
+        """Wait for the leg's run to end, noting other runs that train meanwhile (they share the machine)."""
+        own = set(live.snapshot.run_ids)
+        while True:
+            run = self.manager.wait(run_id, self.POLL_S)
+            if not live.snapshot.overlap:
+                others = [r for r in self.manager.active_runs() if r.run_id not in own]
+                if others:
+                    live.update(overlap=f"{len(others)} other run(s) trained during this comparison, so its timings "
+                                        f"may be distorted; run it again when nothing else trains")
+            if run is None or not run.active:
+                return
+
+    def _save(self, snap: "ComparisonSnapshot") -> None:
+        if self.reports is None:
+            return
+        payload = comparison_payload(snap.comparison_id, snap.base, list(snap.legs), snap.phases,
+                                     snap.leg_runs(), snap.status, self.target, snap.created_at, snap.message,
+                                     snap.overlap)
+        try:
+            self.reports.save(COMPARISON, payload, comparison_title(snap.base, list(snap.legs)), snap.comparison_id)
+        except StoreError:
+            pass
