@@ -1,65 +1,43 @@
 """The Compare page: one experiment on several legs (device, CPU threads, data pipeline), side by side,
-and a speedup map over model and batch sizes.
+and (its second tab, dashboard/speedup_map_page.py) a speedup map over model and batch sizes.
 
-Legs run one after another through the shared RunManager (each in a worker process); a speedup map
-runs in its own subprocess. The page only draws snapshots, from fragments that poll while a
-comparison or a map is running; `?cmp=<id>` / `?map=<id>` in the URL reattach after a refresh.
+Legs run one after another through the shared RunManager (each in a worker process). The page only draws
+snapshots, from a fragment that polls while a comparison is running; `?cmp=<id>` in the URL reattaches after a
+refresh.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
-from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
 
 from core.studies.compare import DEFAULT_TARGET
-from core.studies.comparisons import Comparisons, ComparisonSnapshot
+from core.studies.comparisons import ComparisonSnapshot
 from core.studies.legs import Leg, default_legs, duplicate_legs_message
 from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
 from core.engine.data import TITLES
 from core.engine.devices import DeviceError, list_devices
-from core.studies.map_jobs import MapJobs, MapSnapshot
-from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, default_map_legs, duration_text,
-                                      estimate_sentence)
 
 from . import compare_charts as charts
 from .controls import LR_OPTIONS, OPTIMIZER_LABELS
-from .poll import live_fragment
+from .lab import STATUS_TEXT, Lab, get_lab, live_snapshot, read_snapshot, stored_picker
+from .speedup_map_page import speedup_section
 from .state import get_manager, session_owner
 from .text import md
 
-POLL_SECONDS = 1.0
 # Building and drawing four Plotly charts costs ~0.2 s of server CPU and more in the browser: on a small
 # machine that CPU is taken from the leg being timed, so while legs run the charts are redrawn at most
 # this often (a redraw every poll slowed a 2-thread CPU leg ~7x on 2 cores).
 CHART_REFRESH_S = 4.0
 PIPELINE_LABELS = {"resident": "Resident (whole split on the device)",
                    "dataloader": "Tutorial's DataLoader (per-sample ToTensor, per-batch copy)"}
-HIDDEN_CHOICES = (16, 32, 64, 128, 256, 512, 1024, 2048)
-LAYER_CHOICES = (1, 2, 3, 4)
-BATCH_CHOICES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-STATUS_TEXT = {"queued": "⏳ Queued", "running": "▶️ Running", "finished": "✅ Finished", "stopped": "⏹️ Stopped",
-               "failed": "❌ Failed", "waiting": "⏳ Waiting", "cancelled": "⏹️ Cancelled"}
 DEFAULTS = {"cmp_dataset": "mnist", "cmp_hidden": 32, "cmp_layers": 1, "cmp_activation": "relu", "cmp_batch": 100,
             "cmp_lr": 0.5, "cmp_epochs": 5, "cmp_optimizer": "sgd", "cmp_seed": 42, "cmp_tutorial": False,
             "cmp_target": DEFAULT_TARGET * 100, "cmp_pipeline": False, "cmp_new_pipeline": "resident",
-            "cmp_new_threads": "default", "cmp_new_graphs": True,
-            "map_hidden": list(MapGrid().hidden_sizes), "map_layers": list(MapGrid().layers),
-            "map_batches": list(MapGrid().batch_sizes), "map_steps": MapGrid().steps}
-
-
-class Lab(NamedTuple):
-    comparisons: Comparisons
-    maps: MapJobs
-
-
-@st.cache_resource(show_spinner=False)
-def get_lab() -> Lab:
-    manager = get_manager()
-    return Lab(Comparisons(manager), MapJobs(manager))
+            "cmp_new_threads": "default", "cmp_new_graphs": True}
 
 
 def init_state() -> None:
@@ -185,20 +163,10 @@ def settings_sidebar() -> None:
                 help="Overrides epochs and learning rate with the tutorial's two fit() calls.")
 
 
-def read_snapshot(get_snapshot):
-    """(snapshot or None, '' or why it cannot be shown). A stored comparison or map is read back from the run
-    database: a report or run row that no longer validates (an older version's, or edited) is a message here,
-    not a traceback."""
-    try:
-        return get_snapshot(), ""
-    except (ConfigError, KeyError, TypeError, ValueError) as exc:
-        return None, str(exc) or type(exc).__name__
-
-
 def comparison_section(lab: Lab) -> None:
     comparison_id = st.query_params.get("cmp")
     snap, problem = read_snapshot(lambda: lab.comparisons.snapshot(comparison_id)) if comparison_id else (None, "")
-    busy = bool(lab.comparisons.active()) or bool(lab.maps.active())
+    busy = lab.busy()
     st.markdown(
         "The same experiment on two or more **legs**: a leg is a device, a CPU thread count and a data pipeline. "
         "Every leg starts from the same weights and sees the same batches (same seed), so the curves are comparable "
@@ -262,36 +230,6 @@ def legs_editor(busy: bool) -> None:
             st.checkbox("CUDA graph (one launch per step; off = eager)", key="cmp_new_graphs")
         cols[3].button("Add leg", key="cmp_add", on_click=add_leg, disabled=busy)
         st.button("Reset to the default legs", key="cmp_reset", on_click=reset_legs, disabled=busy)
-
-
-def stored_picker(recent: list[dict], title: str, label: str, key: str, on_open) -> None:
-    """An expander to reopen a stored comparison or map (newest first)."""
-    if not recent:
-        return
-    with st.expander(title, expanded=False):
-        titles = {r["id"]: f"{pd.Timestamp(r['created_at'], unit='s'):%Y-%m-%d %H:%M} · {r['title']}" for r in recent}
-        cols = st.columns([6, 1], vertical_alignment="bottom")
-        cols[0].selectbox(label, list(titles), key=f"{key}_recent", format_func=titles.get)
-        cols[1].button("Open", key=f"{key}_open", on_click=on_open)
-
-
-def live_snapshot(get_snapshot, draw, was_active: bool, gone: str, key: str) -> None:
-    """Draw a snapshot, polling while it is active (and the tab visible); rerun the page when its activity
-    changes (buttons)."""
-    def body() -> float | None:
-        snap, problem = read_snapshot(get_snapshot)
-        if problem:
-            st.error(f"It cannot be shown any more: {md(problem)}")
-            return None
-        if snap is None:
-            st.warning(gone)
-            return None
-        draw(snap)
-        if snap.active != was_active:
-            st.rerun()
-        return POLL_SECONDS if snap.active else None
-
-    live_fragment(body, key=key)
 
 
 def draw_comparison(snap: ComparisonSnapshot) -> None:
@@ -462,150 +400,3 @@ def thread_note(summary) -> None:
                    "across threads costs more in hand-offs than it saves; and when other processes share the cores "
                    "(this page's server and browser count), a thread that waits for a descheduled partner idles. "
                    "The speedup map shows at which sizes threads start to pay.")
-
-
-# -- speedup map ------------------------------------------------------------------------------------
-def chosen_grid() -> MapGrid:
-    s = st.session_state
-    return MapGrid([int(v) for v in s.map_hidden], [int(v) for v in s.map_layers], [int(v) for v in s.map_batches],
-                   int(s.map_steps))
-
-
-def start_map() -> None:
-    s = st.session_state
-    try:
-        grid = chosen_grid()
-        seconds = get_lab().maps.estimate(grid, default_map_legs())
-        if seconds is not None and seconds > ESTIMATE_CONFIRM_S and not s.get("map_long_ok"):
-            s.map_error = f"This map would take about {duration_text(seconds)}: tick the box to run it anyway."
-            return
-        map_id = get_lab().maps.start(grid, default_map_legs())
-    except (ConfigError, DeviceError, RuntimeError) as exc:
-        s.map_error = f"Cannot start the speedup map: {md(exc)}"
-        return
-    s.map_error = ""
-    st.query_params["map"] = map_id
-
-
-def cancel_map() -> None:
-    map_id = st.query_params.get("map")
-    if map_id:
-        get_lab().maps.cancel(map_id)
-
-
-def open_map() -> None:
-    choice = st.session_state.get("map_recent")
-    if choice:
-        st.query_params["map"] = choice
-
-
-def speedup_section(lab: Lab) -> None:
-    map_id = st.query_params.get("map")
-    snap, problem = read_snapshot(lambda: lab.maps.snapshot(map_id)) if map_id else (None, "")
-    busy = bool(lab.maps.active()) or bool(lab.comparisons.active())
-    legs = default_map_legs()
-    st.markdown(
-        f"Where does {'the GPU' if legs[-1].device != 'cpu' else 'a second CPU thread'} pay off? For every cell "
-        "(hidden layers x hidden size x batch size) each leg trains a fresh model for a few untimed warm-up steps, "
-        "then a fixed number of timed steps between two device synchronisations. The colour is the speedup of the "
-        "second leg over the first; hover a cell for each leg's samples/s and its **FLOP-floor ratio** (measured "
-        "time / (the step's matmul FLOPs / the leg's measured matmul rate)): near 1 the leg runs at its hardware's "
-        "matmul speed, far above 1 per-operation overhead dominates and faster hardware cannot help.")
-    st.caption("Legs: " + " vs ".join(f"{i + 1}. {leg.label()}" for i, leg in enumerate(legs)) +
-               ". The map waits until no run is training, and measures one cell at a time.")
-    cols = st.columns(4)
-    cols[0].multiselect("Hidden sizes", HIDDEN_CHOICES, key="map_hidden", disabled=busy)
-    cols[1].multiselect("Hidden layers", LAYER_CHOICES, key="map_layers", disabled=busy)
-    cols[2].multiselect("Batch sizes", BATCH_CHOICES, key="map_batches", disabled=busy)
-    cols[3].number_input("Timed steps per cell", 1, 1000, key="map_steps", disabled=busy)
-    long_map = map_estimate(lab, legs, busy)
-    if st.session_state.get("map_error"):
-        st.error(st.session_state.map_error)
-    buttons = st.columns([2, 1, 5], vertical_alignment="center")
-    buttons[0].button("Run speedup map", type="primary", key="map_run", on_click=start_map,
-                      disabled=busy or (long_map and not st.session_state.get("map_long_ok")), width="stretch")
-    if snap is not None and snap.active:
-        buttons[1].button("Cancel", key="map_cancel", on_click=cancel_map, help="Stops within a step; the cells "
-                          "already measured are kept and stored.")
-    stored_picker(lab.maps.recent(), "Stored speedup maps", "Speedup map", "map", open_map)
-    if problem:
-        st.error(f"Speedup map {md(map_id)} cannot be opened: {md(problem)}")
-    elif map_id and snap is None:
-        st.error(f"No speedup map {md(map_id)} in this server or its history.")
-    elif snap is not None:
-        live_snapshot(lambda: lab.maps.snapshot(map_id), draw_map, snap.active,
-                      "This speedup map is no longer available.", key="map_poll")
-
-
-def map_estimate(lab: Lab, legs: list[Leg], busy: bool) -> bool:
-    """Show how long the chosen grid would take; True when that is over a minute (it then needs a tick)."""
-    try:
-        grid = chosen_grid()
-    except ConfigError:
-        return False  # start_map says what is wrong with the grid
-    quiet = not busy and not get_manager().active_runs()  # measuring a matmul rate would slow a timed run
-    seconds = lab.maps.estimate(grid, legs, measure=quiet)
-    if seconds is None:
-        st.caption("Time estimate: shown once nothing is training (it measures each leg's matmul rate, 0.2 s).")
-        return False
-    text = estimate_sentence(grid, legs, seconds)
-    if seconds <= ESTIMATE_CONFIRM_S:
-        st.caption(f"Estimated time: {text}.")
-        return False
-    st.warning(f"This map would take {text}. Nothing else can be measured meanwhile; fewer hidden sizes, layers, "
-               f"batch sizes or steps make it shorter.")
-    st.checkbox(f"Run it anyway (about {duration_text(seconds)})", key="map_long_ok", disabled=busy)
-    return True
-
-
-def draw_map(snap: MapSnapshot) -> None:
-    done = len(snap.cells)
-    text = f"{md(STATUS_TEXT.get(snap.status, snap.status))}: {done} of {snap.total} cells"
-    if snap.message:
-        text += f" · {md(snap.message)}"
-    if snap.active:
-        st.progress(done / max(snap.total, 1), text=text)
-    else:
-        (st.error if snap.status == "failed" else st.markdown)(text)
-    result = snap.as_result()
-    if contention(result):
-        st.warning(contention(result))
-    if not result["cells"] or snap.active:  # heatmaps when it ends: drawing them would take CPU from the cells
-        return
-    legs = result["legs"]
-    key = (snap.map_id, done)
-    cached = st.session_state.get("map_figures")
-    if cached is None or cached[0] != key:
-        figures = [charts.speedup_heatmap(result, i) for i in range(1, len(legs))]
-        figures += [charts.throughput_heatmap(result, i) for i in range(len(legs))]
-        cached = (key, figures)
-        st.session_state.map_figures = cached
-    figures = cached[1]
-    speedups, throughputs = figures[:len(legs) - 1], figures[len(legs) - 1:]
-    for i, fig in enumerate(speedups):
-        st.plotly_chart(fig, config=charts.CONFIG, key=f"map_speedup_{i}")
-    cols = st.columns(len(throughputs))
-    for i, fig in enumerate(throughputs):
-        cols[i].plotly_chart(fig, config=charts.CONFIG, key=f"map_throughput_{i}")
-    rates = ", ".join(f"{leg['label']} {leg['gemm_gflops']:.1f} GFLOP/s" for leg in legs if leg.get("gemm_gflops"))
-    if rates:
-        st.caption(f"Measured fp32 matmul rates (1024 x 1024): {rates}. {result['grid']['steps']} timed steps after "
-                   f"{result['grid']['warmup_steps']} warm-up steps per cell and leg. The floor uses that square "
-                   f"matmul's rate, so it is approximate: a ratio a little under 1 means the cell's shapes ran "
-                   f"slightly faster than the reference matmul.")
-    with st.expander("Cells as a table", expanded=False):
-        st.dataframe(map_table(result), hide_index=True, width="stretch")
-
-
-def map_table(result: dict) -> pd.DataFrame:
-    rows = []
-    for cell in result["cells"]:
-        row = {"layers": cell["layers"], "hidden": cell["hidden"], "batch": cell["batch"]}
-        for i, (leg, timing) in enumerate(zip(result["legs"], cell["legs"])):
-            row[f"{i + 1}. ms/step"] = round(timing["step_ms"], 4)
-            row[f"{i + 1}. samples/s"] = round(timing["samples_per_s"])
-            row[f"{i + 1}. x FLOP floor"] = round(timing["floor_ratio"], 1)
-        for i in range(1, len(cell["speedup"])):
-            row[f"speedup {i + 1} over 1"] = round(cell["speedup"][i], 3)
-        rows.append(row)
-    return pd.DataFrame(rows)
