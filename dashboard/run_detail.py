@@ -10,7 +10,8 @@ import streamlit as st
 from core.config import ConfigError, Phase, RunConfig
 from core.engine.data import CLASS_NAMES
 from core.engine.devices import DeviceError, resolve_device
-from core.engine.evaluate import ModelLoadError, load_run_model
+from core.engine.evaluate import ModelLoadError
+from core.runs.models import load_run_model
 from core.engine.health import learning_warnings
 from core.exchange.export import config_json, run_epochs_csv, run_weights_bytes, schedule_text, weights_filename
 from core.runs.history import rerun_phases, stored_run

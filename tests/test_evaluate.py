@@ -11,8 +11,8 @@ from torch import nn
 from history_helpers import SMALL, sample_data
 from core.config import Phase, RunConfig
 from core.engine.data import CLASS_NAMES, SOURCE_FULL, DataError, ImageDataset, load_dataset
-from core.engine.evaluate import (Evaluation, ModelLoadError, build_model, display_images, evaluate, evaluate_weights,
-                           load_run_model)
+from core.engine.evaluate import Evaluation, ModelLoadError, build_model, display_images, evaluate, evaluate_weights
+from core.runs.models import load_run_model
 from core.engine.model import build_mlp
 from core.runs.training_run import TrainingRun
 from core.runs.store import Store

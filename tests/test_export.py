@@ -13,7 +13,8 @@ import torch
 
 from history_helpers import EMPTY_DATA_DIR, SMALL, copy_store, sample_data
 from core.config import ConfigError, Phase, RunConfig
-from core.engine.evaluate import ModelLoadError, evaluate_weights, load_run_model
+from core.engine.evaluate import ModelLoadError, evaluate_weights
+from core.runs.models import load_run_model
 from core.exchange.export import (EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
                          epochs_csv, import_weights, is_share_query, read_epochs_csv, read_weights, run_epochs_csv,
                          run_weights, run_weights_bytes, schedule_to_query, share_from_query, table_csv, weights_bytes)

@@ -1,15 +1,13 @@
 """A trained model on the test split: accuracy, loss, confusion matrix, per-class accuracy, predictions.
 
-Models come from a run's stored checkpoint or from a weights file (core.exchange.export); the weights are
-checked against the shapes their config implies before loading, so a mismatch names the layer.
+Models come from a run's stored checkpoint (core.runs.models) or from a weights file (core.exchange); the weights
+are checked against the shapes their config implies before loading, so a mismatch names the layer.
 Everything is computed in torch and returned as plain numpy arrays and lists for any front end.
 The test split is the official one (10,000 images for the full datasets), which training and
 model selection never see.
 """
 from __future__ import annotations
 
-import io
-import logging
 import math
 from dataclasses import dataclass
 
@@ -18,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, ModelLoadError, RunConfig  # noqa: F401 (ModelLoadError re-exported)
+from ..config import ModelLoadError, RunConfig  # noqa: F401 (ModelLoadError re-exported)
 from .data import CLASS_NAMES, ImageDataset, load_dataset, to_float
 from .devices import cpu_threads, resolve_device
 from .memory import EVAL_CHUNK
@@ -26,7 +24,6 @@ from .model import build_mlp, macs_per_sample
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}  # official test splits
-log = logging.getLogger(__name__)
 
 
 def input_size(dataset: str) -> int:
@@ -64,43 +61,6 @@ def layer_layout(config: RunConfig) -> str:
     """Layer widths from input to classes, e.g. '784-32-10'."""
     sizes = [input_size(config.dataset), *config.hidden_sizes, len(CLASS_NAMES[config.dataset])]
     return "-".join(str(s) for s in sizes)
-
-
-def checkpoint_weights(blob: bytes) -> tuple[RunConfig, dict, dict]:
-    """A stored checkpoint (Trainer.checkpoint bytes) -> (config, state_dict, the rest of its training state)."""
-    try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        config = RunConfig.from_dict(state["config"])
-        weights = state["model"]
-    except ConfigError as exc:
-        raise ModelLoadError(f"the stored checkpoint's config is invalid: {exc}") from None
-    except Exception as exc:  # truncated or foreign bytes: pickle, zip and key errors alike
-        log.warning("a stored checkpoint could not be read: %s: %s", type(exc).__name__, exc)
-        raise ModelLoadError("the stored weights are damaged and cannot be read (details in the server log)") from None
-    rest = {k: state[k] for k in ("optimizer", "epochs_done", "phases_done", "elapsed", "batch_generator")
-            if k in state}
-    return config, weights, rest
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    config: RunConfig
-    state_dict: dict
-    epochs_done: int | None  # the epoch these weights are from, when known
-    training_state: dict  # optimizer, batch order... (empty when unknown)
-
-    def model(self) -> nn.Sequential:
-        return build_model(self.config, self.state_dict)
-
-
-def load_run_model(store, run_id: str) -> LoadedModel:  # store: core.runs.store.Store
-    """The weights a run kept (saved when each of its phases ended); ModelLoadError when it kept none."""
-    blob = store.load_checkpoint(run_id)
-    if blob is None:
-        raise ModelLoadError(f"run {run_id} kept no weights: a run saves them when a phase finishes or is stopped")
-    config, weights, rest = checkpoint_weights(blob)
-    build_model(config, weights)  # check the shapes now, with a clear message
-    return LoadedModel(config, weights, rest.get("epochs_done"), rest)
 
 
 def evaluation_cost(config: RunConfig, n_images: int | None = None) -> float:

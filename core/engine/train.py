@@ -7,7 +7,6 @@ randperm; "dataloader" is the tutorial's way (per-sample ToTensor, DataLoader, p
 """
 from __future__ import annotations
 
-import io
 import math
 import statistics
 import threading
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import RunConfig, RunStatus, TrainingError  # noqa: F401 (TrainingError re-exported)
+from . import checkpoint
 from .data import ImageDataset, split_indices, to_float
 from .devices import cpu_threads, device_label, resolve_device, synchronize
 from .health import describe_batch_losses, lower_lr
@@ -292,50 +292,20 @@ class Trainer:
         x = to_float(images).to(self.device)
         return torch.cat([self.model(x[i:i + EVAL_CHUNK]).softmax(1).cpu() for i in range(0, len(x), EVAL_CHUNK)])
 
-    # -- checkpoints ------------------------------------------------------------------------------
+    # -- checkpoints (the format: core.engine.checkpoint) -----------------------------------------
     def state(self, copy: bool = False) -> dict:
         """Weights, optimizer and batch-order state as CPU tensors; copy=True clones them, so training can go on
-        while the copy keeps this moment (a memory copy costs far less than serializing)."""
-        return {"config": self.config.to_dict(),
-                "model": {k: _to_cpu(v, copy) for k, v in self.model.state_dict().items()},
-                "optimizer": _to_cpu(self.optimizer.state_dict(), copy), "epochs_done": self.epochs_done,
-                "phases_done": self.phases_done, "elapsed": self.elapsed,
-                "batch_generator": self.batch_generator.get_state()}
+        while the copy keeps this moment."""
+        return checkpoint.of_step(self.config, self.train_step, self.batch_generator, epochs_done=self.epochs_done,
+                                  phases_done=self.phases_done, elapsed=self.elapsed, copy=copy)
 
     def checkpoint(self, state: dict | None = None) -> bytes:
-        """A state (default: now) as bytes (torch.save), enough to continue later."""
-        buffer = io.BytesIO()
-        torch.save(state if state is not None else self.state(), buffer)
-        return buffer.getvalue()
+        """A state (default: now) as bytes, enough to continue later."""
+        return checkpoint.to_bytes(state if state is not None else self.state())
 
     def restore(self, blob: bytes) -> None:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(_to_device(state["optimizer"], self.device))
-        self.epochs_done = state["epochs_done"]
-        self.phases_done = state["phases_done"]
-        self.elapsed = state["elapsed"]
-        self.batch_generator.set_state(state["batch_generator"])
-
-
-def _to_cpu(obj, copy: bool = False):
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=copy)  # .cpu() of a CPU tensor is the tensor itself
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v, copy) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v, copy) for v in obj]
-    return obj
-
-
-def _to_device(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_device(v, device) for v in obj]
-    return obj
+        self.epochs_done, self.phases_done, self.elapsed = checkpoint.restore(blob, self.train_step,
+                                                                              self.batch_generator)
 
 
 class PerSampleImages(torch.utils.data.Dataset):

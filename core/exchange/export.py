@@ -21,11 +21,11 @@ from typing import Mapping
 
 import torch
 
-from ..engine.backprop import MLPStep
 from ..config import (DATASETS, ConfigError, Phase, RunConfig, RunStatus, WeightsFileError,  # noqa: F401
                      parse_hidden_sizes, parse_schedule, phases_from_pairs, schedule_text, short_repr)
-from ..engine.evaluate import ModelLoadError, build_model, checkpoint_weights, layer_layout
-from ..engine.optim import make_optimizer
+from ..engine import checkpoint
+from ..engine.evaluate import ModelLoadError, build_model, layer_layout
+from ..engine.step import TrainStep
 from ..runs.store import EPOCH_FIELDS, Store
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def run_weights(store: Store, run_id: str) -> WeightsFile:
     blob = store.load_checkpoint(run_id)
     if blob is None:
         raise ModelLoadError(f"run {run_id} kept no weights: a run saves them when a phase finishes or is stopped")
-    config, state_dict, rest = checkpoint_weights(blob)
+    config, state_dict, rest = checkpoint.read_weights(blob)
     row = store.get_run(run_id)
     done = rest.get("epochs_done")
     epochs = [e for e in store.epochs(run_id) if done is None or e["epoch"] <= done]
@@ -186,10 +186,9 @@ def read_weights(data: bytes, name: str = "the file") -> WeightsFile:
     if not isinstance(payload, dict):
         raise WeightsFileError(f"{name} holds a {type(payload).__name__}, not this app's weights dict "
                                f"(with 'config' and 'state_dict')")
-    if "state_dict" not in payload and "model" in payload and "config" in payload:
-        payload = {"config": payload["config"], "state_dict": payload["model"], "run": {},  # a run's checkpoint
-                   "training_state": {k: payload[k] for k in ("optimizer", "epochs_done", "phases_done",
-                                                               "elapsed", "batch_generator") if k in payload}}
+    if checkpoint.is_checkpoint(payload):  # a run's checkpoint saved as a file
+        config, state_dict, training_state = checkpoint.parts(payload)
+        payload = {"config": config, "state_dict": state_dict, "run": {}, "training_state": training_state}
     if "config" not in payload:
         if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
             raise WeightsFileError(f"{name} is a bare state_dict without its config; download weights from the "
@@ -348,34 +347,23 @@ def _first_line(exc: BaseException) -> str:
 
 
 def checkpoint_blob(weights: WeightsFile) -> bytes:
-    """The Trainer.checkpoint bytes for these weights, so the run can be continued (TrainingRun.resume)."""
+    """The checkpoint bytes (core.engine.checkpoint) for these weights, so the run can be continued
+    (TrainingRun.resume). What the file does not carry starts fresh: the optimizer state (momentum buffers and
+    Adam moments at zero), the batch order (from the config's seed), the counters (from its epochs)."""
     config = weights.config
     model = build_model(config, weights.state_dict)
     state = weights.training_state
     optimizer_state = state.get("optimizer")
-    if optimizer_state is None or not _optimizer_state_fits(config.optimizer, optimizer_state):
-        # Unknown optimizer state: start it fresh (momentum buffers and Adam moments at zero).
-        params = MLPStep(model, config.activation).params
-        optimizer_state = make_optimizer(config.optimizer, params, config.lr, config.weight_decay,
-                                         config.momentum).state_dict()
-    epochs_done = state.get("epochs_done", weights.epochs[-1]["epoch"] if weights.epochs else 0)
+    if not checkpoint.optimizer_state_fits(config.optimizer, optimizer_state):
+        optimizer_state = TrainStep.with_model(config, model).optimizer.state_dict()
     generator = state.get("batch_generator")
     if not isinstance(generator, torch.Tensor):
         generator = torch.Generator().manual_seed(config.seed).get_state()
-    buffer = io.BytesIO()
-    torch.save({"config": config.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer_state, "epochs_done": int(epochs_done),
-                "phases_done": int(state.get("phases_done", len(weights.run.get("schedule") or []))),
-                "elapsed": float(state.get("elapsed", weights.epochs[-1]["elapsed"] if weights.epochs else 0.0)),
-                "batch_generator": generator}, buffer)
-    return buffer.getvalue()
-
-
-def _optimizer_state_fits(optimizer: str, state) -> bool:
-    if not isinstance(state, dict):
-        return False
-    needed = {"sgd": set(), "sgd_momentum": {"buffers"}, "adam": {"steps", "exp_avg", "exp_avg_sq"}}[optimizer]
-    return needed <= set(state)
+    last = weights.epochs[-1] if weights.epochs else {"epoch": 0, "elapsed": 0.0}
+    return checkpoint.to_bytes(checkpoint.make(
+        config, model.state_dict(), optimizer_state, epochs_done=state.get("epochs_done", last["epoch"]),
+        phases_done=state.get("phases_done", len(weights.run.get("schedule") or [])),
+        elapsed=state.get("elapsed", last["elapsed"]), batch_generator=generator))
 
 
 def import_weights(store: Store, weights: WeightsFile, *, test_loss: float | None = None,
