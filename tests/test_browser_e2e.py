@@ -220,11 +220,15 @@ def test_live_training_in_a_real_browser(server):
             browser.close()
 
     process, log = server["process"], server["log"]
+    # The server's stop waits for its workers: once one after another, each spending 1.1-1.4 s in torch's
+    # interpreter teardown on a busy machine (this test failed once at 20 s); now all at once, and they skip it.
+    sigterm_at = time.monotonic()
     process.send_signal(signal.SIGTERM)
     try:
         code = process.wait(20)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the server did not exit within 20 s of SIGTERM:\n{log.read_text()}")
+    print(f"\nSIGTERM -> server exited: {time.monotonic() - sigterm_at:.2f} s")
     text = log.read_text()
     assert code == 0, text
     assert "Traceback" not in text, text

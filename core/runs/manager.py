@@ -260,8 +260,10 @@ class RunManager:
             if live.thread is not None:
                 live.thread.join(max(0.1, deadline - time.monotonic()))
         workers = [live.worker for live in runs if live.worker is not None] + ([self._spare] if self._spare else [])
+        for worker in workers:  # all asked at once, then awaited: a server's stop waits for the slowest, not the sum
+            worker.begin_close()
         for worker in workers:
-            worker.close(timeout=max(0.1, deadline - time.monotonic()))
+            worker.finish_close(timeout=max(0.1, deadline - time.monotonic()))
 
     # -- the per-run thread -----------------------------------------------------------------------
     def _launch(self, live: _LiveRun, message: tuple) -> None:
