@@ -3,8 +3,9 @@
 For every cell of a grid (hidden size x hidden layers x batch size) and every leg, a fresh model
 takes `warmup_steps` untimed training steps (allocation, BLAS/cuBLAS initialisation, CUDA-graph
 capture), then `steps` timed ones between two device synchronisations. A step is the Trainer's
-resident step: a gather from the real training images already on the device, the hand-written
-forward and backward (backprop.MLPStep), the optimizer update, and on CUDA the captured graph.
+resident step: a gather from the real training images already on the device, then the same
+core.engine.step.TrainStep the Trainer calls (hand-written forward and backward, the optimizer
+update), replayed as a CUDA graph where the Trainer would (cuda_graph.fastest_step).
 
 Each cell reports every leg's seconds and samples/s, the speedup of each leg over the first, and
 the FLOP-floor ratio: measured time / (the step's matmul FLOPs / the leg's measured GEMM rate).
@@ -28,12 +29,11 @@ from dataclasses import dataclass
 import torch
 
 from ..config import MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig, RunStatus
-from ..engine.backprop import MLPStep
-from ..engine.cuda_graph import GraphedStep, graph_support
+from ..engine.cuda_graph import fastest_step
 from ..engine.data import to_float
 from ..engine.devices import cpu_name, cpu_threads, device_label, gemm_flops_per_second, synchronize
-from ..engine.model import build_mlp, macs_per_sample
-from ..engine.optim import make_optimizer
+from ..engine.model import macs_per_sample
+from ..engine.step import TrainStep
 from .cpuload import ContentionMeter, contention_note
 from .legs import Leg, check_legs, default_legs
 
@@ -149,20 +149,7 @@ def time_steps(leg: Leg, config: RunConfig, x: torch.Tensor, y: torch.Tensor, nu
                cancel: threading.Event) -> float:
     """Seconds for grid.steps training steps of a fresh model on the leg's device (after warm-up)."""
     device = x.device
-    model = build_mlp(config, x.shape[1], num_classes).to(device)
-    model.requires_grad_(False)
-    step_fn = MLPStep(model, config.activation)
-    optimizer = make_optimizer(config.optimizer, step_fn.params, config.lr, config.weight_decay, config.momentum)
-    graphed = graph_support(config, device.type)[0]
-    graph_step = GraphedStep(step_fn, optimizer, device) if graphed else None
-
-    def step(xb, yb):
-        if graph_step is not None:
-            return graph_step(xb, yb)
-        loss, grads = step_fn(xb, yb)
-        optimizer.step(grads)
-        return loss
-
+    step = fastest_step(TrainStep(config, x.shape[1], num_classes, device), config, device)  # as the Trainer runs it
     batch, total, n = config.batch_size, grid.warmup_steps + grid.steps, len(y)
     # Step i takes the window at (i * batch) mod n of a shuffled order tiled past its end: every
     # batch is a real, shuffled one, and memory stays O(n + batch) however many steps are timed.
