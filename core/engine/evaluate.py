@@ -8,7 +8,6 @@ model selection never see.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,22 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelLoadError, RunConfig  # noqa: F401 (ModelLoadError re-exported)
-from .data import CLASS_NAMES, ImageDataset, load_dataset, to_float
+from .data import DATASET_SPECS, ImageDataset, load_dataset, to_float
 from .devices import cpu_threads, resolve_device
 from .memory import EVAL_CHUNK
 from .model import build_mlp, macs_per_sample
 
-INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}  # official test splits
-
-
-def input_size(dataset: str) -> int:
-    return math.prod(INPUT_SHAPES[dataset])
-
-
 def build_model(config: RunConfig, state_dict: dict) -> nn.Sequential:
     """The config's MLP with the given weights, in eval mode on the CPU; ModelLoadError on any mismatch."""
-    model = build_mlp(config, input_size(config.dataset), len(CLASS_NAMES[config.dataset]))
+    spec = DATASET_SPECS[config.dataset]
+    model = build_mlp(config, spec.input_size, spec.num_classes)
     expected = model.state_dict()
     if not isinstance(state_dict, dict):
         raise ModelLoadError(f"the weights should be a state_dict (a dict of tensors), got {type(state_dict).__name__}")
@@ -59,15 +51,16 @@ def build_model(config: RunConfig, state_dict: dict) -> nn.Sequential:
 
 def layer_layout(config: RunConfig) -> str:
     """Layer widths from input to classes, e.g. '784-32-10'."""
-    sizes = [input_size(config.dataset), *config.hidden_sizes, len(CLASS_NAMES[config.dataset])]
+    spec = DATASET_SPECS[config.dataset]
+    sizes = [spec.input_size, *config.hidden_sizes, spec.num_classes]
     return "-".join(str(s) for s in sizes)
 
 
 def evaluation_cost(config: RunConfig, n_images: int | None = None) -> float:
     """Multiply-accumulates of one pass over the test split (to decide whether to evaluate without asking)."""
-    n = TEST_SIZES[config.dataset] if n_images is None else n_images
-    return float(n) * macs_per_sample(input_size(config.dataset), config.hidden_sizes,
-                                      len(CLASS_NAMES[config.dataset]))
+    spec = DATASET_SPECS[config.dataset]
+    n = spec.test_size if n_images is None else n_images
+    return float(n) * macs_per_sample(spec.input_size, config.hidden_sizes, spec.num_classes)
 
 
 @dataclass(frozen=True)

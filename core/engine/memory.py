@@ -6,12 +6,10 @@ so the engine checks before it allocates.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, OPTIMIZERS, RunConfig, TrainingError
-from .data import CLASS_NAMES, IMAGE_SHAPES
+from .data import DATASET_SPECS
 from .model import layer_rows
 
 FLOAT_BYTES = 4
@@ -21,10 +19,8 @@ EVAL_CHUNK = 8192  # rows per evaluation forward pass (validation and test): bou
 WEIGHTS_FILE_EXTRA_BYTES = 1 << 20  # the pickle's structure, up to 1,000 epochs' records, the batch generator
 
 
-
-
 def estimate_bytes(config: RunConfig, input_size: int, n_train: int, n_val: int) -> int:
-    sizes = [input_size, *config.hidden_sizes, 10]
+    sizes = [input_size, *config.hidden_sizes, DATASET_SPECS[config.dataset].num_classes]
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     optimizer_copies = {"sgd": 1, "sgd_momentum": 2, "adam": 3}[config.optimizer]
     weights = params * (2 + optimizer_copies)  # weights, gradients, optimizer state
@@ -38,7 +34,8 @@ def estimate_bytes(config: RunConfig, input_size: int, n_train: int, n_val: int)
 
 def weights_file_bytes(config: RunConfig) -> int:
     """The most a weights file (Export, or a stored checkpoint) of this config takes: weights plus optimizer state."""
-    rows = layer_rows(config, math.prod(IMAGE_SHAPES[config.dataset]), len(CLASS_NAMES[config.dataset]))
+    spec = DATASET_SPECS[config.dataset]
+    rows = layer_rows(config, spec.input_size, spec.num_classes)
     tensors = 1 + OPTIMIZER_STATE_TENSORS[config.optimizer]
     return FLOAT_BYTES * tensors * sum(r.parameters for r in rows) + WEIGHTS_FILE_EXTRA_BYTES
 
@@ -47,7 +44,7 @@ def largest_weights_file_bytes() -> int:
     """The weights file of the largest model RunConfig allows, on any dataset, with any optimizer (the upload limit)."""
     widest = (MAX_HIDDEN_SIZE,) * MAX_HIDDEN_LAYERS
     return max(weights_file_bytes(RunConfig(dataset=dataset, hidden_sizes=widest, optimizer=optimizer))
-               for dataset in IMAGE_SHAPES for optimizer in OPTIMIZERS)
+               for dataset in DATASET_SPECS for optimizer in OPTIMIZERS)
 
 
 def free_bytes(device: torch.device) -> int | None:
