@@ -13,7 +13,8 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, Phase
-from core.exchange.export import WeightsFile, WeightsFileError, import_weights, read_weights, table_csv
+from core.exchange.csv_export import table_csv
+from core.exchange.weights import WeightsFile, WeightsFileError, import_weights, read_weights
 from core.runs.history import overlay_series, runs_table
 from core.runs.store import Store, StoreError, db_path_from_env
 

@@ -7,13 +7,15 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from core.config import ConfigError, Phase, RunConfig
+from core.config import ConfigError, Phase, RunConfig, schedule_text
 from core.engine.data import CLASS_NAMES
 from core.engine.devices import DeviceError, resolve_device
 from core.engine.evaluate import ModelLoadError
 from core.runs.models import load_run_model
 from core.engine.health import learning_warnings
-from core.exchange.export import config_json, run_epochs_csv, run_weights_bytes, schedule_text, weights_filename
+from core.exchange.csv_export import run_epochs_csv
+from core.exchange.share_links import config_json
+from core.exchange.weights import run_weights_bytes, weights_filename
 from core.runs.history import rerun_phases, stored_run
 from core.runs.store import Store, StoreError
 from core.engine.train import median_timed_epoch

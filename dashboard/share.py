@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.config import ConfigError, Phase, RunConfig
 from core.engine.devices import list_devices
-from core.exchange.export import SHARE_KEYS, config_to_query, is_share_query, schedule_to_query, share_from_query
+from core.exchange.share_links import SHARE_KEYS, config_to_query, is_share_query, schedule_to_query, share_from_query
 
 from .controls import describe_phases, init_state
 from .text import md

@@ -35,7 +35,7 @@ def rss_mib(pid: int) -> float:
 
 def weights_file(path: Path) -> Path:
     from core.config import RunConfig
-    from core.exchange.export import WeightsFile, weights_bytes
+    from core.exchange.weights import WeightsFile, weights_bytes
     from core.engine.model import build_mlp
 
     config = RunConfig(hidden_sizes=(8192, 5120), device="cpu")

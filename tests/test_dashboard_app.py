@@ -22,7 +22,7 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core.config import RunConfig  # noqa: E402
-from core.exchange.export import config_to_query  # noqa: E402
+from core.exchange.share_links import config_to_query  # noqa: E402
 from dashboard import state  # noqa: E402
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)

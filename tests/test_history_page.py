@@ -14,7 +14,8 @@ from history_helpers import (EMPTY_DATA_DIR, REPO_ROOT, build_store, clear_strea
                              history_environment, poll)
 from core.config import RunConfig
 from core.engine.data import CLASS_NAMES
-from core.exchange.export import WeightsFile, config_to_query, run_weights_bytes, weights_bytes
+from core.exchange.share_links import config_to_query
+from core.exchange.weights import WeightsFile, run_weights_bytes, weights_bytes
 from core.engine.model import build_mlp
 from core.runs.history import runs_table
 from dashboard.state import get_manager

@@ -11,7 +11,7 @@ import io
 from streamlit.testing.v1 import AppTest
 
 from history_helpers import EMPTY_DATA_DIR, build_store, history_app, history_environment
-from core.exchange.export import run_weights_bytes
+from core.exchange.weights import run_weights_bytes
 from dashboard.text import WORD_JOINER, md
 
 LINK = "x`[CLICKME](https://evil.example/x)`"  # ?run=x%60%5BCLICKME%5D(https://evil.example/x)%60

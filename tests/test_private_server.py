@@ -14,7 +14,7 @@ import torch
 
 from browser_support import ROOT, dashboard
 from core.config import OPTIMIZERS, Phase, RunConfig
-from core.exchange.export import WeightsFileError, read_weights, run_weights_bytes
+from core.exchange.weights import WeightsFileError, read_weights, run_weights_bytes
 from core.engine.memory import WEIGHTS_FILE_EXTRA_BYTES, largest_weights_file_bytes, weights_file_bytes
 from core.runs.training_run import TrainingRun
 from core.runs.store import Store

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import Phase, RunConfig
-from core.exchange.export import config_to_query
+from core.exchange.share_links import config_to_query
 from core.runs.training_run import TrainingRun
 from core.runs.store import Store
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..config import ConfigError, Phase, RunConfig, phases_from_pairs
-from ..exchange.export import check_epochs, check_run_section, schedule_text
+from ..config import ConfigError, Phase, RunConfig, phases_from_pairs, schedule_text
+from ..exchange.weights import check_epochs, check_run_section
 from .store import Store
 from ..engine.train import median_timed_epoch
 

@@ -1,28 +1,22 @@
-"""Taking runs away and bringing them back: CSV of epochs, weights files, share links.
+"""Weights files: a run's weights, config and history taken away as one file, and brought back as a run.
 
-- Epoch CSV: one row per epoch with the run's config in columns; floats are written with repr(),
-  so reading the file back gives exactly the stored numbers.
-- Weights file: a torch.save'd dict {"format", "config", "state_dict", "run", "epochs",
-  "training_state"}, read back with weights_only=True (no pickled code runs on upload). A file
-  whose weights do not fit its config, or that is not such a file at all, raises WeightsFileError.
-- Share link: a config as URL query parameters, and back through RunConfig's own validation.
+A weights file is a torch.save'd dict {"format", "version", "config", "state_dict", "run", "epochs",
+"training_state"}, read back with weights_only=True (no pickled code runs on upload). A file whose weights do not
+fit its config, or that is not such a file at all, raises WeightsFileError with one plain sentence. A run's own
+checkpoint (core.engine.checkpoint) saved as a file loads too.
 """
 from __future__ import annotations
 
-import csv
 import io
-import json
 import logging
 import math
 import pickle
 import zipfile
-from dataclasses import dataclass, field, fields
-from typing import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
-from ..config import (DATASETS, ConfigError, Phase, RunConfig, RunStatus, WeightsFileError,  # noqa: F401
-                     parse_hidden_sizes, parse_schedule, phases_from_pairs, schedule_text, short_repr)
+from ..config import ConfigError, Phase, RunConfig, RunStatus, WeightsFileError, phases_from_pairs, short_repr
 from ..engine import checkpoint
 from ..engine.evaluate import ModelLoadError, build_model, layer_layout
 from ..engine.step import TrainStep
@@ -35,75 +29,6 @@ WEIGHTS_VERSION = 1
 MAX_WEIGHTS_BYTES = 2 * 1024 ** 3
 
 
-# -- CSV ------------------------------------------------------------------------------------------
-CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig))
-EPOCH_CSV_COLUMNS = ("run_id", *EPOCH_FIELDS, "status", "device", "schedule", "test_acc",
-                     *(f"config_{name}" for name in CONFIG_FIELDS))
-_INT_FIELDS = {"epoch", "phase"}
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)  # shortest text that reads back to the same float
-    if isinstance(value, (list, tuple)):
-        return "-".join(str(v) for v in value)
-    return str(value)
-
-
-def _csv_text(header, rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([_cell(row.get(column)) for column in header])
-    return buffer.getvalue()
-
-
-def epochs_csv(run: dict, epochs: list[dict]) -> str:
-    """A run's history, one row per epoch, with its config (config_*), status, device and schedule."""
-    config = run["config"]
-    common = {"run_id": run["id"], "status": run["status"], "device": run.get("device", ""),
-              "schedule": schedule_text(run.get("schedule", [])), "test_acc": run.get("test_acc"),
-              **{f"config_{name}": config.get(name) for name in CONFIG_FIELDS}}
-    return _csv_text(EPOCH_CSV_COLUMNS, [{**common, **epoch} for epoch in epochs])
-
-
-def run_epochs_csv(store: Store, run_id: str) -> str:
-    return epochs_csv(store.get_run(run_id), store.epochs(run_id))
-
-
-def read_epochs_csv(text: str) -> list[dict]:
-    """The epoch records of an epochs_csv file, typed as the store returns them."""
-    rows = list(csv.DictReader(io.StringIO(text)))
-    missing = [c for c in EPOCH_FIELDS if rows and c not in rows[0]]
-    if missing:
-        raise ValueError(f"not an epochs CSV: no column(s) {', '.join(missing)}")
-    records = []
-    for row in rows:
-        record = {}
-        for name in EPOCH_FIELDS:
-            value = row[name]
-            if name == "warmup":
-                record[name] = value == "true"
-            elif name in _INT_FIELDS:
-                record[name] = int(value)
-            else:
-                record[name] = float(value) if value != "" else None
-        records.append(record)
-    return records
-
-
-def table_csv(rows: list[dict]) -> str:
-    """Any list of flat dicts (e.g. the runs table) as CSV, columns in the first row's order."""
-    header = list(rows[0]) if rows else []
-    return _csv_text(header, rows)
-
-
-# -- weights files --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WeightsFile:
     config: RunConfig
@@ -331,8 +256,6 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-
-
 def _unreadable(name: str, what: str, detail) -> WeightsFileError:
     """The user's sentence; torch's or zipfile's own words go to the server log."""
     if isinstance(detail, BaseException):
@@ -392,130 +315,3 @@ def import_weights(store: Store, weights: WeightsFile, *, test_loss: float | Non
         store.delete_run(run_id)
         raise
     return run_id
-
-
-# -- share links ----------------------------------------------------------------------------------
-# URL key -> config field. Short keys keep links readable; every value goes through RunConfig.
-QUERY_KEYS = {"dataset": "dataset", "hidden": "hidden_sizes", "activation": "activation", "batch": "batch_size",
-              "lr": "lr", "epochs": "epochs", "optimizer": "optimizer", "momentum": "momentum",
-              "wd": "weight_decay", "device": "device", "seed": "seed", "val": "val_fraction",
-              "pipeline": "pipeline"}
-_ALWAYS = ("dataset", "hidden", "activation", "batch", "lr", "epochs", "optimizer", "device", "seed", "pipeline")
-_INT_KEYS = {"batch", "epochs", "seed"}
-_FLOAT_KEYS = {"lr", "momentum", "wd", "val"}
-
-
-def config_to_query(config: RunConfig) -> dict[str, str]:
-    """The config as query parameters: the settings people change always, the rest when not default."""
-    default = RunConfig()
-    values = config.to_dict()
-    query = {}
-    for key, name in QUERY_KEYS.items():
-        value = values[name]
-        if key not in _ALWAYS and value == getattr(default, name):
-            continue
-        if name == "hidden_sizes":
-            query[key] = ",".join(str(h) for h in value)
-        elif isinstance(value, float):
-            query[key] = _number(value)
-        else:
-            query[key] = str(value)
-    return query
-
-
-THEN_KEY = "then"  # the phases after the first (epochs + lr), e.g. then=5@0.1 for the tutorial's schedule
-SHARE_KEYS = (*QUERY_KEYS, THEN_KEY)
-
-
-def _number(value: float) -> str:
-    return f"{value:g}" if float(f"{value:g}") == value else repr(value)
-
-
-def schedule_to_query(phases) -> dict[str, str]:
-    """The phases after the first as {"then": "5@0.1,..."}; nothing for a one-phase run."""
-    later = list(phases)[1:]
-    return {THEN_KEY: ",".join(f"{p.epochs}@{_number(p.lr)}" for p in later)} if later else {}
-
-
-def is_share_query(params: Mapping) -> bool:
-    return any(key in params for key in SHARE_KEYS)
-
-
-def share_from_query(params: Mapping) -> tuple[RunConfig, tuple[Phase, ...]]:
-    """(config, later phases) from a share link; ConfigError lists every invalid value by its URL key."""
-    problems, later = [], ()
-    raw = _last_value(params.get(THEN_KEY, ""))
-    if raw:
-        try:
-            later = parse_schedule(raw)
-        except ConfigError as exc:
-            problems.append(f"{THEN_KEY}={short_repr(raw)}: {str(exc).removeprefix('schedule: ')}")
-    try:
-        config = config_from_query(params)
-    except ConfigError as exc:
-        problems.insert(0, str(exc).removeprefix("invalid share link: "))
-    if problems:
-        raise ConfigError("invalid share link: " + "; ".join(problems))
-    return config, later
-
-
-def config_from_query(params: Mapping) -> RunConfig:
-    """A RunConfig from share-link parameters (missing ones take defaults).
-
-    Raises ConfigError listing every invalid value, each named by its URL key.
-    """
-    changes, problems = {}, []
-    for key, name in QUERY_KEYS.items():
-        if key not in params:
-            continue
-        raw = _last_value(params[key])
-        try:
-            value = _parse(key, raw)
-            RunConfig(**{name: value})  # this field alone, so every bad field is reported
-        except ConfigError as exc:
-            problems.append(f"{key}={short_repr(raw)}: {_without_field(str(exc))}")
-            continue
-        changes[name] = value
-    if problems:
-        raise ConfigError("invalid share link: " + "; ".join(problems))
-    try:
-        return RunConfig(**changes)
-    except ConfigError as exc:
-        raise ConfigError(f"invalid share link: {exc}") from None
-
-
-def _last_value(raw) -> str:
-    """A query value as text: the last one where a key is repeated."""
-    if isinstance(raw, (list, tuple)):
-        raw = raw[-1] if raw else ""
-    return str(raw).strip()
-
-
-def _parse(key: str, raw: str):
-    if key == "hidden":
-        return parse_hidden_sizes(raw)  # '-64' stays -64, which RunConfig refuses ('-' only joins sizes: 128-64)
-    if key in _INT_KEYS:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{key}: must be a whole number") from None
-    if key in _FLOAT_KEYS:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{key}: must be a number") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: must be a finite number")
-        return value
-    if key == "dataset" and raw not in DATASETS:
-        raise ConfigError(f"dataset: must be one of {', '.join(DATASETS)}")
-    return raw
-
-
-def _without_field(message: str) -> str:
-    head, sep, tail = message.partition(": ")
-    return tail if sep and " " not in head else message
-
-
-def config_json(config: RunConfig) -> str:
-    return json.dumps(config.to_dict(), indent=2)

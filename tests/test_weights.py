@@ -1,28 +1,23 @@
-"""Exports: epoch CSV and runs CSV round-trips, weights files (round-trip, bad files, import, continue),
-share-link query parameters, and the history summaries the runs table is made of."""
-import csv
+"""Weights files (core.exchange.weights): round-trip, bad files, import, continue."""
 import io
 import logging
 import pickle
-import threading
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 
+from exchange_helpers import stored_runs
 from history_helpers import EMPTY_DATA_DIR, SMALL, copy_store, sample_data
-from core.config import ConfigError, Phase, RunConfig
 from core.engine.evaluate import ModelLoadError, evaluate_weights
 from core.runs.models import load_run_model
-from core.exchange.export import (EPOCH_CSV_COLUMNS, WeightsFile, WeightsFileError, config_from_query, config_to_query,
-                         epochs_csv, import_weights, is_share_query, read_epochs_csv, read_weights, run_epochs_csv,
-                         run_weights, run_weights_bytes, schedule_to_query, share_from_query, table_csv, weights_bytes)
-from core.runs.history import differing_fields, overlay_series, run_label, runs_table, smooth
+from core.exchange.weights import (WeightsFile, WeightsFileError, import_weights, read_weights, run_weights,
+                                   run_weights_bytes, weights_bytes)
+from core.runs.history import runs_table
 from core.engine.model import build_mlp
 from core.runs.training_run import TrainingRun
 from core.runs.store import Store
-from core.engine.train import median_timed_epoch
 
 
 @pytest.fixture(scope="module")
@@ -32,64 +27,9 @@ def sample():
 
 @pytest.fixture(scope="module")
 def stored(sample, tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("export") / "runs.db")
-    first = TrainingRun(SMALL.replace(optimizer="sgd_momentum", momentum=0.8), store=store, dataset=sample)
-    first.run_schedule([Phase(2, 0.2), Phase(1, 0.05)])
-    second = TrainingRun(SMALL.replace(optimizer="adam", lr=0.01, hidden_sizes=(20, 20)), store=store, dataset=sample)
-    second.run_schedule([Phase(2, 0.01)])
-    return store, first, second
+    return stored_runs(tmp_path_factory.mktemp("weights") / "runs.db", sample)
 
 
-# -- CSV ----------------------------------------------------------------------------------------------
-def test_epoch_csv_round_trip_equals_the_stored_epochs(stored):
-    store, run, _ = stored
-    text = run_epochs_csv(store, run.id)
-    rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == list(EPOCH_CSV_COLUMNS)
-    assert len(rows) == 3
-    assert read_epochs_csv(text) == store.epochs(run.id)  # exact: floats are written with repr()
-    for row in rows:
-        assert row["run_id"] == run.id and row["status"] == "finished" and row["schedule"] == "2@0.2,1@0.05"
-        assert row["config_optimizer"] == "sgd_momentum" and float(row["config_momentum"]) == 0.8
-        assert row["config_hidden_sizes"] == "16" and row["config_dataset"] == "mnist"
-        assert float(row["test_acc"]) == store.get_run(run.id)["test_acc"]
-    assert [r["lr"] for r in rows] == ["0.2", "0.2", "0.05"]
-
-
-def test_epoch_csv_of_a_run_without_epochs_has_just_the_header(stored):
-    store = stored[0]
-    run_id = store.create_run(RunConfig().to_dict(), device="cpu", data_source="", torch_version="", parameters=0)
-    text = run_epochs_csv(store, run_id)
-    assert text.strip() == ",".join(EPOCH_CSV_COLUMNS)
-    assert read_epochs_csv(text) == []
-    store.delete_run(run_id)
-
-
-def test_runs_table_csv_round_trip(stored):
-    store, first, second = stored
-    rows = runs_table(store)
-    parsed = list(csv.DictReader(io.StringIO(table_csv(rows))))
-    assert [p["run_id"] for p in parsed] == [second.id, first.id]  # newest first
-    for row, back in zip(rows, parsed):
-        assert set(back) == set(row)
-        for key, value in row.items():
-            if isinstance(value, float):
-                assert float(back[key]) == value
-            elif isinstance(value, bool):
-                assert back[key] == ("true" if value else "false")
-            else:
-                assert back[key] == ("" if value is None else str(value))
-    by_id = {r["run_id"]: r for r in rows}
-    assert by_id[first.id]["lr_schedule"] == "2@0.2,1@0.05" and by_id[first.id]["epochs"] == 3
-    assert by_id[second.id]["hidden_sizes"] == "20-20" and by_id[second.id]["layers"] == 2
-    assert by_id[first.id]["best_val_acc"] == max(e.val_acc for e in first.epochs)
-    assert by_id[first.id]["final_val_acc"] == first.epochs[-1].val_acc
-    assert by_id[first.id]["test_acc"] == first.test_acc
-    assert by_id[first.id]["median_epoch_s"] == median_timed_epoch(store.epochs(first.id))
-    assert by_id[first.id]["weights_kept"] is True and by_id[first.id]["status"] == "finished"
-
-
-# -- weights files ------------------------------------------------------------------------------------
 def test_weights_round_trip_gives_the_same_test_accuracy(stored, sample):
     store, run, _ = stored
     blob = run_weights_bytes(store, run.id)  # what the Download button serves
@@ -201,7 +141,7 @@ def test_a_downloaded_file_reads_back_checked_and_unchanged(stored):
 
 
 def test_every_run_the_app_records_passes_the_checks_uploads_and_stored_rows_go_through(stored):
-    from core.exchange.export import check_run_section
+    from core.exchange.weights import check_run_section
     from core.runs.history import run_problem
 
     store = stored[0]
@@ -279,121 +219,3 @@ def test_a_damaged_stored_checkpoint_says_so_plainly(stored, caplog, tmp_path):
         run_weights(store, run.id)
     assert "damaged" in str(info.value) and "seek" not in str(info.value)
     assert "seek" in caplog.text or "zip" in caplog.text
-
-
-# -- share links --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("config", [
-    RunConfig(),
-    RunConfig(dataset="cifar10", hidden_sizes=(512, 256, 128), activation="gelu", batch_size=1000, lr=0.00123,
-              epochs=40, optimizer="sgd_momentum", momentum=0.95, weight_decay=1e-4, device="cpu", seed=123456789,
-              val_fraction=0.1, pipeline="dataloader"),
-    RunConfig(lr=1 / 3, hidden_sizes=(7,)),
-])
-def test_share_query_round_trip(config):
-    query = config_to_query(config)
-    assert all(isinstance(v, str) for v in query.values())
-    assert is_share_query(query)
-    back = config_from_query(query)
-    assert back == config.replace(threads=None)
-
-
-def test_share_query_is_short_for_defaults_and_ignores_other_parameters():
-    query = config_to_query(RunConfig())
-    assert set(query) == {"dataset", "hidden", "activation", "batch", "lr", "epochs", "optimizer", "device", "seed",
-                          "pipeline"}
-    assert not is_share_query({"run": "abc"})
-    assert config_from_query({"run": "abc", "lr": "0.1", "hidden": ["32", "64"]}) == RunConfig(lr=0.1,
-                                                                                             hidden_sizes=(64,))
-
-
-def test_invalid_share_query_names_every_bad_value():
-    with pytest.raises(ConfigError) as info:
-        config_from_query({"lr": "nan", "batch": "0", "activation": "swish", "hidden": "a,b", "epochs": "2.5",
-                           "device": "tpu", "momentum": "1.5", "dataset": "mnist"})
-    message = str(info.value)
-    for fragment in ("lr='nan'", "batch='0'", "activation='swish'", "hidden='a,b'", "epochs='2.5'", "device='tpu'",
-                     "momentum='1.5'"):
-        assert fragment in message
-    assert "dataset" not in message
-
-
-def test_a_schedule_travels_as_then_after_the_first_phase():
-    config = RunConfig(epochs=5, lr=0.5)
-    phases = (Phase(5, 0.5), Phase(5, 0.1), Phase(3, 1 / 30))
-    query = {**config_to_query(config), **schedule_to_query(phases)}
-    assert query["then"].startswith("5@0.1,3@")
-    assert share_from_query(query) == (config.replace(threads=None), phases[1:])
-    assert schedule_to_query(phases[:1]) == {}
-    assert share_from_query(config_to_query(config))[1] == ()
-    assert is_share_query({"then": "5@0.1"})
-
-
-@pytest.mark.parametrize("hidden, says", [("-64", "must be from 1 to 8192; got -64"), ("64,-8", "got -8"),
-                                          ("32,,64", "empty size"), ("0x40", "not a whole number")])
-def test_a_share_link_width_is_read_exactly_or_refused(hidden, says):
-    with pytest.raises(ConfigError) as info:  # before: '-64' was read as 64 ('-' joined sizes), '32,,64' as 32,64
-        config_from_query({"hidden": hidden})
-    assert f"hidden={hidden!r}: " in str(info.value) and says in str(info.value), str(info.value)
-    assert config_from_query({"hidden": "128-64"}).hidden_sizes == (128, 64)  # the CSV's form still reads
-
-
-@pytest.mark.parametrize("then", ["5", "5@x", "0@0.1", "5@-1"])
-def test_a_bad_schedule_in_a_link_is_reported_with_the_other_bad_values(then):
-    with pytest.raises(ConfigError) as info:
-        share_from_query({"lr": "nan", "then": then})
-    assert f"then={then!r}" in str(info.value) and "lr='nan'" in str(info.value)
-
-
-# -- history summaries --------------------------------------------------------------------------------
-def test_smoothing_and_labels():
-    assert smooth([1.0, 2.0, None, 4.0], 0.0) == [1.0, 2.0, None, 4.0]
-    smoothed = smooth([1.0, 3.0], 0.5)
-    assert smoothed == [1.0, pytest.approx((0.25 * 1 + 0.5 * 3) / 0.75)]
-    with pytest.raises(ValueError):
-        smooth([1.0], 1.0)
-    a = {"id": "aaaaaa111", "config": SMALL.to_dict(), "schedule": [[2, 0.5], [1, 0.1]]}
-    b = {"id": "bbbbbb222", "config": SMALL.replace(hidden_sizes=(64,), lr=0.1).to_dict(), "schedule": [[2, 0.1]]}
-    fields = differing_fields([a["config"], b["config"]])
-    assert fields == ["hidden_sizes", "lr"]
-    assert run_label(a, fields) == "aaaaaa · hidden 16 · lr 2@0.5,1@0.1"
-    assert run_label(b, fields) == "bbbbbb · hidden 64 · lr 0.1"
-    series = overlay_series([a, b], {"aaaaaa111": [{"epoch": 1, "elapsed": 0.5, "val_loss": 1.0, "val_acc": 0.5,
-                                                    "train_loss": 2.0}]}, x="elapsed")
-    assert series[0]["x"] == [0.5] and series[1]["x"] == []
-    assert median_timed_epoch([{"seconds": 9.0, "warmup": True}, {"seconds": 1.0, "warmup": False},
-                                 {"seconds": 3.0, "warmup": False}]) == 2.0
-    assert median_timed_epoch([{"seconds": 9.0, "warmup": True}]) == 9.0
-    assert median_timed_epoch([]) is None
-
-
-def test_epochs_csv_of_a_live_run_record(stored):
-    store, run, _ = stored
-    row = store.get_run(run.id)
-    text = epochs_csv(row, [e.to_dict() for e in run.epochs])  # EpochResult dicts carry a device too
-    assert read_epochs_csv(text) == store.epochs(run.id)
-
-
-def test_concurrent_exports_while_training(sample, tmp_path):
-    """Exporting reads a consistent picture while another thread is writing epochs."""
-    store = Store(tmp_path / "runs.db")
-    run = TrainingRun(SMALL, store=store, dataset=sample)
-    errors = []
-    done = threading.Event()
-
-    def export_loop():
-        while not done.is_set():
-            try:
-                read_epochs_csv(run_epochs_csv(store, run.id))
-                table_csv(runs_table(store))
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
-                errors.append(exc)
-
-    reader = threading.Thread(target=export_loop)
-    reader.start()
-    try:
-        run.train_phase(3, 0.5)
-    finally:
-        done.set()
-        reader.join()
-    assert not errors
-    assert read_epochs_csv(run_epochs_csv(store, run.id)) == store.epochs(run.id)
