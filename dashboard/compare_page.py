@@ -17,12 +17,12 @@ import streamlit as st
 from core.studies.compare import DEFAULT_TARGET
 from core.studies.comparisons import ComparisonSnapshot
 from core.studies.legs import Leg, default_legs, duplicate_legs_message
-from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
-from core.engine.data import TITLES
+from core.config import PIPELINES, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
 from core.engine.devices import DeviceError, list_devices
 
 from . import compare_charts as charts
-from .controls import LR_OPTIONS, OPTIMIZER_LABELS
+from . import controls
+from .controls import COMPARE, PIPELINE_LABELS
 from .lab import STATUS_TEXT, Lab, get_lab, live_snapshot, read_snapshot, stored_picker
 from .speedup_map_page import speedup_section
 from .state import get_manager, session_owner
@@ -32,15 +32,13 @@ from .text import md
 # machine that CPU is taken from the leg being timed, so while legs run the charts are redrawn at most
 # this often (a redraw every poll slowed a 2-thread CPU leg ~7x on 2 cores).
 CHART_REFRESH_S = 4.0
-PIPELINE_LABELS = {"resident": "Resident (whole split on the device)",
-                   "dataloader": "Tutorial's DataLoader (per-sample ToTensor, per-batch copy)"}
-DEFAULTS = {"cmp_dataset": "mnist", "cmp_hidden": 32, "cmp_layers": 1, "cmp_activation": "relu", "cmp_batch": 100,
-            "cmp_lr": 0.5, "cmp_epochs": 5, "cmp_optimizer": "sgd", "cmp_seed": 42, "cmp_tutorial": False,
-            "cmp_target": DEFAULT_TARGET * 100, "cmp_pipeline": False, "cmp_new_pipeline": "resident",
-            "cmp_new_threads": "default", "cmp_new_graphs": True}
+# The experiment's settings are the shared sidebar's (controls.COMPARE: cmp_* keys, Train's defaults); the page's own:
+DEFAULTS = {"cmp_tutorial": False, "cmp_target": DEFAULT_TARGET * 100, "cmp_pipeline": False,
+            "cmp_new_pipeline": "resident", "cmp_new_threads": "default", "cmp_new_graphs": True}
 
 
 def init_state() -> None:
+    controls.init_state(sidebar=COMPARE)
     for key, value in DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value
@@ -50,10 +48,7 @@ def init_state() -> None:
 
 # -- the experiment and its legs --------------------------------------------------------------------
 def base_config() -> RunConfig:
-    s = st.session_state
-    return RunConfig(dataset=s.cmp_dataset, hidden_sizes=(int(s.cmp_hidden),) * int(s.cmp_layers),
-                     activation=s.cmp_activation, batch_size=int(s.cmp_batch), lr=float(s.cmp_lr),
-                     epochs=int(s.cmp_epochs), optimizer=s.cmp_optimizer, seed=int(s.cmp_seed))
+    return controls.config_from_state(COMPARE)
 
 
 def phases() -> tuple[Phase, ...]:
@@ -146,21 +141,9 @@ def compare_page() -> None:
 
 
 def settings_sidebar() -> None:
-    sb = st.sidebar
-    sb.header("Experiment")
-    sb.caption("The same on every leg: only device, threads and pipeline differ.")
-    sb.selectbox("Dataset", DATASETS, key="cmp_dataset", format_func=TITLES.get)
-    sb.slider("Hidden size (units per layer)", 8, 1024, step=8, key="cmp_hidden")
-    sb.slider("Hidden layers", 1, 4, key="cmp_layers")
-    sb.selectbox("Activation", ACTIVATIONS, key="cmp_activation")
-    sb.slider("Batch size", 16, 2048, key="cmp_batch")
-    lr_options = sorted(set(LR_OPTIONS) | {float(st.session_state.cmp_lr)})
-    sb.select_slider("Learning rate (log scale)", lr_options, key="cmp_lr", format_func=lambda v: f"{v:g}")
-    sb.slider("Epochs", 1, 50, key="cmp_epochs")
-    sb.selectbox("Optimizer", OPTIMIZERS, key="cmp_optimizer", format_func=OPTIMIZER_LABELS.get)
-    sb.number_input("Seed", 0, 2**31 - 1, key="cmp_seed", step=1)
-    sb.checkbox("Tutorial schedule (5 @ 0.5, then 5 @ 0.1)", key="cmp_tutorial",
-                help="Overrides epochs and learning rate with the tutorial's two fit() calls.")
+    controls.settings_sidebar(COMPARE)
+    st.sidebar.checkbox("Tutorial schedule (5 @ 0.5, then 5 @ 0.1)", key="cmp_tutorial",
+                        help="Overrides epochs and learning rate with the tutorial's two fit() calls.")
 
 
 def comparison_section(lab: Lab) -> None:
@@ -225,7 +208,7 @@ def legs_editor(busy: bool) -> None:
         cols[0].selectbox("Device", [d.kind for d in available], key="cmp_new_device", format_func=labels.get)
         cols[1].selectbox("CPU threads", ["default", *range(1, (os.cpu_count() or 1) + 1)], key="cmp_new_threads",
                           help="torch intra-op threads; 'default' keeps the training process's setting.")
-        cols[2].selectbox("Pipeline", tuple(PIPELINE_LABELS), key="cmp_new_pipeline", format_func=PIPELINE_LABELS.get)
+        cols[2].selectbox("Pipeline", PIPELINES, key="cmp_new_pipeline", format_func=PIPELINE_LABELS.get)
         if any(d.kind == "cuda" for d in available):
             st.checkbox("CUDA graph (one launch per step; off = eager)", key="cmp_new_graphs")
         cols[3].button("Add leg", key="cmp_add", on_click=add_leg, disabled=busy)

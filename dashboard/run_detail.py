@@ -21,7 +21,7 @@ from core.runs.store import Store, StoreError
 from core.engine.train import median_timed_epoch
 
 from . import charts
-from .controls import LR_OPTIONS
+from .controls import lr_choices
 from .evaluation_panel import evaluation_panel
 from .live_panel import STATUS_TEXT
 from .share import share_url
@@ -113,7 +113,7 @@ def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: 
         st.session_state.hist_cont_for = run_id
         st.session_state.hist_cont_lr = last_lr
     cols[0].number_input("More epochs", 1, 200, key="hist_cont_epochs", disabled=not can_continue)
-    cols[1].select_slider("Learning rate", sorted(set(LR_OPTIONS) | {last_lr}), key="hist_cont_lr",
+    cols[1].select_slider("Learning rate", lr_choices(last_lr), key="hist_cont_lr",
                           format_func=lambda v: f"{v:g}", disabled=not can_continue)
     why_not = ("" if can_continue else
                "it is still running" if status == "running" else

@@ -13,12 +13,9 @@ from core.config import ConfigError, Phase, RunConfig
 from core.engine.devices import list_devices
 from core.exchange.share_links import SHARE_KEYS, config_to_query, is_share_query, schedule_to_query, share_from_query
 
-from .controls import describe_phases, init_state
+from .controls import RANGES, describe_phases, init_state
 from .text import md
 
-# The sidebar widgets' ranges (dashboard/controls.py): a link asking for more cannot be shown there.
-SIDEBAR_RANGES = {"batch": (16, 2048), "epochs": (1, 50),
-                  "seed": (0, 2**31 - 1)}
 NOT_IN_SIDEBAR = {"momentum": "momentum", "weight_decay": "weight decay", "val_fraction": "validation share"}
 
 
@@ -46,7 +43,7 @@ def sidebar_check(config: RunConfig) -> tuple[list[str], list[str]]:
     # Hidden sizes of any shape RunConfig accepts fit: the sidebar's per-layer field shows what its sliders cannot.
     checks = {"batch": config.batch_size, "epochs": config.epochs, "seed": config.seed}
     for name, value in checks.items():
-        low, high = SIDEBAR_RANGES[name]
+        low, high = RANGES[name]  # the sidebar's widgets: a link asking for more cannot be shown there
         if not low <= value <= high:
             problems.append(f"{name} {value} is outside the sidebar's range {low}–{high}")
     default = RunConfig()

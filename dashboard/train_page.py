@@ -9,7 +9,7 @@ from core.config import TUTORIAL_SCHEDULE, ConfigError, Phase
 from core.engine.data import availability_note, missing_data_dir
 from core.engine.devices import DeviceError, resolve_device
 
-from .controls import (DEFAULTS, LR_OPTIONS, init_state, planned_phases, settings_sidebar, validated_config,
+from .controls import (DEFAULTS, init_state, lr_choices, planned_phases, settings_sidebar, validated_config,
                        widget_values)
 from .live_panel import live_panel
 from .share import apply_share_link
@@ -155,8 +155,8 @@ def run_controls(snap) -> None:
             st.session_state.cont_epochs = min(MAX_CONTINUE_EPOCHS, last.epochs)
             st.session_state.cont_lr = last.lr
         cols[0].number_input("More epochs", 1, MAX_CONTINUE_EPOCHS, key="cont_epochs")
-        cols[1].select_slider("Learning rate", sorted(set(LR_OPTIONS) | {last.lr, float(st.session_state.cont_lr)}),
-                              key="cont_lr", format_func=lambda v: f"{v:g}")
+        cols[1].select_slider("Learning rate", lr_choices(last.lr, st.session_state.cont_lr), key="cont_lr",
+                              format_func=lambda v: f"{v:g}")
         cols[2].button("Continue", key="continue", on_click=continue_run, type="primary",
                        help="Train this model further; epoch numbers and curves continue.")
         st.caption(f"Continue trains {snap.config.optimizer} from epoch {len(snap.epochs) + 1}; it starts at lr "
