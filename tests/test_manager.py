@@ -159,7 +159,7 @@ def test_a_run_whose_worker_cannot_start_is_failed_and_recorded(manager, env, mo
 def test_killed_worker_leaves_one_status_and_the_run_continues_without_a_restart(manager, env):
     run_id = manager.start(SAMPLE.replace(epochs=500))
     wait_for(lambda: len(manager.snapshot(run_id).epochs) >= 2)
-    os.kill(manager._runs[run_id].worker.process.pid, signal.SIGKILL)
+    os.kill(manager._live.entry(run_id).worker.process.pid, signal.SIGKILL)
     snap = wait_for(lambda: (s := manager.snapshot(run_id)) and not s.active and s, timeout=10)
     store = Store(env[1])
     row = store.get_run(run_id)
@@ -186,7 +186,7 @@ def test_killed_worker_leaves_one_status_and_the_run_continues_without_a_restart
 def test_a_worker_ended_by_another_signal_names_it(manager, env):
     run_id = manager.start(SAMPLE.replace(epochs=500))
     wait_for(lambda: len(manager.snapshot(run_id).epochs) >= 1)
-    os.kill(manager._runs[run_id].worker.process.pid, signal.SIGTERM)
+    os.kill(manager._live.entry(run_id).worker.process.pid, signal.SIGTERM)
     snap = wait_for(lambda: (s := manager.snapshot(run_id)) and not s.active and s, timeout=10)
     assert snap.status == Store(env[1]).get_run(run_id)["status"] == "interrupted"
     assert "killed by SIGTERM" in snap.message and "memory" not in snap.message
@@ -224,10 +224,10 @@ def test_new_run_takes_an_idle_warm_worker_and_the_old_run_can_still_continue(ma
     spare, manager._spare = manager._spare, None  # no ready spare: the case right after a run ends
     if spare is not None:
         spare.close()
-    warm = manager._runs[old].worker
+    warm = manager._live.entry(old).worker
     new = manager.start(SAMPLE)
     assert manager.wait(new, timeout=120).status == "finished"
-    assert manager._runs[new].worker is warm and manager._runs[old].worker is None
+    assert manager._live.entry(new).worker is warm and manager._live.entry(old).worker is None
     manager.continue_run(old, 1, 0.1)  # its worker is gone: it resumes from the stored checkpoint
     snap = manager.wait(old, timeout=120)
     assert snap.status == "finished" and [e.epoch for e in snap.epochs] == [1, 2, 3]
@@ -241,8 +241,8 @@ def test_at_most_one_warm_worker_stays_after_many_runs_and_idle_ones_are_reaped(
         assert [manager.wait(r, timeout=120).status for r in runs] == ["finished"] * 4
         wait_for(lambda: len(manager.idle_workers()) == 1, timeout=10)
         (warm,) = manager.idle_workers()
-        assert manager._runs[runs[-1]].worker is warm  # the last run's own: its Continue starts at once
-        closed = [manager._runs[r].worker for r in runs[:-1]]
+        assert manager._live.entry(runs[-1]).worker is warm  # the last run's own: its Continue starts at once
+        closed = [manager._live.entry(r).worker for r in runs[:-1]]
         assert closed == [None] * 3
         wait_for(lambda: manager.idle_workers() == [], timeout=20)  # nothing happened for idle_reap_s
         wait_for(lambda: not warm.alive(), timeout=10)

@@ -22,6 +22,7 @@ from ..config import DeviceError, Phase, RunConfig, RunStatus, StoreError
 from ..engine.data import CLASS_NAMES, IMAGE_SHAPES
 from ..engine.devices import default_cpu_threads, device_label, resolve_device
 from .history import stored_run
+from .live import Entry, LiveRegistry
 from ..engine.memory import oom_kills, oom_verdict, process_rss
 from ..engine.model import LayerRow, layer_rows
 from .store import Store
@@ -71,21 +72,17 @@ class RunSnapshot:
         return self.status in (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.INTERRUPTED) and bool(self.epochs)
 
 
-class _LiveRun:
-    def __init__(self, snapshot: RunSnapshot):
-        self.lock = threading.Lock()
-        self.snapshot = snapshot
+class _LiveRun(Entry):
+    """What drives one run besides its snapshot: its worker, its place in a device queue, Stop."""
+
+    def __init__(self, registry: LiveRegistry, run_id: str):
+        super().__init__(registry, run_id)
         self.stop_requested = threading.Event()
         self.worker: WorkerProcess | None = None
-        self.thread: threading.Thread | None = None
         self.pending: list[Phase] = []
         self.ended_at = 0.0
         self.queue: _DeviceQueue | None = None
         self.ticket: object | None = None
-
-    def update(self, **changes) -> None:
-        with self.lock:
-            self.snapshot = replace(self.snapshot, **changes)
 
 
 class _DeviceQueue:
@@ -149,8 +146,8 @@ class RunManager:
         self.preload = preload
         self.idle_reap_s = idle_reap_s
         self._last_activity = time.monotonic()
-        self._runs: dict[str, _LiveRun] = {}
-        self._lock = threading.Lock()
+        self._live: LiveRegistry[RunSnapshot, _LiveRun] = LiveRegistry()
+        self._lock = threading.Lock()  # the spare worker and which run's worker is whose
         self._queues = {"cpu": _DeviceQueue(max_cpu_runs), "cuda": _DeviceQueue(1), "mps": _DeviceQueue(1)}
         self._spare: WorkerProcess | None = None
         self._closed = False
@@ -171,13 +168,13 @@ class RunManager:
             device = device_label(resolve_device(config.device))
         except DeviceError:
             device = ""
-        live = _LiveRun(RunSnapshot(run_id, owner, config, RunStatus.QUEUED,
-                                    planned_epochs=sum(p.epochs for p in phases),
-                                    store_warning=self.store_warning, cpu_threads=self.cpu_threads, device=device,
-                                    layers=tuple(layers), parameters=sum(r.parameters for r in layers)))
+        live = _LiveRun(self._live, run_id)
         live.pending = list(phases)
-        with self._lock:
-            self._runs[run_id] = live
+        self._live.add(live, RunSnapshot(run_id, owner, config, RunStatus.QUEUED,
+                                         planned_epochs=sum(p.epochs for p in phases),
+                                         store_warning=self.store_warning, cpu_threads=self.cpu_threads,
+                                         device=device, layers=tuple(layers),
+                                         parameters=sum(r.parameters for r in layers)))
         self._launch(live, ("start", run_id, config.to_dict(), [(p.epochs, p.lr) for p in phases]))
         return run_id
 
@@ -186,16 +183,15 @@ class RunManager:
         The session that continues it (`owner`) is the one that may stop it without a confirmation."""
         phase = Phase(epochs, lr)
         self._last_activity = time.monotonic()
-        live = self._runs.get(run_id)
+        live = self._live.entry(run_id)
         if live is None:
             stored = self._stored_snapshot(run_id)
             if stored is None:
                 raise KeyError(f"no run {run_id}")
-            live = _LiveRun(replace(stored, live=True, cpu_threads=self.cpu_threads))
-            with self._lock:
-                self._runs[run_id] = live
+            live = self._live.add(_LiveRun(self._live, run_id),
+                                  replace(stored, live=True, cpu_threads=self.cpu_threads))
         snap = live.snapshot
-        if not snap.can_continue or (live.thread is not None and live.thread.is_alive()):
+        if not snap.can_continue or self._live.driving(run_id):
             raise RuntimeError(f"run {run_id} cannot be continued now (status {snap.status})")
         live.pending = [phase]
         live.update(status=RunStatus.QUEUED, message="", planned_epochs=len(snap.epochs) + epochs, progress=None,
@@ -205,17 +201,16 @@ class RunManager:
         self._launch(live, message)
 
     def stop(self, run_id: str) -> None:
-        live = self._runs.get(run_id)
+        live = self._live.entry(run_id)
         if live is not None:
             live.stop_requested.set()
             if live.worker is not None and live.snapshot.active:
                 live.worker.stop()
 
     def snapshot(self, run_id: str) -> RunSnapshot | None:
-        live = self._runs.get(run_id)
+        live = self._live.entry(run_id)
         if live is not None:
-            with live.lock:
-                snap = live.snapshot
+            snap = live.snapshot
             if snap.status == RunStatus.QUEUED and live.queue is not None:
                 snap = replace(snap, queue_ahead=live.queue.ahead_of(live.ticket))
             return snap
@@ -223,13 +218,10 @@ class RunManager:
 
     def is_active(self, run_id: str) -> bool:
         """Whether this manager trains the run or has it queued (the store may still say "finished")."""
-        live = self._runs.get(run_id)
-        return live is not None and live.snapshot.active
+        return self._live.is_active(run_id)
 
     def active_runs(self) -> list[RunSnapshot]:
-        with self._lock:
-            runs = list(self._runs.values())
-        return [r.snapshot for r in runs if r.snapshot.active]
+        return self._live.active()
 
     def worker_starting(self) -> bool:
         """Whether a spare worker is still importing torch and reading data (CPU that timed work would feel)."""
@@ -238,9 +230,8 @@ class RunManager:
             return spare is not None and spare.alive() and not spare.wait_ready(0)
 
     def wait(self, run_id: str, timeout: float | None = None) -> RunSnapshot | None:
-        live = self._runs.get(run_id)
-        if live is not None and live.thread is not None:
-            live.thread.join(timeout)
+        """Until the run has ended and its thread has let go of the device and the worker, or `timeout`."""
+        self._live.wait(run_id, timeout)
         return self.snapshot(run_id)
 
     def shutdown(self, timeout: float = 15.0) -> None:
@@ -249,16 +240,13 @@ class RunManager:
             return
         self._closed = True
         self._wake.set()
-        with self._lock:
-            runs = list(self._runs.values())
+        runs = self._live.entries()
         for live in runs:  # training ones end as interrupted, keeping their last finished epoch's weights
             live.stop_requested.set()
             if live.worker is not None and live.snapshot.active:
                 live.worker.send("interrupt", SHUTDOWN_REASON)
         deadline = time.monotonic() + timeout
-        for live in runs:
-            if live.thread is not None:
-                live.thread.join(max(0.1, deadline - time.monotonic()))
+        self._live.join_all(timeout)
         workers = [live.worker for live in runs if live.worker is not None] + ([self._spare] if self._spare else [])
         for worker in workers:  # all asked at once, then awaited: a server's stop waits for the slowest, not the sum
             worker.begin_close()
@@ -274,14 +262,12 @@ class RunManager:
             queue = self._queues[resolve_device(live.snapshot.config.device).type]
         except DeviceError as exc:
             live.update(status=RunStatus.FAILED, message=str(exc))
-            live.thread = None
+            self._live.forget_thread(live.key)
             self._record_unstarted_failure(live)
             return
         ticket = queue.join()
         live.queue, live.ticket = queue, ticket
-        live.thread = threading.Thread(target=self._drive, args=(live, message, queue, ticket),
-                                       name=f"run-{live.snapshot.run_id}", daemon=True)
-        live.thread.start()
+        self._live.drive(live.key, self._drive, live, message, queue, ticket, name=f"run-{live.key}")
 
     def _drive(self, live: _LiveRun, message: tuple, queue: _DeviceQueue, ticket: object) -> None:
         while not queue.acquire(ticket, timeout=0.2):  # queued: wait for the device, but honour Stop
@@ -437,8 +423,9 @@ class RunManager:
                 worker, self._spare = self._spare, None
                 return worker
             if self.store is not None:
-                idle = sorted((r for r in self._runs.values() if r.worker is not None and r.worker.alive()
-                               and not r.snapshot.active and r.thread is not None and not r.thread.is_alive()),
+                idle = sorted((r for r in self._live.entries() if r.worker is not None and r.worker.alive()
+                               and not r.snapshot.active and self._live.thread(r.key) is not None
+                               and not self._live.driving(r.key)),
                               key=lambda r: r.ended_at)
                 if idle:
                     worker, idle[0].worker = idle[0].worker, None
@@ -456,7 +443,7 @@ class RunManager:
     def idle_workers(self) -> list[WorkerProcess]:
         """Live worker processes that train nothing now: the spare and ended runs' workers."""
         with self._lock:
-            kept = [r.worker for r in self._runs.values() if r.worker is not None and not r.snapshot.active
+            kept = [r.worker for r in self._live.entries() if r.worker is not None and not r.snapshot.active
                     and r.worker.alive()]
             return kept + ([self._spare] if self._spare is not None and self._spare.alive() else [])
 
@@ -464,9 +451,9 @@ class RunManager:
         """Keep one warm worker, started only while nothing trains (spawning costs CPU seconds). The most recently
         ended run's worker counts: it serves that run's Continue at once, or the next run."""
         with self._lock:
-            if self._closed or self._spare is not None or any(r.snapshot.active for r in self._runs.values()):
+            if self._closed or self._spare is not None or any(r.snapshot.active for r in self._live.entries()):
                 return
-            if any(r.worker is not None and r.worker.alive() for r in self._runs.values()):
+            if any(r.worker is not None and r.worker.alive() for r in self._live.entries()):
                 return
             self._spare = self._new_worker()
 
@@ -475,7 +462,7 @@ class RunManager:
         (each holds ~0.9 GB on full MNIST; those runs continue from their stored checkpoints)."""
         self._last_activity = time.monotonic()
         with self._lock:
-            idle = sorted((r for r in self._runs.values() if r.worker is not None and not r.snapshot.active),
+            idle = sorted((r for r in self._live.entries() if r.worker is not None and not r.snapshot.active),
                           key=lambda r: r.ended_at)
             closing = []
             for live in idle[:-1]:
@@ -495,10 +482,10 @@ class RunManager:
             if time.monotonic() - self._last_activity < self.idle_reap_s:
                 continue
             with self._lock:
-                if any(r.snapshot.active for r in self._runs.values()):
+                if any(r.snapshot.active for r in self._live.entries()):
                     continue
-                closing = [r.worker for r in self._runs.values() if r.worker is not None]
-                for live in self._runs.values():
+                closing = [r.worker for r in self._live.entries() if r.worker is not None]
+                for live in self._live.entries():
                     live.worker = None
                 if self._spare is not None:
                     closing.append(self._spare)

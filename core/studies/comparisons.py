@@ -19,11 +19,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..config import PROJECT_ROOT, ConfigError, DeviceError, Phase, RunConfig, RunStatus, StoreError
+from ..config import PROJECT_ROOT, ConfigError, Phase, RunConfig, RunStatus, StoreError
+from ..runs.live import Entry, LiveRegistry
 from ..runs.reports import COMPARISON, open_reports, recent_reports
 from .compare import DEFAULT_TARGET, ComparisonSummary, LegRun, comparison_payload, comparison_title, summarize
 from .cpuload import ContentionMeter, worker_children_ticks
-from .legs import Leg, duplicate_legs_message, unavailable_reason
+from .legs import Leg, check_legs
 
 
 @dataclass(frozen=True)
@@ -88,17 +89,13 @@ class ComparisonSnapshot:
         return summarize(self.leg_runs(), target, self.base)
 
 
-class _Live:
-    def __init__(self, snapshot: ComparisonSnapshot, owner: str):
-        self.snapshot = snapshot
-        self.owner = owner
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
+class _Live(Entry):
+    """What drives one comparison besides its snapshot: the session that owns its legs, and Stop."""
 
-    def update(self, **changes) -> None:
-        with self.lock:
-            self.snapshot = dataclasses.replace(self.snapshot, **changes)
+    def __init__(self, registry: LiveRegistry, comparison_id: str, owner: str):
+        super().__init__(registry, comparison_id)
+        self.owner = owner
+        self.stop = threading.Event()
 
 
 class Comparisons:
@@ -111,32 +108,23 @@ class Comparisons:
         self.manager = manager
         self.target = target
         self.reports = open_reports(manager.store)
-        self._live: dict[str, _Live] = {}
-        self._lock = threading.Lock()
+        self._live: LiveRegistry[ComparisonSnapshot, _Live] = LiveRegistry()
 
     def start(self, base: RunConfig, legs: list[Leg], phases: tuple[Phase, ...] | None = None,
               owner: str = "") -> str:
         if not legs:
             raise ConfigError("a comparison needs at least one leg")
-        repeats = duplicate_legs_message(legs, getattr(self.manager, "cpu_threads", None))
-        if repeats:
-            raise ConfigError(repeats)
-        for leg in legs:
-            reason = unavailable_reason(leg)
-            if reason:
-                raise DeviceError(reason)
+        check_legs(legs, getattr(self.manager, "cpu_threads", None))
         phases = tuple(phases or (Phase(base.epochs, base.lr),))
         base = base.replace(epochs=phases[0].epochs, lr=phases[0].lr)
         comparison_id = "c" + os.urandom(5).hex()
-        live = _Live(ComparisonSnapshot(comparison_id, base, tuple(legs), phases, RunStatus.QUEUED), owner)
-        with self._lock:
-            self._live[comparison_id] = live
-        live.thread = threading.Thread(target=self._drive, args=(live,), name=f"compare-{comparison_id}", daemon=True)
-        live.thread.start()
+        live = self._live.add(_Live(self._live, comparison_id, owner),
+                              ComparisonSnapshot(comparison_id, base, tuple(legs), phases, RunStatus.QUEUED))
+        self._live.drive(comparison_id, self._drive, live, name=f"compare-{comparison_id}")
         return comparison_id
 
     def stop(self, comparison_id: str) -> None:
-        live = self._live.get(comparison_id)
+        live = self._live.entry(comparison_id)
         if live is None:
             return
         live.stop.set()
@@ -145,21 +133,15 @@ class Comparisons:
             self.manager.stop(snap.run_ids[snap.current])
 
     def wait(self, comparison_id: str, timeout: float | None = None) -> ComparisonSnapshot | None:
-        live = self._live.get(comparison_id)
-        if live is not None and live.thread is not None:
-            live.thread.join(timeout)
+        self._live.wait(comparison_id, timeout)
         return self.snapshot(comparison_id)
 
     def active(self) -> list[ComparisonSnapshot]:
-        with self._lock:
-            lives = list(self._live.values())
-        return [live.snapshot for live in lives if live.snapshot.active]
+        return self._live.active()
 
     def snapshot(self, comparison_id: str) -> ComparisonSnapshot | None:
-        live = self._live.get(comparison_id)
-        if live is not None:
-            with live.lock:
-                snap = live.snapshot
+        snap = self._live.get(comparison_id)
+        if snap is not None:
             return dataclasses.replace(snap, runs=tuple(self.manager.snapshot(r) for r in snap.run_ids))
         return self._stored(comparison_id)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import dataclasses
 import json
 import math
 import os
@@ -20,12 +19,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..config import PROJECT_ROOT, ConfigError, RunStatus, StoreError
+from ..config import PROJECT_ROOT, RunStatus, StoreError
 from ..engine.data import CLASS_NAMES, IMAGE_SHAPES
 from ..engine.devices import cpu_name
+from ..runs.live import Entry, LiveRegistry
 from ..runs.reports import SPEEDUP_MAP, open_reports, recent_reports
-from .legs import Leg, check_legs
-from .speedup_map import MapGrid, estimate_seconds, measure_gemm_rates
+from .legs import Leg
+from .speedup_map import MapGrid, check_map_legs, estimate_seconds, measure_gemm_rates
 
 _MEASURE_LOCK = threading.Lock()  # torch's thread count is process-wide: one measurement at a time
 
@@ -60,20 +60,16 @@ class MapSnapshot:
                 "cells": list(self.cells), "total_cells": self.total, "created_at": self.started_at}
 
 
-class MapJob:
-    def __init__(self, map_id: str, grid: MapGrid, legs: list[Leg], data_dir, db_path, busy=None):
-        self.lock = threading.Lock()
-        self.snapshot = MapSnapshot(map_id, RunStatus.WAITING, grid, tuple(legs), started_at=time.time())
+class MapJob(Entry):
+    """What drives one map besides its snapshot: its subprocess, and Cancel."""
+
+    def __init__(self, registry: LiveRegistry, map_id: str, data_dir, db_path, busy=None):
+        super().__init__(registry, map_id)
         self.data_dir, self.db_path = data_dir, db_path
         self.busy = busy or (lambda: 0)
         self.cancelled = threading.Event()
         self.process: subprocess.Popen | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=15)
-        self.thread = threading.Thread(target=self._run, name=f"map-{map_id}", daemon=True)
-
-    def update(self, **changes) -> None:
-        with self.lock:
-            self.snapshot = dataclasses.replace(self.snapshot, **changes)
 
     def command(self) -> list[str]:
         snap = self.snapshot
@@ -95,7 +91,7 @@ class MapJob:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)  # the map stops within a step and keeps its finished cells
 
-    def _run(self) -> None:
+    def run(self) -> None:
         try:
             while self.busy() > 0:  # other runs would share the machine and skew every cell
                 self.update(message="waiting for the runs that are training (or a worker that is starting) to finish")
@@ -155,8 +151,7 @@ class MapJobs:
     def __init__(self, manager):
         self.manager = manager
         self.reports = open_reports(manager.store)
-        self._jobs: dict[str, MapJob] = {}
-        self._lock = threading.Lock()
+        self._live: LiveRegistry[MapSnapshot, MapJob] = LiveRegistry()
         self._rates: dict[str, float] = {}  # leg spec -> fp32 GEMM FLOP/s on this machine, for estimates
         atexit.register(self.shutdown)
 
@@ -174,8 +169,7 @@ class MapJobs:
         return [self._rates.get(leg.spec()) for leg in legs]
 
     def _learn_rates(self, specs: set[str]) -> None:
-        with self._lock:
-            results = [job.snapshot.result for job in self._jobs.values() if job.snapshot.result]
+        results = [job.snapshot.result for job in self._live.entries() if job.snapshot.result]
         for entry in self.recent(5):
             try:
                 results.append(self.reports.get(entry["id"]))
@@ -199,41 +193,30 @@ class MapJobs:
     def start(self, grid: MapGrid, legs: list[Leg], busy=None) -> str:
         if self.active():
             raise RuntimeError("a speedup map is already being measured; cancel it or wait for it")
-        for leg in legs:
-            if leg.pipeline != "resident":
-                raise ConfigError(f"leg {leg.spec()}: the speedup map times resident steps")
-        check_legs(legs)
+        check_map_legs(legs)
         map_id = "m" + os.urandom(5).hex()
         db = self.reports.path if self.reports is not None else None
-        job = MapJob(map_id, grid, legs, self.manager.data_dir, db,
+        job = MapJob(self._live, map_id, self.manager.data_dir, db,
                      busy or (lambda: len(self.manager.active_runs()) + self.manager.worker_starting()))
-        with self._lock:
-            self._jobs[map_id] = job
-        job.thread.start()
+        self._live.add(job, MapSnapshot(map_id, RunStatus.WAITING, grid, tuple(legs), started_at=time.time()))
+        self._live.drive(map_id, job.run, name=f"map-{map_id}")
         return map_id
 
     def cancel(self, map_id: str) -> None:
-        job = self._jobs.get(map_id)
+        job = self._live.entry(map_id)
         if job is not None:
             job.cancel()
 
     def wait(self, map_id: str, timeout: float | None = None) -> MapSnapshot | None:
-        job = self._jobs.get(map_id)
-        if job is not None:
-            job.thread.join(timeout)
+        self._live.wait(map_id, timeout)
         return self.snapshot(map_id)
 
     def snapshot(self, map_id: str) -> MapSnapshot | None:
-        job = self._jobs.get(map_id)
-        if job is not None:
-            with job.lock:
-                return job.snapshot
-        return self.stored(map_id)
+        snap = self._live.get(map_id)
+        return snap if snap is not None else self.stored(map_id)
 
     def active(self) -> list[MapSnapshot]:
-        with self._lock:
-            jobs = list(self._jobs.values())
-        return [job.snapshot for job in jobs if job.snapshot.active]
+        return self._live.active()
 
     def stored(self, map_id: str) -> MapSnapshot | None:
         if self.reports is None:
@@ -253,12 +236,10 @@ class MapJobs:
         return recent_reports(self.reports, SPEEDUP_MAP, limit)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        with self._lock:
-            jobs = list(self._jobs.values())
+        jobs = self._live.entries()
         for job in jobs:
             job.cancel()
+        self._live.join_all(timeout)
         for job in jobs:
-            if job.thread.is_alive():
-                job.thread.join(timeout)
             if job.process is not None and job.process.poll() is None:
                 job.process.kill()

@@ -141,6 +141,17 @@ def measure_gemm_rates(legs: list[Leg], seconds: float = GEMM_SECONDS) -> list[f
     return rates
 
 
+def check_map_legs(legs: list[Leg]) -> None:
+    """Fail before measuring anything: no legs, a leg with the tutorial's pipeline (the map times resident steps),
+    a missing device or a repeated leg."""
+    if not legs:
+        raise ConfigError("a speedup map needs at least one leg")
+    for leg in legs:
+        if leg.pipeline != "resident":
+            raise ConfigError(f"leg {leg.spec()}: the speedup map times resident steps; drop pipeline=dataloader")
+    check_legs(legs)
+
+
 class _Cancelled(Exception):
     pass
 
@@ -177,12 +188,7 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
                     gemm_seconds: float = GEMM_SECONDS, gemm_rates: list[float] | None = None) -> dict:
     """Measure every cell on every leg; returns the map as a JSON-ready dict (status 'cancelled' if cut short).
     `gemm_rates` (FLOP/s per leg, e.g. from measure_gemm_rates for the estimate) skips measuring them again."""
-    if not legs:
-        raise ConfigError("a speedup map needs at least one leg")
-    for leg in legs:
-        if leg.pipeline != "resident":
-            raise ConfigError(f"leg {leg.spec()}: the speedup map times resident steps; drop pipeline=dataloader")
-    check_legs(legs)
+    check_map_legs(legs)
     cancel = cancel or threading.Event()
     started = time.time()
     clock = time.perf_counter()

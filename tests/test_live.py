@@ -1,0 +1,66 @@
+"""The live registry (core.runs.live) behind the RunManager, comparisons and map jobs."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from core.runs.live import Entry, LiveRegistry
+
+
+@dataclass(frozen=True)
+class Snap:
+    status: str = "running"
+    n: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.status == "running"
+
+
+def test_update_replaces_the_snapshot_and_never_changes_one_already_read():
+    live = LiveRegistry()
+    entry = live.add(Entry(live, "a"), Snap())
+    before = entry.snapshot
+    assert entry.update(n=1) == Snap(n=1) == live.get("a")
+    assert before == Snap() and "a" in live and live.get("b") is None and live.entry("a") is entry
+    with pytest.raises(TypeError):
+        live.update("a", nope=1)  # dataclasses.replace refuses an unknown field: no half-made snapshot
+    assert live.get("a") == Snap(n=1)
+
+
+def test_active_lists_unended_entries_in_the_order_added():
+    live = LiveRegistry()
+    for key, status in (("a", "running"), ("b", "finished"), ("c", "running")):
+        live.add(Entry(live, key), Snap(status))
+    assert live.active() == [Snap(), Snap()] and live.is_active("c") and not live.is_active("b")
+    assert not live.is_active("nope") and [e.key for e in live.entries()] == ["a", "b", "c"]
+
+
+def test_wait_returns_once_the_entry_ended_and_its_driver_finished():
+    live = LiveRegistry()
+    entry = live.add(Entry(live, "a"), Snap())
+    after_end = threading.Event()
+
+    def drive():
+        time.sleep(0.2)
+        entry.update(status="finished")
+        time.sleep(0.2)  # bookkeeping after the last change: wait() covers it
+        after_end.set()
+
+    live.drive("a", drive, name="test-driver")
+    assert live.driving("a")
+    assert live.wait("a", 10) == Snap("finished") and after_end.is_set() and not live.driving("a")
+
+
+def test_wait_times_out_and_never_hangs_on_an_unknown_id_or_a_driver_that_died():
+    live = LiveRegistry()
+    live.add(Entry(live, "a"), Snap())
+    start = time.monotonic()
+    assert live.wait("a", 0.3) == Snap() and 0.25 < time.monotonic() - start < 2
+    assert live.wait("nope") is None
+    live.drive("a", lambda: None, name="test-driver")  # ends without saying so
+    assert live.wait("a", 10) == Snap()
+    live.join_all(1)
