@@ -11,6 +11,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from dashboard import pages  # noqa: E402
 from dashboard.compare_page import compare_page  # noqa: E402
 from dashboard.history_page import history_page  # noqa: E402
 from dashboard.state import identify_tab  # noqa: E402
@@ -18,10 +19,7 @@ from dashboard.train_page import train_page  # noqa: E402
 
 st.set_page_config(page_title="MLP training lab", page_icon="📈", layout="wide")
 
-pages = [st.Page(train_page, title="Train", icon="📈", url_path="train", default=True),
-         st.Page(history_page, title="History", icon="🗂️", url_path="history"),
-         st.Page(compare_page, title="Compare", icon="⚖️", url_path="compare")]
-st.navigation(pages).run()
+pages.navigation({pages.TRAIN: train_page, pages.HISTORY: history_page, pages.COMPARE: compare_page}).run()
 # Last: the tab's id arrives with a rerun, and a rerun that cut into the first run (before the sidebar's widgets
 # existed) left them at their minimums.
 identify_tab()

@@ -20,7 +20,7 @@ from core.runs.history import rerun_phases, stored_run
 from core.runs.store import Store, StoreError
 from core.engine.train import median_timed_epoch
 
-from . import charts
+from . import charts, pages
 from .controls import lr_choices
 from .evaluation_panel import evaluation_panel
 from .live_panel import STATUS_TEXT
@@ -30,15 +30,8 @@ from .text import md
 CONTINUABLE = ("finished", "stopped", "interrupted")
 
 
-def train_page_object():
-    """The Train page as registered in app.py (same callable and url_path), for st.switch_page."""
-    from .train_page import train_page
-
-    return st.Page(train_page, title="Train", icon="📈", url_path="train")
-
-
 def open_in_train_page(run_id: str) -> None:
-    st.switch_page(train_page_object(), query_params={"run": run_id})
+    pages.switch_to(pages.TRAIN, run=run_id)
 
 
 def run_detail(store: Store, run_id: str, has_weights: bool, on_delete) -> None:
@@ -196,7 +189,7 @@ def draw_export(store: Store, run: dict, config: RunConfig, schedule: tuple[Phas
     cols[2].download_button("Config (JSON)", data=config_json(config), file_name=f"run-{run_id}-config.json",
                             mime="application/json", key="detail_config", on_click="ignore")
     st.markdown("**Share link**: opens the Train page with these settings in the sidebar.")
-    st.code(share_url(config, "history", schedule), language=None, wrap_lines=True)
+    st.code(share_url(config, pages.HISTORY.url_path, schedule), language=None, wrap_lines=True)
     with st.expander("Python: load the weights file"):
         st.code(LOAD_SNIPPET.format(name=weights_filename(run), sizes=json.dumps(list(config.hidden_sizes))),
                 language="python")

@@ -364,8 +364,10 @@ def test_invalid_share_link_is_refused_with_a_message(query, reason):
 
 
 def test_app_registers_the_history_page():
-    source = (REPO_ROOT / "dashboard" / "app.py").read_text()
-    assert 'st.Page(history_page, title="History"' in source and 'url_path="history"' in source
+    from dashboard import pages
+
+    assert pages.HISTORY == ("History", "🗂️", "history") and pages.HISTORY in pages.ORDER
+    assert "pages.HISTORY: history_page" in (REPO_ROOT / "dashboard" / "app.py").read_text()
 
 
 # -- crafted weights files and poisoned rows --------------------------------------------------------------
