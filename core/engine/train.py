@@ -79,7 +79,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class Trainer:
-    """Owns one model, its optimizer and its data on one device; train() can be called again to continue."""
+    """Owns one TrainStep (model, gradients, optimizer) and its data on one device; train() can be called again to
+    continue."""
 
     def __init__(self, config: RunConfig, dataset: ImageDataset, cancel: threading.Event | None = None):
         self.config = config
