@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import ConfigError, Phase, RunConfig, RunStatus, WeightsFileError, phases_from_pairs, short_repr
+from ..config import (ConfigError, ModelLoadError, Phase, RunConfig, RunStatus, WeightsFileError, phases_from_pairs,
+                      short_repr)
 from ..engine import checkpoint
-from ..engine.evaluate import ModelLoadError, build_model, layer_layout
+from ..engine.evaluate import build_model, layer_layout
 from ..engine.step import TrainStep
 from ..runs.store import EPOCH_FIELDS, Store
 
