@@ -17,15 +17,16 @@ import streamlit as st
 from core.studies.compare import DEFAULT_TARGET
 from core.studies.comparisons import ComparisonSnapshot
 from core.studies.legs import Leg, default_legs, duplicate_legs_message
-from core.config import PIPELINES, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig
+from core.config import PIPELINES, TUTORIAL_SCHEDULE, ConfigError, Phase, RunConfig, RunStatus
 from core.engine.devices import DeviceError, list_devices
 
 from . import compare_charts as charts
 from . import controls
 from .controls import COMPARE, PIPELINE_LABELS
-from .lab import STATUS_TEXT, Lab, get_lab, live_snapshot, read_snapshot, stored_picker
+from .lab import Lab, get_lab, live_snapshot, read_snapshot, stored_picker
 from .speedup_map_page import speedup_section
 from .state import get_manager, session_owner
+from .status import TROUBLE, status_label
 from .text import md
 
 # Building and drawing four Plotly charts costs ~0.2 s of server CPU and more in the browser: on a small
@@ -222,10 +223,10 @@ def draw_comparison(snap: ComparisonSnapshot) -> None:
     draw_progress(snap)
     if snap.overlap:
         st.warning(md(snap.overlap))
-    if snap.status == "failed":
+    if snap.status == RunStatus.FAILED:
         st.error(f"The comparison failed: {md(snap.message)}")
     for row in summary.legs:
-        if row.status in ("failed", "diverged", "interrupted") and row.message:
+        if row.status in TROUBLE and row.message:
             st.warning(f"Leg {row.index + 1} ({md(row.label)}) {row.status}: {md(row.message)}")
     draw_comparison_charts(snap, leg_runs)
     st.markdown("#### Results")
@@ -257,7 +258,7 @@ def draw_progress(snap: ComparisonSnapshot) -> None:
     planned = snap.planned_epochs
     done = sum(len(r.epochs) for r in snap.runs if r is not None)
     total = planned * len(snap.legs)
-    text = STATUS_TEXT.get(snap.status, snap.status)
+    text = status_label(snap.status)
     if snap.active:
         run = snap.runs[snap.current] if 0 <= snap.current < len(snap.runs) else None
         progress = run.progress if run is not None and run.active else None
@@ -265,7 +266,7 @@ def draw_progress(snap: ComparisonSnapshot) -> None:
         st.progress(min(1.0, (done + fraction) / max(total, 1)), text=f"{md(text)}: {md(snap.stage())}")
     else:
         text = md(text)
-        if snap.message and snap.status != "failed":
+        if snap.message and snap.status != RunStatus.FAILED:
             text += f": {md(snap.message)}"
         st.markdown(f"**{text}** · comparison {md(snap.comparison_id)} · {snap.base.describe()} · "
                     f"{len(snap.legs)} legs")
@@ -317,7 +318,7 @@ def results_table(snap: ComparisonSnapshot, summary) -> pd.DataFrame:
         reached = (f"{row.time_to_target_s:.2f} (ep {row.target_epoch})" if row.time_to_target_s is not None
                    else "not reached" if row.epochs else "–")
         rows.append({
-            "leg": f"{row.index + 1}. {row.label}" + ("" if row.status == "finished" else f" ({row.status})"),
+            "leg": f"{row.index + 1}. {row.label}" + ("" if row.status == RunStatus.FINISHED else f" ({row.status})"),
             "warm-up s": _num(row.warmup_epoch_s, ".3f"),
             "median s": _num(row.median_epoch_s, ".3f", "2+ epochs" if row.epochs == 1 else "–"),
             "samples/s": _num(row.samples_per_s, ",.0f"),

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from core.config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, Phase
+from core.config import MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, Phase, RunStatus
 from core.exchange.csv_export import table_csv
 from core.exchange.weights import WeightsFile, WeightsFileError, import_weights, read_weights
 from core.runs.history import overlay_series, runs_table
@@ -22,12 +22,11 @@ from . import history_charts
 from .evaluation_panel import cached_evaluation, data_dir, evaluation_panel
 from .poll import live_fragment
 from .run_detail import open_in_train_page, run_detail
+from .status import ICONS, status_cell
 from .text import md
 
 WATCH_TRAINING_S = 2.0  # how often the page looks for new epochs while a run trains
 WATCH_IDLE_S = 10.0  # and for runs started elsewhere (another tab, the CLI) when none does
-STATUS_ICONS = {"finished": "✅ finished", "stopped": "⏹️ stopped", "diverged": "⚠️ diverged",
-                "interrupted": "⚠️ interrupted", "failed": "❌ failed", "running": "▶️ running"}
 # runs-table key -> (column title, number format or None, width in px). Status and accuracy first: at 1,400 px
 # the table shows about 900 px, and what a run reached matters more than when it ran or on which device. Layer
 # count (implied by the hidden sizes), final accuracy and pipeline are in the run's details and the CSV.
@@ -105,9 +104,10 @@ def _watch_for_changes(store: Store, rows: list[dict]) -> None:
         seen = store.last_change()
     except StoreError:
         return
-    training = sum(r["status"] == "running" for r in rows)
+    training = sum(r["status"] == RunStatus.RUNNING for r in rows)
     if training:
-        st.caption(f"▶️ {training} run{'s' if training > 1 else ''} training: this page updates as epochs arrive.")
+        runs = f"{training} run{'s' if training > 1 else ''}"
+        st.caption(f"{ICONS[RunStatus.RUNNING]} {runs} training: this page updates as epochs arrive.")
 
     def poll() -> float | None:
         try:
@@ -148,7 +148,7 @@ def draw_table(rows: list[dict]) -> None:
              (not text or text.lower() in " ".join(str(v) for v in r.values()).lower())]
     st.session_state.hist_table_ids = [r["run_id"] for r in shown]
     frame = pd.DataFrame([{k: r[k] for k in COLUMNS} for r in shown], columns=list(COLUMNS))
-    frame["status"] = frame["status"].map(lambda s: STATUS_ICONS.get(s, s))
+    frame["status"] = frame["status"].map(status_cell)
     frame["created"] = frame["created"].str.slice(5, 16)  # "12-03 10:17": the year and seconds cost width
     frame["device"] = frame["device"].str.split(":").str[0]  # "CPU", "CUDA": the full name is in the details
     config = {}
@@ -261,7 +261,7 @@ def _delete(store: Store, run_ids: list[str]) -> None:
     for run_id in run_ids:
         try:
             # a continuation waiting in the queue is still "finished" in the store
-            if store.get_run(run_id)["status"] == "running" or manager.is_active(run_id):
+            if store.get_run(run_id)["status"] == RunStatus.RUNNING or manager.is_active(run_id):
                 refused.append(run_id)
                 continue
             store.delete_run(run_id)

@@ -17,8 +17,6 @@ from .state import get_manager
 from .text import md
 
 POLL_SECONDS = 1.0
-STATUS_TEXT = {"queued": "⏳ Queued", "running": "▶️ Running", "finished": "✅ Finished", "stopped": "⏹️ Stopped",
-               "failed": "❌ Failed", "waiting": "⏳ Waiting", "cancelled": "⏹️ Cancelled"}
 
 
 class Lab(NamedTuple):

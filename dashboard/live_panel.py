@@ -9,29 +9,20 @@ import time
 
 import streamlit as st
 
+from core.config import RunStatus
 from core.engine.data import CLASS_NAMES
 from core.engine.health import learning_warnings
-from core.runs.manager import ACTIVE, QUEUED, RunSnapshot
+from core.runs.manager import ACTIVE, RunSnapshot
 from core.engine.train import median_timed_epoch
 
 from . import charts
 from .poll import live_fragment
+from .status import run_status_label
 from .text import md
 
 POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
 QUEUED_POLL_SECONDS = 3.0  # a queued run's page only shows its place in the queue
 CHART_REFRESH_S = 2.0  # while training, new epochs reach the charts at most this often
-
-STATUS_TEXT = {
-    "queued": "⏳ Queued: waiting for its turn (one run trains at a time per device)",
-    "loading": "⏳ Loading data and building the model",
-    "running": "▶️ Training",
-    "finished": "✅ Finished",
-    "stopped": "⏹️ Stopped",
-    "diverged": "⚠️ Diverged",
-    "failed": "❌ Failed",
-    "interrupted": "⚠️ Interrupted",
-}
 
 
 def eta_seconds(snap: RunSnapshot) -> float | None:
@@ -56,17 +47,17 @@ def draw_status(snap: RunSnapshot) -> None:
     if snap.store_warning:
         st.warning(md(snap.store_warning))
     message = md(snap.message)
-    if snap.status == "failed":
+    if snap.status == RunStatus.FAILED:
         st.error(f"Training failed: {message}")
-    elif snap.status == "diverged":
+    elif snap.status == RunStatus.DIVERGED:
         kept = (f"The {len(snap.epochs)} epoch{'s' * (len(snap.epochs) != 1)} before it are kept below."
                 if snap.epochs else "No epoch finished, so there is no curve to show and nothing was kept.")
         st.warning(f"The run diverged: {message}. {kept} Lower the learning rate (or use a smaller model) "
                    f"and train again.")
-    elif snap.status == "interrupted":
+    elif snap.status == RunStatus.INTERRUPTED:
         st.warning(f"This run was interrupted: {message or 'the process ended before it finished'}. "
                    f"Its epochs are kept.")
-    elif snap.message and snap.status in ("stopped", *ACTIVE):  # e.g. a resumed run's epochs trained again
+    elif snap.message and snap.status in (RunStatus.STOPPED, *ACTIVE):  # e.g. a resumed run's epochs trained again
         st.caption(message)
     for warning in run_warnings(snap):
         st.warning(warning)
@@ -79,22 +70,19 @@ def run_warnings(snap: RunSnapshot) -> list[str]:
 
 
 def status_text(snap: RunSnapshot) -> str:
-    text = STATUS_TEXT.get(snap.status, snap.status)
-    if snap.status == "finished" and run_warnings(snap):
-        return "⚠️ Finished, with a warning below"
-    return text
+    return run_status_label(snap.status, warned=snap.status == RunStatus.FINISHED and bool(run_warnings(snap)))
 
 
 def draw_progress(snap: RunSnapshot) -> None:
     if not snap.active:
         return
-    if snap.status == "queued":
+    if snap.status == RunStatus.QUEUED:
         ahead = snap.queue_ahead
         where = md(snap.device.split(":")[0]) if snap.device else "device"
         st.progress(0.0, text=f"Waiting for the {where}: {ahead} run{'s' * (ahead != 1)} ahead of this one"
                     if ahead else f"Waiting for the {where}")
         return
-    if snap.status == "loading" or snap.progress is None and not snap.epochs:
+    if snap.status == RunStatus.LOADING or snap.progress is None and not snap.epochs:
         st.progress(0.0, text="Starting: loading the data and building the model")
         return
     progress = snap.progress
@@ -168,7 +156,7 @@ def layers_table(layers) -> str:
 def draw_snapshot(snap: RunSnapshot) -> None:
     draw_status(snap)
     draw_progress(snap)
-    if snap.status != QUEUED:  # all dashes while queued; every element a queued tab redraws costs its browser
+    if snap.status != RunStatus.QUEUED:  # all dashes while queued; every element a queued tab redraws costs its browser
         draw_tiles(snap)
     draw_charts(snap)
     draw_model(snap)
@@ -187,6 +175,6 @@ def live_panel(get_snapshot, was_active: bool) -> None:
             st.rerun()
         if not snap.active:
             return None
-        return QUEUED_POLL_SECONDS if snap.status == QUEUED else POLL_SECONDS
+        return QUEUED_POLL_SECONDS if snap.status == RunStatus.QUEUED else POLL_SECONDS
 
     live_fragment(body, key="live_poll")

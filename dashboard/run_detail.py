@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from core.config import ConfigError, Phase, RunConfig, schedule_text
+from core.config import ConfigError, Phase, RunConfig, RunStatus, schedule_text
 from core.engine.data import CLASS_NAMES
 from core.engine.devices import DeviceError, resolve_device
 from core.engine.evaluate import ModelLoadError
@@ -23,11 +23,11 @@ from core.engine.train import median_timed_epoch
 from . import charts, pages
 from .controls import lr_choices
 from .evaluation_panel import evaluation_panel
-from .live_panel import STATUS_TEXT
 from .share import share_url
+from .status import TROUBLE, run_status_label
 from .text import md
 
-CONTINUABLE = ("finished", "stopped", "interrupted")
+CONTINUABLE = (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.INTERRUPTED)
 
 
 def open_in_train_page(run_id: str) -> None:
@@ -53,13 +53,13 @@ def run_detail(store: Store, run_id: str, has_weights: bool, on_delete) -> None:
                   help="Delete this run, its epochs and its weights.")
         return
     status = run["status"]
-    st.markdown(f"**{md(STATUS_TEXT.get(status, status))}** · run {md(run_id)} · {config.describe(phases)} · "
+    st.markdown(f"**{md(run_status_label(status))}** · run {md(run_id)} · {config.describe(phases)} · "
                 f"{md(run['device'] or config.device)}")
     created = datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
     st.caption(f"Started {created} from the {md(run['origin'] or 'unknown')} · data: {md(run['data_source'] or '?')} "
                f"· {run['parameters'] or 0:,} parameters · torch {md(run['torch_version'] or '?')}")
     if run["message"]:
-        (st.warning if status in ("diverged", "interrupted", "failed") else st.caption)(md(run["message"]))
+        (st.warning if status in TROUBLE else st.caption)(md(run["message"]))
     for warning in learning_warnings([SimpleNamespace(**e) for e in epochs], len(CLASS_NAMES[config.dataset])):
         st.warning(warning)
 
@@ -109,7 +109,7 @@ def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: 
     cols[1].select_slider("Learning rate", lr_choices(last_lr), key="hist_cont_lr",
                           format_func=lambda v: f"{v:g}", disabled=not can_continue)
     why_not = ("" if can_continue else
-               "it is still running" if status == "running" else
+               "it is still running" if status == RunStatus.RUNNING else
                "it kept no weights" if not has_weights else
                f"a {md(status)} run cannot be continued; re-run it instead")
     if cols[2].button("Continue", key="hist_continue", type="primary", disabled=not can_continue,
@@ -126,7 +126,7 @@ def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: 
                            f"{schedule_text(rerun_phases(run))}{device_note}."):
         rerun(run, config, bool(device_note))
     cols[4].button("Delete…", key="hist_delete", on_click=on_delete, args=([run_id],),
-                   disabled=status == "running", help="Delete this run, its epochs and its weights.")
+                   disabled=status == RunStatus.RUNNING, help="Delete this run, its epochs and its weights.")
     if st.session_state.get("hist_action_error"):
         st.error(st.session_state.hist_action_error)
         st.session_state.hist_action_error = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.config import ConfigError
+from core.config import ConfigError, RunStatus
 from core.engine.devices import DeviceError
 from core.studies.legs import Leg
 from core.studies.map_jobs import MapSnapshot
@@ -17,8 +17,9 @@ from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, d
                                       estimate_sentence)
 
 from . import compare_charts as charts
-from .lab import STATUS_TEXT, Lab, get_lab, live_snapshot, read_snapshot, stored_picker
+from .lab import Lab, get_lab, live_snapshot, read_snapshot, stored_picker
 from .state import get_manager
+from .status import status_label
 from .text import md
 
 HIDDEN_CHOICES = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -130,13 +131,13 @@ def map_estimate(lab: Lab, legs: list[Leg], busy: bool) -> bool:
 
 def draw_map(snap: MapSnapshot) -> None:
     done = len(snap.cells)
-    text = f"{md(STATUS_TEXT.get(snap.status, snap.status))}: {done} of {snap.total} cells"
+    text = f"{md(status_label(snap.status))}: {done} of {snap.total} cells"
     if snap.message:
         text += f" · {md(snap.message)}"
     if snap.active:
         st.progress(done / max(snap.total, 1), text=text)
     else:
-        (st.error if snap.status == "failed" else st.markdown)(text)
+        (st.error if snap.status == RunStatus.FAILED else st.markdown)(text)
     result = snap.as_result()
     if contention(result):
         st.warning(contention(result))
