@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import pandas as pd
 import streamlit as st
@@ -23,6 +22,7 @@ from core.engine.devices import DeviceError, list_devices
 from . import compare_charts as charts
 from . import controls
 from .controls import COMPARE, PIPELINE_LABELS
+from .figure_cache import cached_figures
 from .lab import Lab, get_lab, live_snapshot, read_snapshot, stored_picker
 from .speedup_map_page import speedup_section
 from .state import get_manager, session_owner
@@ -273,27 +273,23 @@ def draw_progress(snap: ComparisonSnapshot) -> None:
 
 
 def draw_comparison_charts(snap: ComparisonSnapshot, leg_runs) -> None:
-    # Figures change once per epoch while the panel redraws twice a second: rebuild only on change.
-    key = (snap.comparison_id, tuple(len(r.epochs) for r in leg_runs), snap.planned_epochs, snap.active)
-    cached = st.session_state.get("cmp_figures")
-    now = time.monotonic()
-    stale = cached is None or cached[0] != key
-    if stale and snap.active and cached is not None and cached[0][0] == snap.comparison_id and \
-            now - st.session_state.get("cmp_figures_at", 0.0) < CHART_REFRESH_S:
-        stale = False  # a leg is being timed: keep the CPU for it until the next refresh is due
-    if stale:
-        st.session_state.cmp_figures_at = now
+    # Figures change once per epoch while the panel redraws every second; while a leg is being timed, new epochs reach
+    # them at most every CHART_REFRESH_S (the CPU is the leg's until then).
+    def build():
         legs = charts.series(leg_runs)
         planned = max([snap.planned_epochs, *[len(r.epochs) for r in leg_runs]])
-        cached = (key, charts.val_acc_figure(legs, planned), charts.val_loss_figure(legs, planned),
-                  charts.acc_vs_time_figure(legs), charts.epoch_time_figure(legs))
-        st.session_state.cmp_figures = cached
+        return (charts.val_acc_figure(legs, planned), charts.val_loss_figure(legs, planned),
+                charts.acc_vs_time_figure(legs), charts.epoch_time_figure(legs))
+
+    progress = (tuple(len(r.epochs) for r in leg_runs), snap.planned_epochs, snap.active)
+    acc, loss, acc_time, epoch_time = cached_figures("cmp_figures", snap.comparison_id, progress, build,
+                                                     hold_s=CHART_REFRESH_S if snap.active else 0.0)
     top = st.columns(2)
-    top[0].plotly_chart(cached[3], config=charts.CONFIG, key="cmp_chart_time")
-    top[1].plotly_chart(cached[1], config=charts.CONFIG, key="cmp_chart_acc")
+    top[0].plotly_chart(acc_time, config=charts.CONFIG, key="cmp_chart_time")
+    top[1].plotly_chart(acc, config=charts.CONFIG, key="cmp_chart_acc")
     bottom = st.columns(2)
-    bottom[0].plotly_chart(cached[2], config=charts.CONFIG, key="cmp_chart_loss")
-    bottom[1].plotly_chart(cached[4], config=charts.CONFIG, key="cmp_chart_epochs")
+    bottom[0].plotly_chart(loss, config=charts.CONFIG, key="cmp_chart_loss")
+    bottom[1].plotly_chart(epoch_time, config=charts.CONFIG, key="cmp_chart_epochs")
 
 
 def _num(value, fmt: str, none: str = "–") -> str:

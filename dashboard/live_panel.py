@@ -5,7 +5,6 @@ Drawn from RunManager snapshots only, inside a fragment that polls while the run
 from __future__ import annotations
 
 import math
-import time
 
 import streamlit as st
 
@@ -16,6 +15,7 @@ from core.runs.manager import ACTIVE, RunSnapshot
 from core.engine.train import median_timed_epoch
 
 from . import charts
+from .figure_cache import cached_figures
 from .poll import live_fragment
 from .status import run_status_label
 from .text import md
@@ -118,22 +118,17 @@ def draw_charts(snap: RunSnapshot) -> None:
         st.caption("The loss and accuracy charts appear when the first epoch ends.")
         return
     planned = max(snap.planned_epochs, len(snap.epochs))
-    # A new figure costs the server and the browser ~0.3 of a core per redraw, CPU that the training process on
-    # the same machine feels; an unchanged one is cheap. So while a run trains, the charts take new epochs at
-    # most every CHART_REFRESH_S (the first epoch at once); when it rests they show all of them.
-    cached = st.session_state.get("live_figures")
-    now = time.monotonic()
-    stale = cached is None or cached["run"] != snap.run_id or cached["planned"] != planned or (
-        cached["epochs"] != len(snap.epochs)
-        and (not snap.active or cached["epochs"] == 0 or now - cached["drawn_at"] >= CHART_REFRESH_S))
-    if stale:
+    # While a run trains, the charts take new epochs at most every CHART_REFRESH_S (the first epoch at once: it is a
+    # new figure); when it rests they show all of them.
+    def build():
         frame = charts.epochs_frame(snap.epochs)
-        cached = {"run": snap.run_id, "planned": planned, "epochs": len(snap.epochs), "drawn_at": now,
-                  "loss": charts.loss_figure(frame, planned), "acc": charts.accuracy_figure(frame, planned)}
-        st.session_state.live_figures = cached
+        return charts.loss_figure(frame, planned), charts.accuracy_figure(frame, planned)
+
+    loss, acc = cached_figures("live_figures", (snap.run_id, planned), len(snap.epochs), build,
+                               hold_s=CHART_REFRESH_S if snap.active else 0.0)
     left, right = st.columns(2)
-    left.plotly_chart(cached["loss"], config=charts.CONFIG, key="live_loss")
-    right.plotly_chart(cached["acc"], config=charts.CONFIG, key="live_acc")
+    left.plotly_chart(loss, config=charts.CONFIG, key="live_loss")
+    right.plotly_chart(acc, config=charts.CONFIG, key="live_acc")
 
 
 def draw_model(snap: RunSnapshot) -> None:

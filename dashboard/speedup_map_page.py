@@ -17,6 +17,7 @@ from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, d
                                       estimate_sentence)
 
 from . import compare_charts as charts
+from .figure_cache import cached_figures
 from .lab import Lab, get_lab, live_snapshot, read_snapshot, stored_picker
 from .state import get_manager
 from .status import status_label
@@ -144,15 +145,10 @@ def draw_map(snap: MapSnapshot) -> None:
     if not result["cells"] or snap.active:  # heatmaps when it ends: drawing them would take CPU from the cells
         return
     legs = result["legs"]
-    key = (snap.map_id, done)
-    cached = st.session_state.get("map_figures")
-    if cached is None or cached[0] != key:
-        figures = [charts.speedup_heatmap(result, i) for i in range(1, len(legs))]
-        figures += [charts.throughput_heatmap(result, i) for i in range(len(legs))]
-        cached = (key, figures)
-        st.session_state.map_figures = cached
-    figures = cached[1]
-    speedups, throughputs = figures[:len(legs) - 1], figures[len(legs) - 1:]
+    speedups, throughputs = cached_figures(
+        "map_figures", snap.map_id, done,
+        lambda: ([charts.speedup_heatmap(result, i) for i in range(1, len(legs))],
+                 [charts.throughput_heatmap(result, i) for i in range(len(legs))]))
     for i, fig in enumerate(speedups):
         st.plotly_chart(fig, config=charts.CONFIG, key=f"map_speedup_{i}")
     cols = st.columns(len(throughputs))
