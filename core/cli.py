@@ -313,7 +313,7 @@ def add_map_options(parser) -> None:
     parser.add_argument("--yes", action="store_true",
                         help=f"run a map estimated over {ESTIMATE_CONFIRM_S:.0f} s without asking (needed when stdin "
                              f"is not a terminal)")
-    parser.add_argument("--id", help=argparse.SUPPRESS)  # the dashboard names the map it will look for
+    parser.add_argument("--id", help=argparse.SUPPRESS)  # names the map (the id a script will look it up by)
 
 
 def grid_from_args(args) -> MapGrid:

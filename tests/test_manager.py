@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.config import Phase, RunConfig
-from core.runs.manager import RunManager, _DeviceQueue
+from core.runs.manager import DeviceTurn, RunManager, _DeviceQueue
 from core.runs.store import Store
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
@@ -127,6 +127,25 @@ def test_a_ticket_that_leaves_the_queue_lets_the_next_one_through():
     assert not queue.acquire(second, timeout=0.05)
     queue.leave(first)
     assert queue.acquire(second, timeout=1)
+
+
+def test_a_turn_on_two_devices_waits_for_both_and_keeps_the_order_on_each():
+    cpu, cuda = _DeviceQueue(1), _DeviceQueue(1)
+    run_on_cuda = DeviceTurn([cuda])
+    map_turn = DeviceTurn([cpu, cuda])  # a speedup map with a CPU and a GPU leg
+    run_on_cpu = DeviceTurn([cpu])  # asked for after the map: waits for it
+    assert run_on_cuda.acquire(0.05)
+    assert not map_turn.acquire(0.05) and map_turn.ahead() == 1  # has the CPU, waits for the GPU
+    assert not run_on_cpu.acquire(0.05) and run_on_cpu.ahead() == 1
+    run_on_cuda.release()
+    assert map_turn.acquire(1) and map_turn.ahead() == 0
+    map_turn.release()
+    assert run_on_cpu.acquire(1)
+    run_on_cpu.release()
+    left = DeviceTurn([cpu, cuda])
+    run_on_cuda = DeviceTurn([cuda])
+    left.release()  # stopped before its turn: leaves both queues
+    assert run_on_cuda.acquire(0.05)
 
 
 def test_problems_end_the_run_as_failed_with_a_message(manager):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from types import SimpleNamespace
@@ -10,7 +12,8 @@ import pytest
 import torch
 
 from core.studies.legs import Leg
-from core.config import ConfigError, RunStatus
+from core.config import ConfigError, RunConfig, RunStatus
+from core.runs.manager import RunManager
 from core.runs.reports import ReportStore
 from core.studies.map_jobs import MapJobs
 from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, default_map_legs, estimate_seconds, run_speedup_map,
@@ -175,21 +178,31 @@ def test_cli_bad_grid_exits_2(capsys):
     assert "hidden-sizes" in capsys.readouterr().err
 
 
-# -- the dashboard's runner: a subprocess, cancellable, stored ----------------------------------------
+# -- the dashboard's runner: a job in a training worker, in the RunManager's queues, cancellable, stored ---------
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory):
+    root = tmp_path_factory.mktemp("map-jobs")
+    (root / "data").mkdir()  # empty: the 5,000-digit sample
+    manager = RunManager(db_path=root / "runs.db", data_dir=str(root / "data"), cpu_threads=1, preload="mnist")
+    yield manager
+    manager.shutdown()
+
+
 @pytest.fixture
-def jobs(tmp_path):
-    (tmp_path / "data").mkdir()
-    store = Store(tmp_path / "runs.db")
-    busy = {"n": 0}
-    manager = SimpleNamespace(store=store, data_dir=str(tmp_path / "data"), active_runs=lambda: [None] * busy["n"],
-                              worker_starting=lambda: False)
+def jobs(manager):
     registry = MapJobs(manager)
-    registry.busy = busy
     yield registry
     registry.shutdown()
 
 
-def test_map_job_runs_in_a_subprocess_and_is_reloadable(jobs):
+def wait_for(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def test_map_job_runs_in_a_training_worker_and_is_reloadable(jobs):
     grid = MapGrid(hidden_sizes=(8,), layers=(1,), batch_sizes=(16, 32), steps=2, warmup_steps=1)
     map_id = jobs.start(grid, LEGS)
     snap = jobs.wait(map_id, 120)
@@ -203,9 +216,11 @@ def test_map_job_runs_in_a_subprocess_and_is_reloadable(jobs):
     measured = [leg["gemm_gflops"] * 1e9 for leg in snap.leg_info]
     assert jobs.gemm_rates(LEGS) == measured and MapJobs(jobs.manager).gemm_rates(LEGS) == measured
     assert MapJobs(jobs.manager).estimate(grid, LEGS) > 0
+    assert len(jobs.manager.idle_workers()) == 1  # the map's worker stays warm for the next run or map
 
 
-def test_an_unknown_leg_rate_is_measured_only_when_asked(jobs):
+def test_an_unknown_leg_rate_is_measured_only_when_asked(tmp_path):
+    jobs = MapJobs(SimpleNamespace(store=Store(tmp_path / "runs.db")))  # no maps stored: no rate known
     leg = [Leg("cpu", 1)]
     assert jobs.gemm_rates(leg) == [None] and jobs.estimate(TINY, leg) is None
     assert jobs.gemm_rates(leg, measure=True)[0] > 1e8  # FLOP/s
@@ -229,19 +244,49 @@ def test_map_job_cancel_keeps_finished_cells(jobs):
     assert MapJobs(jobs.manager).snapshot(map_id).status == RunStatus.CANCELLED  # stored as far as it got
 
 
-def test_map_job_waits_while_runs_train_and_can_be_cancelled_then(jobs):
-    jobs.busy["n"] = 1
-    map_id = jobs.start(TINY, LEGS)
-    time.sleep(0.6)
-    snap = jobs.snapshot(map_id)
-    assert snap.status == RunStatus.WAITING and "waiting" in snap.message
+def test_a_map_waits_for_a_run_queued_before_it_and_can_be_cancelled_then(jobs):
+    run_id = jobs.manager.start(RunConfig(device="cpu", epochs=200), owner="train-page")
+    try:
+        map_id = jobs.start(TINY, LEGS)
+        snap = wait_for(lambda: (s := jobs.snapshot(map_id)).message and s)
+        assert snap.status == RunStatus.WAITING and "waiting for the 1 run ahead of it" in snap.message
+        jobs.cancel(map_id)
+        snap = jobs.wait(map_id, 10)
+        assert snap.status == RunStatus.CANCELLED and snap.message == "cancelled before it started"
+        assert jobs.manager.snapshot(run_id).active  # the run trained on, untouched
+    finally:
+        jobs.manager.stop(run_id)
+        jobs.manager.wait(run_id, 60)
+
+
+def test_a_run_asked_for_during_a_map_waits_for_it_in_the_same_queue(jobs):
+    grid = MapGrid(hidden_sizes=(8, 16, 1024), layers=(1,), batch_sizes=(2048,), steps=500, warmup_steps=1)
+    map_id = jobs.start(grid, [Leg("cpu", 1)])
+    assert wait_for(lambda: jobs.snapshot(map_id).status == RunStatus.RUNNING), jobs.snapshot(map_id).message
+    run_id = jobs.manager.start(RunConfig(device="cpu", epochs=1), owner="train-page")
+    time.sleep(1.0)
+    run = jobs.manager.snapshot(run_id)
+    assert run.status == RunStatus.QUEUED and run.queue_ahead == 1  # the map holds the CPU
+    assert jobs.snapshot(map_id).status == RunStatus.RUNNING
     jobs.cancel(map_id)
-    assert jobs.wait(map_id, 10).status == RunStatus.CANCELLED
+    assert jobs.wait(map_id, 60).status == RunStatus.CANCELLED
+    assert jobs.manager.wait(run_id, 120).status == RunStatus.FINISHED  # its turn came once the map let go
+
+
+def test_a_map_whose_worker_is_killed_fails_saying_how(jobs):
+    grid = MapGrid(hidden_sizes=(8, 16, 1024), layers=(1,), batch_sizes=(2048,), steps=500, warmup_steps=1)
+    map_id = jobs.start(grid, [Leg("cpu", 1)])
+    assert wait_for(lambda: jobs._live.entry(map_id).worker is not None)
+    os.kill(jobs._live.entry(map_id).worker.process.pid, signal.SIGKILL)
+    snap = jobs.wait(map_id, 30)
+    assert snap.status == RunStatus.FAILED and "the map failed: the training process was killed by SIGKILL" in \
+        snap.message, snap.message
+    run_id = jobs.manager.start(RunConfig(device="cpu", epochs=1))  # the queue is free again
+    assert jobs.manager.wait(run_id, 120).status == RunStatus.FINISHED
 
 
 # -- contention: how busy other processes kept the machine ------------------------------------------
 def test_contention_meter_sees_another_busy_process():
-    import os
     import subprocess
     import sys
 

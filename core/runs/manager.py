@@ -1,11 +1,12 @@
 """Background training runs for a long-lived UI process: start, watch, stop, continue, shut down.
 
 Each run trains in a worker process (core.runs.worker) and the manager keeps an immutable snapshot of
-it, updated from the worker's messages by one thread per run; a UI polls `snapshot(run_id)`.
-Runs on one device type wait their turn (the CPU's cores are shared, so one CPU run trains at a
-time and later ones queue). A spare worker is kept warm (torch imported, MNIST loaded) so a Train
-click starts training at once. Once a run has ended, its status is the store's: a snapshot never
-says one thing while the history says another.
+it (core.runs.live), updated from the worker's messages by one thread per run; a UI polls
+`snapshot(run_id)`. Runs on one device type wait their turn (the CPU's cores are shared, so one CPU run
+trains at a time and later ones queue). Other timed work (a speedup map) is a job: it takes its turn in
+the same queues (queue_job) and runs in a worker the same way (run_job). A spare worker is kept warm
+(torch imported, MNIST loaded) so a Train click starts training at once. Once a run has ended, its status
+is the store's: a snapshot never says one thing while the history says another.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .store import Store
 from ..engine.train import BatchProgress, EpochResult
 from .worker import WorkerProcess
 
+DEVICE_ORDER = ("cpu", "cuda", "mps")  # a turn on several devices takes their queues in this order
 QUEUED = RunStatus.QUEUED  # the old name, for the pages that import it from here
 ACTIVE = (RunStatus.QUEUED, RunStatus.LOADING, RunStatus.RUNNING)  # a run that has not ended
 READY_TIMEOUT_S = 180  # a cold worker imports torch and reads the dataset
@@ -81,8 +83,7 @@ class _LiveRun(Entry):
         self.worker: WorkerProcess | None = None
         self.pending: list[Phase] = []
         self.ended_at = 0.0
-        self.queue: _DeviceQueue | None = None
-        self.ticket: object | None = None
+        self.turn: DeviceTurn | None = None
 
 
 class _DeviceQueue:
@@ -130,6 +131,42 @@ class _DeviceQueue:
             self._cond.notify_all()
 
 
+class DeviceTurn:
+    """A place in the queues of one or more device types (a run: its device; a speedup map: the CPU and its
+    legs' GPUs), taken when it is made, in the callers' order. Granted queue by queue in one fixed order, so
+    two turns never wait for each other."""
+
+    def __init__(self, queues: list[_DeviceQueue]):
+        self._places = [(queue, queue.join()) for queue in queues]
+        self._held = 0  # the first _held places are granted
+
+    def acquire(self, timeout: float) -> bool:
+        """Whether every queue has granted its place within `timeout` (places granted so far stay held)."""
+        deadline = time.monotonic() + timeout
+        for queue, ticket in self._places[self._held:]:
+            if not queue.acquire(ticket, max(0.0, deadline - time.monotonic())):
+                return False
+            self._held += 1
+        return True
+
+    def ahead(self) -> int:
+        """Runs and jobs that go before this turn on the queue it waits in now (0 once granted)."""
+        places, held = self._places, self._held  # read once: the driver thread moves on meanwhile
+        if held >= len(places):
+            return 0
+        queue, ticket = places[held]
+        return queue.ahead_of(ticket)
+
+    def release(self) -> None:
+        """Give back the queues granted and leave those still waited in."""
+        for i, (queue, ticket) in enumerate(self._places):
+            if i < self._held:
+                queue.release()
+            else:
+                queue.leave(ticket)
+        self._places, self._held = [], 0
+
+
 class RunManager:
     def __init__(self, db_path=None, data_dir=None, cpu_threads: int | None = None, max_cpu_runs: int = 1,
                  preload: str | None = None, idle_reap_s: float = IDLE_REAP_S):
@@ -149,6 +186,7 @@ class RunManager:
         self._live: LiveRegistry[RunSnapshot, _LiveRun] = LiveRegistry()
         self._lock = threading.Lock()  # the spare worker and which run's worker is whose
         self._queues = {"cpu": _DeviceQueue(max_cpu_runs), "cuda": _DeviceQueue(1), "mps": _DeviceQueue(1)}
+        self._job_workers: set[WorkerProcess] = set()  # workers running a job now (core.runs.worker's "job")
         self._spare: WorkerProcess | None = None
         self._closed = False
         self._wake = threading.Event()
@@ -211,8 +249,8 @@ class RunManager:
         live = self._live.entry(run_id)
         if live is not None:
             snap = live.snapshot
-            if snap.status == RunStatus.QUEUED and live.queue is not None:
-                snap = replace(snap, queue_ahead=live.queue.ahead_of(live.ticket))
+            if snap.status == RunStatus.QUEUED and live.turn is not None:
+                snap = replace(snap, queue_ahead=live.turn.ahead())
             return snap
         return self._stored_snapshot(run_id)
 
@@ -234,6 +272,59 @@ class RunManager:
         self._live.wait(run_id, timeout)
         return self.snapshot(run_id)
 
+    # -- jobs: other timed work on a worker, in the same device queues (speedup maps) ------------------
+    def queue_job(self, devices) -> DeviceTurn:
+        """A place for a job in the queues of `devices`, taken now: runs and jobs get a device in the order they
+        asked for it, so a job waits for the runs queued before it, and runs queued after it wait for the job."""
+        if self._closed:
+            raise RuntimeError("the run manager is shut down")
+        self._last_activity = time.monotonic()
+        return self._turn(devices)
+
+    def run_job(self, turn: DeviceTurn, target: str, kwargs: dict, on_message, stop: threading.Event,
+                on_wait=None, on_start=None) -> str:
+        """When the turn comes, run `target` ('module:function', see core.runs.worker) in a worker process and
+        pass each of its messages to on_message(kind, *body), up to and including ("job_done", value) or
+        ("error", message). While it waits, on_wait(runs and jobs ahead) is called every 0.2 s; once the job is
+        sent, on_start(worker) (worker.stop() cancels it). Returns '' when the job has answered, 'stopped' when
+        `stop` was set before it started, else how its worker died."""
+        if not self._wait_turn(turn, stop, on_wait):
+            return "stopped"
+        worker, answered = None, False
+        try:
+            if stop.is_set() or self._closed:
+                return "stopped"
+            self._last_activity = time.monotonic()
+            worker = self._take_worker()
+            with self._lock:
+                self._job_workers.add(worker)
+            if not worker.wait_ready(READY_TIMEOUT_S):
+                raise RuntimeError("the training process did not start")
+            worker.send("job", target, kwargs)
+            if on_start is not None:
+                on_start(worker)
+            memory: dict = {}
+            for kind, *body in self._messages(worker, memory):
+                answered = kind in ("job_done", "error")
+                on_message(kind, *body)
+                if answered:
+                    return ""
+            return self._death_message(worker, memory)
+        finally:
+            turn.release()
+            if worker is not None:
+                self._give_back(worker, keep=answered)
+            self._after_run()
+
+    def _give_back(self, worker: WorkerProcess, keep: bool) -> None:
+        """A job's worker once the job has ended: kept warm as the spare when there is none, else closed."""
+        with self._lock:
+            self._job_workers.discard(worker)
+            if keep and worker.alive() and not self._closed and self._spare is None:
+                self._spare, worker = worker, None
+        if worker is not None:
+            threading.Thread(target=worker.close, daemon=True).start()
+
     def shutdown(self, timeout: float = 15.0) -> None:
         """Stop every run between batches, record cut-off runs as interrupted, and end the workers."""
         if self._closed:
@@ -245,9 +336,17 @@ class RunManager:
             live.stop_requested.set()
             if live.worker is not None and live.snapshot.active:
                 live.worker.send("interrupt", SHUTDOWN_REASON)
+        with self._lock:
+            job_workers = list(self._job_workers)
+        for worker in job_workers:  # a job (a map) stops within a step and answers with what it has
+            try:
+                worker.send("interrupt", SHUTDOWN_REASON)
+            except OSError:
+                pass
         deadline = time.monotonic() + timeout
         self._live.join_all(timeout)
         workers = [live.worker for live in runs if live.worker is not None] + ([self._spare] if self._spare else [])
+        workers += [worker for worker in job_workers if worker not in workers]
         for worker in workers:  # all asked at once, then awaited: a server's stop waits for the slowest, not the sum
             worker.begin_close()
         for worker in workers:
@@ -259,22 +358,32 @@ class RunManager:
             raise RuntimeError("the run manager is shut down")
         live.stop_requested.clear()
         try:  # the place in the queue is taken here, in the caller's order, not when the thread runs
-            queue = self._queues[resolve_device(live.snapshot.config.device).type]
+            device = resolve_device(live.snapshot.config.device).type
         except DeviceError as exc:
             live.update(status=RunStatus.FAILED, message=str(exc))
             self._live.forget_thread(live.key)
             self._record_unstarted_failure(live)
             return
-        ticket = queue.join()
-        live.queue, live.ticket = queue, ticket
-        self._live.drive(live.key, self._drive, live, message, queue, ticket, name=f"run-{live.key}")
+        live.turn = self._turn([device])
+        self._live.drive(live.key, self._drive, live, message, live.turn, name=f"run-{live.key}")
 
-    def _drive(self, live: _LiveRun, message: tuple, queue: _DeviceQueue, ticket: object) -> None:
-        while not queue.acquire(ticket, timeout=0.2):  # queued: wait for the device, but honour Stop
-            if live.stop_requested.is_set():
-                queue.leave(ticket)
-                live.update(status=RunStatus.STOPPED, message="stopped while waiting in the queue")
-                return
+    def _turn(self, devices) -> DeviceTurn:
+        return DeviceTurn([self._queues[d] for d in DEVICE_ORDER if d in set(devices)])
+
+    def _wait_turn(self, turn: DeviceTurn, stop: threading.Event, on_wait=None) -> bool:
+        """Wait for the turn, honouring Stop: False (and the places left) if stop was set first."""
+        while not turn.acquire(timeout=0.2):
+            if stop.is_set():
+                turn.release()
+                return False
+            if on_wait is not None:
+                on_wait(turn.ahead())
+        return True
+
+    def _drive(self, live: _LiveRun, message: tuple, turn: DeviceTurn) -> None:
+        if not self._wait_turn(turn, live.stop_requested):  # queued: wait for the device, but honour Stop
+            live.update(status=RunStatus.STOPPED, message="stopped while waiting in the queue")
+            return
         try:
             if live.stop_requested.is_set():
                 live.update(status=RunStatus.STOPPED, message="stopped before it started")
@@ -297,27 +406,31 @@ class RunManager:
             live.update(status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}", progress=None)
             self._record_unstarted_failure(live)
         finally:
-            queue.release()
+            turn.release()
             live.ended_at = time.monotonic()
             self._after_run()
 
-    def _pump(self, live: _LiveRun, worker: WorkerProcess) -> None:
-        """Apply the worker's messages to the snapshot until the phase(s) end."""
-        memory = {"kills_before": oom_kills(), "rss": None, "sampled": 0.0}
+    def _messages(self, worker: WorkerProcess, memory: dict):
+        """The worker's messages as they arrive; the iteration ends when the worker dies (memory: its last RSS
+        sample, for death_message)."""
+        memory.update(kills_before=oom_kills(), rss=None, sampled=0.0)
         while True:
             if time.monotonic() - memory["sampled"] >= RSS_SAMPLE_S:
                 memory["rss"] = process_rss(worker.process.pid) or memory["rss"]
                 memory["sampled"] = time.monotonic()
             if not worker.conn.poll(0.5):
                 if not worker.alive():
-                    self._worker_died(live, worker, memory)
                     return
                 continue
             try:
-                kind, *body = worker.conn.recv()
+                yield worker.conn.recv()
             except (EOFError, OSError):
-                self._worker_died(live, worker, memory)
                 return
+
+    def _pump(self, live: _LiveRun, worker: WorkerProcess) -> None:
+        """Apply the worker's messages to the snapshot until the phase(s) end."""
+        memory: dict = {}
+        for kind, *body in self._messages(worker, memory):
             snap = live.snapshot
             if kind == "created":
                 info = body[0]
@@ -343,8 +456,11 @@ class RunManager:
             elif kind == "error":
                 live.update(status=RunStatus.FAILED, message=body[0], progress=None)
                 return
+        self._worker_died(live, worker, memory)
 
-    def _worker_died(self, live: _LiveRun, worker: WorkerProcess, memory: dict) -> None:
+    @staticmethod
+    def _death_message(worker: WorkerProcess, memory: dict) -> str:
+        """How a worker ended: 'the training process was killed by SIGKILL (...)', or its exit code."""
         try:
             code = worker.process.wait(timeout=5)  # the pipe closes just before the process is reaped
         except Exception:
@@ -359,7 +475,10 @@ class RunManager:
                 how += f" ({oom_verdict(memory['rss'], memory['kills_before'])})"
         else:
             how = f"exited unexpectedly with code {code}"
-        message = f"the training process {how}"
+        return f"the training process {how}"
+
+    def _worker_died(self, live: _LiveRun, worker: WorkerProcess, memory: dict) -> None:
+        message = self._death_message(worker, memory)
         live.worker = None
         run_id = live.snapshot.run_id
         problem = self._mark_interrupted(run_id, message)
@@ -451,7 +570,8 @@ class RunManager:
         """Keep one warm worker, started only while nothing trains (spawning costs CPU seconds). The most recently
         ended run's worker counts: it serves that run's Continue at once, or the next run."""
         with self._lock:
-            if self._closed or self._spare is not None or any(r.snapshot.active for r in self._live.entries()):
+            if self._closed or self._spare is not None or self._job_workers or \
+                    any(r.snapshot.active for r in self._live.entries()):
                 return
             if any(r.worker is not None and r.worker.alive() for r in self._live.entries()):
                 return

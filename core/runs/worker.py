@@ -7,10 +7,16 @@ Workers start as `python -m core.runs.worker` (not multiprocessing's spawn, whic
 Streamlit script that is __main__ in the server).
 
 To the worker: ("start", run_id, config_dict, [(epochs, lr), ...]), ("resume", run_id, [(epochs, lr)]),
-("continue", epochs, lr), ("stop",) and ("interrupt", reason) (checked every batch), ("close",).
+("continue", epochs, lr), ("job", "module:function", kwargs), ("stop",) and ("interrupt", reason)
+(checked every batch or step), ("close",).
 From the worker: ("ready",), ("created", info), ("phase", epochs, lr), ("epoch", EpochResult),
 ("progress", BatchProgress), ("store", store_warning) (whenever it changes; '' once all is saved),
 ("done", status, message, test_acc, store_warning), ("error", message).
+
+A job is other timed work that must not share the machine with a run (a speedup map): the worker calls
+function(link, data_dir=..., **kwargs), where `link` sends the job's own progress messages and is its
+cancel token (set by "stop"), and answers ("job_done", what it returned). The job names its code, so this
+module imports nothing from the studies above it.
 
 A worker whose server is gone (killed: its end of the socket closes) interrupts its run between
 batches, records it as interrupted with the weights of its last finished epoch, and exits, so the
@@ -19,6 +25,7 @@ run can be continued after a restart.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import socket
@@ -132,6 +139,11 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
             continue  # arrived after the phase had ended
         cancel.clear()
         try:
+            if kind == "job":
+                run = None  # the run this worker trained before goes on elsewhere, from the store
+                _, target, kwargs = message
+                cancel.send("job_done", _job_function(target)(cancel, data_dir=data_dir, **kwargs))
+                continue
             if kind in ("start", "resume"):
                 from .training_run import TrainingRun
 
@@ -163,6 +175,14 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
         except Exception as exc:
             traceback.print_exc()
             cancel.send("error", f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _job_function(target: str):
+    """'core.studies.speedup_map:map_job' -> that function (only the project's own code)."""
+    module, _, name = target.partition(":")
+    if not module.startswith("core.") or not name:
+        raise ValueError(f"not a job of this project: {target!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def _open_store(db_path) -> tuple[Store | None, str]:

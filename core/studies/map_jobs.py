@@ -1,32 +1,30 @@
-"""Speedup maps for the dashboard: a live registry of map jobs, each measured in a subprocess.
+"""Speedup maps for the dashboard: a live registry of map jobs, each measured in a training worker.
 
-`MapJobs` runs a map in a `python -m core speedup-map` subprocess (its own GIL and thread setting), reads
-its progress lines, and cancels it with SIGTERM. A map waits while runs train (or a worker starts): they
-would share the machine and skew every cell. At most one map measures at a time. For the page's time
-estimate, each leg's GEMM rate is remembered from this server's maps, read from stored ones, or measured.
+`MapJobs` runs a map through the RunManager like a run: it takes a place in the same device queues (the
+CPU, and each GPU its legs use), so it waits for the runs asked for before it and runs asked for after it
+wait for the map (they would share the machine and skew every cell); then a worker process (its own GIL
+and thread setting) measures it as a job (core.studies.speedup_map.map_job) and reports each leg and cell
+over the worker's socket; Cancel is the worker's Stop. At most one map measures at a time. For the page's
+time estimate, each leg's GEMM rate is remembered from this server's maps, read from stored ones, or measured.
 """
 from __future__ import annotations
 
 import atexit
-import collections
-import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
-from ..config import PROJECT_ROOT, RunStatus, StoreError
+from ..config import RunStatus, StoreError
 from ..engine.data import CLASS_NAMES, IMAGE_SHAPES
 from ..engine.devices import cpu_name
 from ..runs.live import Entry, LiveRegistry
 from ..runs.reports import SPEEDUP_MAP, open_reports, recent_reports
 from .legs import Leg
-from .speedup_map import MapGrid, check_map_legs, estimate_seconds, measure_gemm_rates
+from .speedup_map import MapGrid, check_map_legs, estimate_seconds, map_title, measure_gemm_rates
 
+MAP_JOB = "core.studies.speedup_map:map_job"  # what the worker runs
 _MEASURE_LOCK = threading.Lock()  # torch's thread count is process-wide: one measurement at a time
 
 
@@ -61,88 +59,65 @@ class MapSnapshot:
 
 
 class MapJob(Entry):
-    """What drives one map besides its snapshot: its subprocess, and Cancel."""
+    """What drives one map besides its snapshot: its place in the device queues, its worker, and Cancel."""
 
-    def __init__(self, registry: LiveRegistry, map_id: str, data_dir, db_path, busy=None):
+    def __init__(self, registry: LiveRegistry, map_id: str, manager, turn, save):
         super().__init__(registry, map_id)
-        self.data_dir, self.db_path = data_dir, db_path
-        self.busy = busy or (lambda: 0)
+        self.manager, self.turn, self.save = manager, turn, save
         self.cancelled = threading.Event()
-        self.process: subprocess.Popen | None = None
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=15)
-
-    def command(self) -> list[str]:
-        snap = self.snapshot
-        grid = snap.grid
-        command = [sys.executable, "-m", "core", "speedup-map", "--id", snap.map_id,
-                   "--hidden-sizes", ",".join(map(str, grid.hidden_sizes)), "--layers", ",".join(map(str, grid.layers)),
-                   "--batch-sizes", ",".join(map(str, grid.batch_sizes)), "--steps", str(grid.steps),
-                   "--warmup-steps", str(grid.warmup_steps), "--yes"]  # the page showed the estimate first
-        for leg in snap.legs:
-            command += ["--leg", leg.spec()]
-        if self.data_dir:
-            command += ["--data-dir", str(self.data_dir)]
-        command += ["--db", str(self.db_path)] if self.db_path else ["--no-db"]
-        return command
+        self.worker = None
 
     def cancel(self) -> None:
         self.cancelled.set()
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # the map stops within a step and keeps its finished cells
+        worker = self.worker
+        if worker is not None:
+            worker.stop()  # the map stops within a step and keeps its finished cells
 
     def run(self) -> None:
+        snap = self.snapshot
         try:
-            while self.busy() > 0:  # other runs would share the machine and skew every cell
-                self.update(message="waiting for the runs that are training (or a worker that is starting) to finish")
-                if self.cancelled.wait(0.5):
-                    self.update(status=RunStatus.CANCELLED, message="cancelled before it started")
-                    return
-            if self.cancelled.is_set():
+            outcome = self.manager.run_job(
+                self.turn, MAP_JOB, {"map_id": snap.map_id, "grid": snap.grid.to_dict(),
+                                     "legs": [leg.spec() for leg in snap.legs]},
+                self._on_message, self.cancelled, on_wait=self._waiting, on_start=self._started)
+            if outcome == "stopped":
                 self.update(status=RunStatus.CANCELLED, message="cancelled before it started")
-                return
-            self.update(status=RunStatus.RUNNING, message="measuring the devices' matmul rates")
-            self.process = subprocess.Popen(self.command(), cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                            start_new_session=True)
-            if self.cancelled.is_set():
-                self.cancel()
-            reader = threading.Thread(target=self._read_stderr, daemon=True)
-            reader.start()
-            for line in self.process.stdout:
-                self._on_line(line)
-            code = self.process.wait()
-            reader.join(2)
-            snap = self.snapshot
-            if snap.result is None:
-                tail = " | ".join(self.stderr_tail) or f"exit code {code}"
+            elif self.snapshot.active:  # its worker died, or never answered
                 self.update(status=RunStatus.CANCELLED if self.cancelled.is_set() else RunStatus.FAILED,
-                            message="cancelled" if self.cancelled.is_set() else f"the map failed: {tail}")
+                            message="cancelled" if self.cancelled.is_set() else f"the map failed: {outcome}")
         except Exception as exc:
             self.update(status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}")
 
-    def _read_stderr(self) -> None:
-        for line in self.process.stderr:
-            line = line.strip()
-            if line:
-                self.stderr_tail.append(line)
-                if line.startswith("leg "):
-                    self.update(message=line)
+    def _waiting(self, ahead: int) -> None:
+        message = (f"waiting for the {ahead} run{'s' if ahead != 1 else ''} ahead of it on the device to finish"
+                   if ahead else "waiting for the device")
+        if self.snapshot.message != message:  # other runs would share the machine and skew every cell
+            self.update(message=message)
 
-    def _on_line(self, line: str) -> None:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return
-        if record.get("type") == "cell":
-            cell = {k: v for k, v in record.items() if k not in ("type", "done", "total")}
-            self.update(cells=self.snapshot.cells + (cell,), message=f"{record['done']} of {record['total']} cells")
-        elif record.get("type") == "speedup_map":
-            status = record["status"]
-            message = f"cancelled after {len(record['cells'])} of {record['total_cells']} cells" \
-                if status == RunStatus.CANCELLED else f"finished in {record['seconds']:.0f} s"
-            self.update(status=status, result=record, cells=tuple(record["cells"]), leg_info=tuple(record["legs"]),
-                        message=message)
+    def _started(self, worker) -> None:
+        self.worker = worker
+        self.update(status=RunStatus.RUNNING, message="measuring the devices' matmul rates")
+        if self.cancelled.is_set():  # Cancel pressed while the worker was taken
+            worker.stop()
+
+    def _on_message(self, kind: str, *body) -> None:
+        if kind == "map_leg":
+            info = body[0]
+            self.update(message=f"leg {info['label']} ({info['device']}): GEMM {info['gemm_gflops']:.1f} GFLOP/s")
+        elif kind == "map_cell":
+            cell, done, total = body
+            self.update(cells=self.snapshot.cells + (cell,), message=f"{done} of {total} cells")
+        elif kind == "job_done":
+            result = body[0]
+            status = result["status"]
+            message = f"cancelled after {len(result['cells'])} of {result['total_cells']} cells" \
+                if status == RunStatus.CANCELLED else f"finished in {result['seconds']:.0f} s"
+            problem = self.save(result)  # stored before it is shown as ended: whoever sees it ended can reload it
+            self.update(status=status, result=result, cells=tuple(result["cells"]), leg_info=tuple(result["legs"]),
+                        message=f"{message}; {problem}" if problem else message)
+        elif kind == "error":
+            self.update(status=RunStatus.CANCELLED if self.cancelled.is_set() else RunStatus.FAILED,
+                        message="cancelled" if self.cancelled.is_set() else f"the map failed: {body[0]}")
 
 
 class MapJobs:
@@ -190,14 +165,15 @@ class MapJobs:
             return None
         return estimate_seconds(grid, rates, math.prod(IMAGE_SHAPES["mnist"]), len(CLASS_NAMES["mnist"]))
 
-    def start(self, grid: MapGrid, legs: list[Leg], busy=None) -> str:
+    def start(self, grid: MapGrid, legs: list[Leg]) -> str:
         if self.active():
             raise RuntimeError("a speedup map is already being measured; cancel it or wait for it")
         check_map_legs(legs)
         map_id = "m" + os.urandom(5).hex()
-        db = self.reports.path if self.reports is not None else None
-        job = MapJob(self._live, map_id, self.manager.data_dir, db,
-                     busy or (lambda: len(self.manager.active_runs()) + self.manager.worker_starting()))
+        # The CPU always (the GPU legs' steps are launched from it, and it measures the CPU legs), and each GPU
+        # its legs use: runs asked for earlier train first, runs asked for later wait for the map.
+        turn = self.manager.queue_job({"cpu"} | {leg.device for leg in legs})
+        job = MapJob(self._live, map_id, self.manager, turn, self._save)
         self._live.add(job, MapSnapshot(map_id, RunStatus.WAITING, grid, tuple(legs), started_at=time.time()))
         self._live.drive(map_id, job.run, name=f"map-{map_id}")
         return map_id
@@ -236,10 +212,16 @@ class MapJobs:
         return recent_reports(self.reports, SPEEDUP_MAP, limit)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        jobs = self._live.entries()
-        for job in jobs:
+        for job in self._live.entries():
             job.cancel()
         self._live.join_all(timeout)
-        for job in jobs:
-            if job.process is not None and job.process.poll() is None:
-                job.process.kill()
+
+    def _save(self, result: dict) -> str:
+        """Keep a map that has cells in the run database; '' or why it was not kept."""
+        if self.reports is None or not result["cells"]:
+            return ""
+        try:
+            self.reports.save(SPEEDUP_MAP, result, map_title(result), result["id"])
+        except StoreError as exc:
+            return f"it was not saved: {exc}"
+        return ""

@@ -30,7 +30,7 @@ import torch
 
 from ..config import MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigError, RunConfig, RunStatus
 from ..engine.cuda_graph import fastest_step
-from ..engine.data import to_float
+from ..engine.data import load_dataset, to_float
 from ..engine.devices import cpu_name, cpu_threads, device_label, gemm_flops_per_second, synchronize
 from ..engine.model import macs_per_sample
 from ..engine.step import TrainStep
@@ -237,6 +237,17 @@ def run_speedup_map(grid: MapGrid, legs: list[Leg], dataset, *, cancel: threadin
             "grid": grid.to_dict(), "legs": leg_info, "cells": cells,
             "total_cells": len(grid.cells()), "data": dataset.title, "data_source": dataset.source,
             "cpu": cpu_name(), "torch": torch.__version__}
+
+
+def map_job(link, data_dir=None, map_id: str = "", grid: dict | None = None, legs: tuple[str, ...] = (),
+            seed: int = 42) -> dict:
+    """A map measured in a training worker (a core.runs.worker job, started by core.studies.map_jobs): progress
+    goes out as ("map_leg", info) and ("map_cell", cell, done, total) on `link`, which is also its cancel token
+    (Stop); returns the whole map, as the CLI prints it."""
+    dataset = load_dataset("mnist", data_dir)
+    return run_speedup_map(MapGrid.from_dict(grid or {}), [Leg.parse(spec) for spec in legs], dataset, cancel=link,
+                           seed=seed, map_id=map_id, on_leg=lambda info: link.send("map_leg", info),
+                           on_cell=lambda cell, done, total: link.send("map_cell", cell, done, total))
 
 
 def contention(result: dict) -> str:
