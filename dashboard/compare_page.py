@@ -122,12 +122,6 @@ def stop_comparison() -> None:
         get_lab().comparisons.stop(comparison_id)
 
 
-def open_comparison() -> None:
-    choice = st.session_state.get("cmp_recent")
-    if choice:
-        st.query_params["cmp"] = choice
-
-
 # -- the page ---------------------------------------------------------------------------------------
 def compare_page() -> None:
     init_state()
@@ -168,7 +162,7 @@ def comparison_section(lab: Lab) -> None:
                        "batch and skips the rest; finished epochs are kept.")
     elif busy:
         cols[2].caption("Another comparison or a speedup map is measuring now; wait for it so the timings stay clean.")
-    stored_picker(lab.comparisons.recent(), "Earlier comparisons", "Comparison", "cmp", open_comparison)
+    stored_picker(lab.comparisons.recent(), "Earlier comparisons", "Comparison", "cmp")
     if problem:
         st.error(f"Comparison {md(comparison_id)} cannot be opened: {md(problem)}")
     elif comparison_id and snap is None:

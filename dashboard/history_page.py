@@ -21,7 +21,8 @@ from core.runs.store import Store, StoreError, db_path_from_env
 from . import history_charts
 from .evaluation_panel import cached_evaluation, data_dir, evaluation_panel
 from .poll import live_fragment
-from .run_detail import open_in_train_page, run_detail
+from .run_detail import continue_in_train_page, run_detail
+from .state import current_run_id, get_manager, set_current_run
 from .status import ICONS, status_cell
 from .text import md
 
@@ -127,7 +128,7 @@ def _sanitize_state(by_id: dict) -> None:
     if selected is not None:
         st.session_state.hist_selected = [r for r in selected if r in by_id]
     if "hist_open" not in st.session_state:
-        wanted = st.query_params.get("run")
+        wanted = current_run_id()
         st.session_state.hist_open = wanted if wanted in by_id else None
         if wanted and wanted not in by_id:
             st.warning(f"Run {md(wanted)} (from the link) is not in this history.")
@@ -171,7 +172,7 @@ def _table_selected() -> None:
     st.session_state.hist_selected = picked
     if len(picked) == 1:
         st.session_state.hist_open = picked[0]
-        st.query_params["run"] = picked[0]
+        set_current_run(picked[0])
 
 
 # -- overlay ----------------------------------------------------------------------------------------
@@ -227,11 +228,7 @@ def draw_open_run(store: Store, by_id: dict) -> None:
 
 
 def _open_changed() -> None:
-    run_id = st.session_state.get("hist_open")
-    if run_id:
-        st.query_params["run"] = run_id
-    elif "run" in st.query_params:
-        del st.query_params["run"]
+    set_current_run(st.session_state.get("hist_open"))
 
 
 # -- delete -----------------------------------------------------------------------------------------
@@ -254,8 +251,6 @@ def draw_confirm_delete(store: Store, by_id: dict) -> None:
 
 
 def _delete(store: Store, run_ids: list[str]) -> None:
-    from .state import get_manager
-
     manager = get_manager()
     deleted, refused = [], []
     for run_id in run_ids:
@@ -275,8 +270,7 @@ def _delete(store: Store, run_ids: list[str]) -> None:
     st.session_state.hist_selected = [r for r in st.session_state.get("hist_selected") or [] if r not in deleted]
     if st.session_state.get("hist_open") in deleted:
         st.session_state.hist_open = None
-        if "run" in st.query_params:
-            del st.query_params["run"]
+        set_current_run(None)
     message = f"Deleted {len(deleted)} run(s)." if deleted else ""
     if refused:
         message += f" Not deleted while still running: {', '.join(md(r) for r in refused)} (stop them first)."
@@ -416,18 +410,12 @@ def _import(store: Store, weights, digest: str) -> str | None:
 
 
 def _continue_upload(run_id: str, weights) -> None:
-    from .state import get_manager
-
     epochs, lr = int(st.session_state.hist_up_epochs), float(st.session_state.hist_up_lr)
     Phase(epochs, lr)  # validates
-    manager = get_manager()
-    try:
-        if weights.epochs:
-            manager.continue_run(run_id, epochs, lr)
-        else:
-            raise RuntimeError("the file carries no epoch history, so it cannot be continued in place; "
-                               "it was added to the history for evaluation")
-    except (RuntimeError, KeyError, ValueError) as exc:
-        st.session_state.hist_flash = f"Added as run {md(run_id)}, but cannot continue it: {md(exc)}"
+    refused = f"Added as run {md(run_id)}, but cannot continue it"
+    if not weights.epochs:
+        why = "the file carries no epoch history, so it cannot be continued in place; it was added to the history " \
+              "for evaluation"
+        st.session_state.hist_flash = f"{refused}: {md(why)}"
         st.rerun()
-    open_in_train_page(run_id)
+    continue_in_train_page(run_id, epochs, lr, error_key="hist_flash", refused=refused)

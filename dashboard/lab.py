@@ -44,15 +44,22 @@ def read_snapshot(get_snapshot):
         return None, str(exc) or type(exc).__name__
 
 
-def stored_picker(recent: list[dict], title: str, label: str, key: str, on_open) -> None:
-    """An expander to reopen a stored comparison or map (newest first)."""
+def stored_picker(recent: list[dict], title: str, label: str, key: str) -> None:
+    """An expander to reopen a stored comparison or map (newest first): Open puts the picked id in the URL as
+    `?{key}=`, where the tab finds what it shows (and a refresh finds it again)."""
     if not recent:
         return
     with st.expander(title, expanded=False):
         titles = {r["id"]: f"{pd.Timestamp(r['created_at'], unit='s'):%Y-%m-%d %H:%M} · {r['title']}" for r in recent}
         cols = st.columns([6, 1], vertical_alignment="bottom")
         cols[0].selectbox(label, list(titles), key=f"{key}_recent", format_func=titles.get)
-        cols[1].button("Open", key=f"{key}_open", on_click=on_open)
+        cols[1].button("Open", key=f"{key}_open", on_click=_open, args=(key,))
+
+
+def _open(key: str) -> None:
+    choice = st.session_state.get(f"{key}_recent")
+    if choice:
+        st.query_params[key] = choice
 
 
 def live_snapshot(get_snapshot, draw, was_active: bool, gone: str, key: str) -> None:

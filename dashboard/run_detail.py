@@ -115,7 +115,8 @@ def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: 
     if cols[2].button("Continue", key="hist_continue", type="primary", disabled=not can_continue,
                       help="Train this model further from its kept weights; the Train page shows it live."
                       if can_continue else f"Cannot continue: {why_not}."):
-        continue_run(run_id, int(st.session_state.hist_cont_epochs), float(st.session_state.hist_cont_lr))
+        continue_in_train_page(run_id, int(st.session_state.hist_cont_epochs), float(st.session_state.hist_cont_lr),
+                               error_key="hist_action_error", refused="Cannot continue")
     device_note = ""
     try:
         resolve_device(config.device)
@@ -132,13 +133,15 @@ def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: 
         st.session_state.hist_action_error = ""
 
 
-def continue_run(run_id: str, epochs: int, lr: float) -> None:
+def continue_in_train_page(run_id: str, epochs: int, lr: float, error_key: str, refused: str) -> None:
+    """Continue a stored run and show it on the Train page; when it cannot be continued, `refused: why` goes to
+    st.session_state[error_key] and the page is drawn again to say so."""
     from .state import get_manager
 
     try:
         get_manager().continue_run(run_id, epochs, lr)
     except (RuntimeError, KeyError, ValueError) as exc:
-        st.session_state.hist_action_error = f"Cannot continue: {md(exc)}"
+        st.session_state[error_key] = f"{refused}: {md(exc)}"
         st.rerun()
     open_in_train_page(run_id)
 

@@ -64,12 +64,6 @@ def cancel_map() -> None:
         get_lab().maps.cancel(map_id)
 
 
-def open_map() -> None:
-    choice = st.session_state.get("map_recent")
-    if choice:
-        st.query_params["map"] = choice
-
-
 def speedup_section(lab: Lab) -> None:
     init_state()
     map_id = st.query_params.get("map")
@@ -99,7 +93,7 @@ def speedup_section(lab: Lab) -> None:
     if snap is not None and snap.active:
         buttons[1].button("Cancel", key="map_cancel", on_click=cancel_map, help="Stops within a step; the cells "
                           "already measured are kept and stored.")
-    stored_picker(lab.maps.recent(), "Stored speedup maps", "Speedup map", "map", open_map)
+    stored_picker(lab.maps.recent(), "Stored speedup maps", "Speedup map", "map")
     if problem:
         st.error(f"Speedup map {md(map_id)} cannot be opened: {md(problem)}")
     elif map_id and snap is None:

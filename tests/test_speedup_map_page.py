@@ -34,6 +34,12 @@ def test_speedup_map_runs_shows_heatmaps_and_reloads(app_env):
     no_errors(again)
     assert any("2 of 2 cells" in m for m in texts(again, "markdown"))
     assert again.selectbox(key="map_recent").value == map_id
+    fresh = compare_app()  # a new tab without the link: reopened from the stored maps
+    fresh.selectbox(key="map_recent").set_value(map_id).run()
+    fresh.button(key="map_open").click().run()
+    no_errors(fresh)
+    assert fresh.query_params["map"] in (map_id, [map_id])
+    assert any("2 of 2 cells" in m for m in texts(fresh, "markdown"))
 
 
 @slow
