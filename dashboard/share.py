@@ -1,6 +1,6 @@
 """Share links: a run's settings as URL query parameters, and filling the sidebar from such a link.
 
-Encoding and validation live in core.exchange.export (RunConfig checks every value); this module only knows
+Encoding and validation live in core.exchange.share_links (RunConfig checks every value); this module only knows
 what the sidebar's widgets can show, and talks to st.query_params and st.session_state.
 """
 from __future__ import annotations
