@@ -1,0 +1,185 @@
+// The browser half of dashboard/stream_chart.py (the message format is described there).
+// One module per page; each chart element keeps its state on its host element, and its plot div is made once.
+
+const plotlyLoads = new Map(); // URL -> Promise<Plotly>: Plotly.js is fetched and run once per page
+
+function loadPlotly(src) {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!plotlyLoads.has(src)) {
+    plotlyLoads.set(src, new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = src;
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => {
+        plotlyLoads.delete(src);
+        reject(new Error(`stream_chart: could not load ${src}`));
+      };
+      document.head.appendChild(script);
+    }));
+  }
+  return plotlyLoads.get(src);
+}
+
+// Same rule as thin_indices in stream_chart.py: every stride-th point of the whole series (stride a power of two
+// leaving at most max / 2) and the last one.
+export function thinIndices(n, max) {
+  if (!max || n <= max) return Array.from({ length: n }, (_, i) => i);
+  const target = Math.max(2, Math.floor(max / 2));
+  let stride = 1;
+  while (Math.floor((n - 1) / stride) + 2 > target) stride *= 2;
+  const keep = [];
+  for (let i = 0; i < n; i += stride) keep.push(i);
+  if (keep[keep.length - 1] !== n - 1) keep.push(n - 1);
+  return keep;
+}
+
+function nested(obj, path) {
+  return path.split(".").reduce((node, name) => (node == null ? undefined : node[name]), obj);
+}
+
+// chart.source[i]: the position in the whole series of each point trace i shows; chart.total[i]: the series' length.
+async function thin(Plotly, chart) {
+  const gd = chart.gd;
+  for (let i = 0; i < gd.data.length; i++) {
+    const source = chart.source[i];
+    if (!source || source.length <= chart.maxPoints) continue;
+    const wanted = new Set(thinIndices(chart.total[i], chart.maxPoints));
+    const positions = [];
+    source.forEach((s, p) => { if (wanted.has(s)) positions.push(p); });
+    const update = {};
+    for (const path of chart.points[i] || []) {
+      const values = nested(gd.data[i], path) || [];
+      update[path] = [positions.map((p) => values[p])];
+    }
+    chart.source[i] = positions.map((p) => source[p]);
+    await Plotly.restyle(gd, update, [i]);
+    chart.stats.thinned += 1;
+  }
+}
+
+async function extend(Plotly, chart, ext) {
+  // One extendTraces call per set of per-point arrays (usually one: x and y of every trace).
+  const groups = new Map();
+  for (const [index, arrays] of Object.entries(ext)) {
+    const paths = Object.keys(arrays).sort();
+    const signature = paths.join(",");
+    if (!groups.has(signature)) groups.set(signature, { update: Object.fromEntries(paths.map((p) => [p, []])), traces: [] });
+    const group = groups.get(signature);
+    for (const path of paths) group.update[path].push(arrays[path]);
+    group.traces.push(Number(index));
+    if (chart.maxPoints) {
+      const i = Number(index), added = arrays[paths[0]].length;
+      for (let k = 0; k < added; k++) chart.source[i].push(chart.total[i] + k);
+      chart.total[i] += added;
+    }
+  }
+  for (const group of groups.values()) await Plotly.extendTraces(chart.gd, group.update, group.traces);
+  if (chart.maxPoints) await thin(Plotly, chart);
+}
+
+// Hover survives a redraw: Plotly drops its hover label when it replots, so the last pointer position over the
+// plot is replayed after each update.
+function keepHover(Plotly, chart) {
+  const gd = chart.gd;
+  gd.addEventListener("mousemove", (event) => { chart.pointer = event; });
+  gd.addEventListener("mouseleave", () => { chart.pointer = null; });
+}
+
+function rehover(Plotly, chart) {
+  if (chart.pointer && chart.gd._fullLayout) {
+    try {
+      Plotly.Fx.hover(chart.gd, chart.pointer);
+    } catch (e) { /* a pointer that no longer maps to a subplot: no label */ }
+  }
+}
+
+async function applyChange(Plotly, chart, change) {
+  if (change.extend) {
+    await extend(Plotly, chart, change.extend);
+    chart.stats.extends += 1;
+  }
+  if (change.layout) {
+    chart.layout = Object.assign({}, chart.layout, change.layout);
+    for (const name of change.layout_drop || []) delete chart.layout[name];
+    await Plotly.react(chart.gd, chart.gd.data, chart.layout, chart.config);
+    chart.stats.layouts += 1;
+  }
+}
+
+async function apply(chart, d, setTriggerValue) {
+  const same = chart.v !== null && chart.series === d.series;
+  if (same && chart.v >= d.v) return; // a message already applied, handed over again
+  if (d.reset) {
+    const Plotly = await loadPlotly(d.plotly);
+    chart.points = d.points || [];
+    chart.maxPoints = d.max_points || 0;
+    chart.total = (d.counts || []).slice();
+    chart.source = chart.total.map((n) => thinIndices(n, chart.maxPoints));
+    chart.config = Object.assign({ responsive: true }, d.config || {});
+    chart.layout = d.reset.layout; // the figure's layout as sent: the user's zoom lives in gd.layout (uirevision)
+    await Plotly.react(chart.gd, d.reset.data, chart.layout, chart.config);
+    if (!chart.hoverKept) {
+      keepHover(Plotly, chart);
+      chart.hoverKept = true;
+    }
+    chart.series = d.series;
+    chart.v = d.v;
+    chart.asked = null;
+    chart.stats.resets += 1;
+    rehover(Plotly, chart);
+    return;
+  }
+  if (same && chart.v >= d.since) {
+    const Plotly = window.Plotly;
+    let applied = 0;
+    for (const [version, change] of d.chunks || []) {
+      if (version <= chart.v) continue;
+      await applyChange(Plotly, chart, change);
+      chart.v = version;
+      applied += 1;
+    }
+    if (applied > 1) chart.stats.caughtUp += 1; // messages Streamlit did not hand over, made up from the window
+    chart.v = d.v;
+    rehover(Plotly, chart);
+    return;
+  }
+  // This element lacks what came before (it is new, or it missed more than the window): ask for the whole figure,
+  // once until it comes (again after 3 s, in case that request was lost).
+  const now = performance.now();
+  if (chart.asked !== null && now - chart.asked < 3000) return;
+  chart.asked = now;
+  chart.stats.asked += 1;
+  setTriggerValue("reset", { series: d.series, have: chart.v, seen: d.v });
+}
+
+export function render({ data, setTriggerValue, parentElement }) {
+  if (!data) return;
+  let chart = parentElement.__streamChart;
+  if (!chart) {
+    const gd = document.createElement("div");
+    gd.className = "stream-chart";
+    gd.style.width = "100%";
+    const height = data.reset && data.reset.layout && data.reset.layout.height;
+    if (height) gd.style.minHeight = `${height}px`; // the space is there before Plotly.js has loaded
+    parentElement.appendChild(gd);
+    chart = {
+      gd, series: null, v: null, asked: null, points: [], maxPoints: 0, total: [], source: [],
+      config: {}, layout: {}, pointer: null,
+      chain: Promise.resolve(), stats: { resets: 0, extends: 0, layouts: 0, asked: 0, thinned: 0, caughtUp: 0 },
+    };
+    gd.__streamChart = chart.stats; // for tests and debugging: what this element has done
+    parentElement.__streamChart = chart;
+  }
+  // Messages are applied one after another, in the order they came.
+  chart.chain = chart.chain
+    .then(() => apply(chart, data, setTriggerValue))
+    .catch((error) => console.error("stream_chart:", error));
+}
+
+// Streamlit calls this when the element leaves the page (not on updates): free Plotly's listeners and state.
+export function unmount(parentElement) {
+  const chart = parentElement.__streamChart;
+  if (!chart) return;
+  delete parentElement.__streamChart;
+  chart.chain = chart.chain.then(() => window.Plotly && window.Plotly.purge(chart.gd));
+}
