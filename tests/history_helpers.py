@@ -32,11 +32,10 @@ EMPTY_DATA_DIR.mkdir(exist_ok=True)
 # A multipage script like dashboard/app.py with History first (AppTest cannot switch to callable pages),
 # so Continue / Re-run can st.switch_page to the Train page exactly as in the real app.
 HISTORY_APP = """
-import streamlit as st
+from dashboard import pages
 from dashboard.history_page import history_page
 from dashboard.train_page import train_page
-st.navigation([st.Page(history_page, title="History", icon="🗂️", url_path="history", default=True),
-               st.Page(train_page, title="Train", icon="📈", url_path="train")]).run()
+pages.navigation({pages.HISTORY: history_page, pages.TRAIN: train_page}, default=pages.HISTORY).run()
 """
 
 SMALL = RunConfig(hidden_sizes=(16,), batch_size=200, epochs=2, lr=0.5, device="cpu")
