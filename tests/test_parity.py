@@ -11,8 +11,8 @@ import torch
 
 from core.studies.legs import Leg
 from core.config import RunConfig
-from core.studies.parity import (SAME_START_BAR, StartPoint, compare_start, first_batch, passes, start_checks,
-                                 start_point, weights_checksum)
+from core.studies.parity import (SAME_START_BAR, StartPoint, compare_start, first_batch, passes, start_check_job,
+                                 start_checks, start_point, weights_checksum)
 from core.engine.train import Trainer
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
@@ -88,3 +88,11 @@ def test_the_module_runs_as_its_own_process(tmp_path):
     rows = json.loads(result.stdout)
     assert [row["spec"] for row in rows] == ["device=cpu,threads=1", "device=cpu,threads=2"]
     assert passes(rows[1]) is True
+
+
+def test_the_check_runs_as_a_worker_job_with_the_same_rows(tmp_path):
+    (tmp_path / "data").mkdir()  # empty: the 5,000-digit sample
+    specs = ("device=cpu,threads=1", "device=cpu,threads=2")
+    rows = start_check_job(None, data_dir=str(tmp_path / "data"), base=RunConfig().to_dict(), legs=specs)
+    assert [row["spec"] for row in rows] == list(specs) and passes(rows[1]) is True
+    json.dumps(rows)  # it crosses the worker's socket and is stored in the report

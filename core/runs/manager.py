@@ -282,12 +282,13 @@ class RunManager:
         return self._turn(devices)
 
     def run_job(self, turn: DeviceTurn, target: str, kwargs: dict, on_message, stop: threading.Event,
-                on_wait=None, on_start=None) -> str:
+                on_wait=None, on_start=None, give_up=None) -> str:
         """When the turn comes, run `target` ('module:function', see core.runs.worker) in a worker process and
         pass each of its messages to on_message(kind, *body), up to and including ("job_done", value) or
         ("error", message). While it waits, on_wait(runs and jobs ahead) is called every 0.2 s; once the job is
-        sent, on_start(worker) (worker.stop() cancels it). Returns '' when the job has answered, 'stopped' when
-        `stop` was set before it started, else how its worker died."""
+        sent, on_start(worker) (worker.stop() cancels it). A job that cannot stop by itself can be cut off:
+        once give_up() is true (asked every 0.5 s) its worker is ended. Returns '' when the job has answered,
+        'stopped' when `stop` was set before it started, 'given up', else how its worker died."""
         if not self._wait_turn(turn, stop, on_wait):
             return "stopped"
         worker, answered = None, False
@@ -304,11 +305,14 @@ class RunManager:
             if on_start is not None:
                 on_start(worker)
             memory: dict = {}
-            for kind, *body in self._messages(worker, memory):
+            for kind, *body in self._messages(worker, memory, give_up):
                 answered = kind in ("job_done", "error")
                 on_message(kind, *body)
                 if answered:
                     return ""
+            if give_up is not None and worker.alive() and give_up():
+                worker.process.kill()
+                return "given up"
             return self._death_message(worker, memory)
         finally:
             turn.release()
@@ -410,16 +414,16 @@ class RunManager:
             live.ended_at = time.monotonic()
             self._after_run()
 
-    def _messages(self, worker: WorkerProcess, memory: dict):
+    def _messages(self, worker: WorkerProcess, memory: dict, give_up=None):
         """The worker's messages as they arrive; the iteration ends when the worker dies (memory: its last RSS
-        sample, for death_message)."""
+        sample, for death_message), or once give_up() is true."""
         memory.update(kills_before=oom_kills(), rss=None, sampled=0.0)
         while True:
             if time.monotonic() - memory["sampled"] >= RSS_SAMPLE_S:
                 memory["rss"] = process_rss(worker.process.pid) or memory["rss"]
                 memory["sampled"] = time.monotonic()
             if not worker.conn.poll(0.5):
-                if not worker.alive():
+                if not worker.alive() or (give_up is not None and give_up()):
                     return
                 continue
             try:

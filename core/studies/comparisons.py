@@ -3,28 +3,27 @@
 A driver thread per comparison starts leg i+1 through the RunManager when leg i ends, so every leg trains
 in a worker process like any run, and waits its turn in the manager's device queue. The page polls
 `snapshot(comparison_id)`: an immutable ComparisonSnapshot with the legs' run snapshots filled in. Once
-every leg has run, the same-start check runs in a process of its own (`python -m core.studies.parity`),
-and the comparison is stored as a report (core.runs.reports) before it is shown as ended.
+every leg has run, the same-start check (core.studies.parity) runs as a job in a training worker, and
+the comparison is stored as a report (core.runs.reports) before it is shown as ended.
 
 The summary maths and its sentences are core.studies.compare's, shared with the CLI.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
-from ..config import PROJECT_ROOT, ConfigError, Phase, RunConfig, RunStatus, StoreError
+from ..config import ConfigError, Phase, RunConfig, RunStatus, StoreError
 from ..runs.live import Entry, LiveRegistry
 from ..runs.reports import COMPARISON, open_reports, recent_reports
 from .compare import DEFAULT_TARGET, ComparisonSummary, LegRun, comparison_payload, comparison_title, summarize
 from .cpuload import ContentionMeter, worker_children_ticks
 from .legs import Leg, check_legs
+
+START_CHECK_JOB = "core.studies.parity:start_check_job"  # what the worker runs once the legs have trained
 
 
 @dataclass(frozen=True)
@@ -208,37 +207,32 @@ class Comparisons:
             time.sleep(self.POLL_S)
 
     def _check_start(self, live: _Live, timeout: float = 300.0) -> list[dict]:
-        """core.studies.parity's same-start rows for the legs that ran, from a process of its own (its own thread
-        setting and CUDA context, not the web server's). A check that cannot run says why on every leg."""
+        """core.studies.parity's same-start rows for the legs that ran, from a training worker (its thread setting
+        and CUDA context, not the web server's), as a job outside the device queues: nothing it does is timed, and
+        a run started meanwhile must not hold it up. A check that cannot run says why on every leg."""
         snap = live.snapshot
         legs = snap.legs[:len(snap.run_ids)]
-        command = [sys.executable, "-m", "core.studies.parity", "--base", json.dumps(snap.base.to_dict())]
-        for leg in legs:
-            command += ["--leg", leg.spec()]
-        if getattr(self.manager, "data_dir", None):
-            command += ["--data-dir", str(self.manager.data_dir)]
-        if getattr(self.manager, "cpu_threads", None):
-            command += ["--default-threads", str(self.manager.cpu_threads)]
-        try:
-            process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
-        except OSError as exc:
-            return [{"spec": leg.spec(), "error": f"the check could not start: {exc}"} for leg in legs]
+        answer: dict = {}
+
+        def on_message(kind, *body):
+            answer[kind] = body[0]
+
         deadline = time.monotonic() + timeout
-        while process.poll() is None:
-            if live.stop.is_set() or time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-                why = "stopped" if live.stop.is_set() else f"took over {timeout:.0f} s"
-                return [{"spec": leg.spec(), "error": f"the check {why}"} for leg in legs]
-            time.sleep(self.POLL_S)
-        out, err = process.communicate()
-        try:
-            rows = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit code {process.returncode}"
-            return [{"spec": leg.spec(), "error": f"the check failed: {tail}"} for leg in legs]
-        return rows
+        outcome = self.manager.run_job(
+            self.manager.queue_job(()), START_CHECK_JOB, {"base": snap.base.to_dict(),
+                                                          "legs": [leg.spec() for leg in legs]},
+            on_message, live.stop, give_up=lambda: live.stop.is_set() or time.monotonic() > deadline)
+        if "job_done" in answer:
+            return answer["job_done"]
+        if live.stop.is_set():
+            why = "the check stopped"
+        elif outcome == "given up":
+            why = f"the check took over {timeout:.0f} s"
+        elif outcome == "stopped":
+            why = "the check could not start: the run manager is shut down"
+        else:
+            why = f"the check failed: {answer.get('error') or outcome}"
+        return [{"spec": leg.spec(), "error": why} for leg in legs]
 
     def _follow(self, live: _Live, run_id: str) -> None:
         """Wait for the leg's run to end, noting other runs that train meanwhile (they share the machine)."""

@@ -149,6 +149,15 @@ def start_checks(base: RunConfig, legs, dataset: ImageDataset) -> list[dict]:
     return rows
 
 
+def start_check_job(link, data_dir=None, base: dict | None = None, legs: tuple[str, ...] = ()) -> list[dict]:
+    """start_checks in a training worker (a core.runs.worker job, started by core.studies.comparisons): its own
+    thread setting (the workers') and CUDA context, not the web server's."""
+    from ..engine.data import load_dataset
+
+    config = RunConfig.from_dict(base or {})
+    return start_checks(config, [Leg.parse(spec) for spec in legs], load_dataset(config.dataset, data_dir))
+
+
 def passes(row: dict | None) -> bool | None:
     """True when a non-reference leg's row is within rounding of leg 1; None when it was not checked."""
     if not row or row.get("error") or row.get("weights_match") is None:
