@@ -7,8 +7,8 @@ compound: per-epoch validation losses drift apart (1e-7 to 1e-1 relative, depend
 learning rate), while the same leg run twice is bit-identical. That drift is reported as drift.
 
 What must agree to rounding is the start, and this module checks it: for each leg it builds the
-Trainer's model (core.engine.model.build_mlp, seeded) and step (core.engine.backprop.MLPStep) on the leg's device
-with the leg's thread count, takes the Trainer's first training batch (the seeded randperm over the
+Trainer's own step (core.engine.step.TrainStep: the seeded model and its hand-written gradients) on the leg's
+device with the leg's thread count, takes the Trainer's first training batch (the seeded randperm over the
 train split of core.engine.data.split_indices, through the leg's pipeline), and computes
 
 - a checksum of the initial weights (SHA-256 of their float32 bytes, read back from the device),
@@ -18,8 +18,9 @@ Legs start the same when the checksums are equal and the loss and every gradient
 the first leg's within SAME_START_BAR relative. On CUDA the check runs with TF32 off (IEEE fp32
 matmuls), so a reduced-precision mode cannot pass as rounding.
 
-`start_checks` runs in this process (the CLI); `python -m core.studies.parity` runs it in a process of its own
-(the dashboard: its own thread setting and CUDA context, not the web server's).
+`start_checks` runs in this process (the CLI); the dashboard runs it as a job in a training worker
+(`start_check_job`: its own thread setting and CUDA context, not the web server's); `python -m
+core.studies.parity` runs it in a process of its own and prints the rows as JSON.
 """
 from __future__ import annotations
 
@@ -32,12 +33,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine.backprop import MLPStep
 from ..config import RunConfig
 from ..engine.data import ImageDataset, split_indices, to_float
 from ..engine.devices import cpu_threads, device_label, resolve_device, set_cpu_threads, synchronize
 from .legs import Leg
-from ..engine.model import build_mlp
+from ..engine.step import TrainStep
 
 SAME_START_BAR = 1e-5  # relative: first-batch loss and gradient differences that are still rounding
 
@@ -101,13 +101,12 @@ def start_point(config: RunConfig, dataset: ImageDataset) -> StartPoint:
     """The leg's initial-weight checksum and first batch's loss and gradient, on its device and threads."""
     device = resolve_device(config.device)
     with cpu_threads(config.threads, device), ieee_fp32_matmuls():
-        model = build_mlp(config, dataset.input_size, dataset.num_classes).to(device)
-        model.requires_grad_(False)  # as the Trainer: gradients come from MLPStep
+        step = TrainStep(config, dataset.input_size, dataset.num_classes, device)  # the Trainer's own, unstepped
         x, y = first_batch(config, dataset)
-        loss, grads = MLPStep(model, config.activation)(x.to(device), y.to(device))
+        loss, grads = step.gradients(x.to(device), y.to(device))
         synchronize(device)
         return StartPoint(device_label(device), torch.get_num_threads() if device.type == "cpu" else None,
-                          weights_checksum(model), float(loss), tuple(g.cpu() for g in grads))
+                          weights_checksum(step.model), float(loss), tuple(g.cpu() for g in grads))
 
 
 def relative_difference(reference: torch.Tensor, other: torch.Tensor) -> float:
