@@ -175,11 +175,16 @@ def test_a_run_whose_worker_cannot_start_is_failed_and_recorded(manager, env, mo
     assert Store(env[1]).get_run(run_id)["status"] == "failed"
 
 
-def test_killed_worker_leaves_one_status_and_the_run_continues_without_a_restart(manager, env):
+def kill_worker_mid_run(manager, sig, after_epochs: int):
+    """(run id, its snapshot once ended) of a long run whose worker gets `sig` after some epochs."""
     run_id = manager.start(SAMPLE.replace(epochs=500))
-    wait_for(lambda: len(manager.snapshot(run_id).epochs) >= 2)
-    os.kill(manager._live.entry(run_id).worker.process.pid, signal.SIGKILL)
-    snap = wait_for(lambda: (s := manager.snapshot(run_id)) and not s.active and s, timeout=10)
+    wait_for(lambda: len(manager.snapshot(run_id).epochs) >= after_epochs)
+    os.kill(manager._live.entry(run_id).worker.process.pid, sig)
+    return run_id, wait_for(lambda: (s := manager.snapshot(run_id)) and not s.active and s, timeout=10)
+
+
+def test_killed_worker_leaves_one_status_and_the_run_continues_without_a_restart(manager, env):
+    run_id, snap = kill_worker_mid_run(manager, signal.SIGKILL, 2)
     store = Store(env[1])
     row = store.get_run(run_id)
     # before: the snapshot said "failed" while the store said "interrupted", and Continue was refused
@@ -203,10 +208,7 @@ def test_killed_worker_leaves_one_status_and_the_run_continues_without_a_restart
 
 
 def test_a_worker_ended_by_another_signal_names_it(manager, env):
-    run_id = manager.start(SAMPLE.replace(epochs=500))
-    wait_for(lambda: len(manager.snapshot(run_id).epochs) >= 1)
-    os.kill(manager._live.entry(run_id).worker.process.pid, signal.SIGTERM)
-    snap = wait_for(lambda: (s := manager.snapshot(run_id)) and not s.active and s, timeout=10)
+    run_id, snap = kill_worker_mid_run(manager, signal.SIGTERM, 1)
     assert snap.status == Store(env[1]).get_run(run_id)["status"] == "interrupted"
     assert "killed by SIGTERM" in snap.message and "memory" not in snap.message
 
