@@ -2,7 +2,7 @@
 
 RunManager (training runs), core.studies.comparisons and core.studies.map_jobs each keep one. An id maps
 to an immutable snapshot (a frozen dataclass with an `active` property), to a handle for whatever drives it
-(its worker, stop event, subprocess: an `Entry`) and to its driver thread. A change replaces the snapshot
+(its worker, device turn, stop event: an `Entry`) and to its driver thread. A change replaces the snapshot
 under the registry's one lock (dataclasses.replace), so a reader gets a whole snapshot without holding
 anything, never a half-made one; every change wakes the threads that wait on the registry.
 
