@@ -135,7 +135,8 @@ def test_one_element_lasts_the_run_and_grows_in_small_steps(server):
     assert end["tag"] == "first" and end["plots"] == 1  # the same element from the first point to the last
     # one whole figure; a second only if the element asked (its first message reached it after a later one)
     assert end["stats"]["resets"] == 1 + end["stats"]["asked"] and end["stats"]["asked"] <= 1
-    assert len(steps) >= 15 and max(steps) <= 5 and all(s > 0 for s in steps)
+    # many small steps (a busy machine may merge a few updates into one)
+    assert len(steps) >= 15 and sorted(steps)[len(steps) // 2] <= 2 and max(steps) <= 10 and min(steps) > 0
     assert hosts == {f"127.0.0.1:{server}"}  # Plotly.js and everything else from this server
     assert any("/plotly.min.js" in u for u in requests)
     assert len(sizes["update"]) >= 15 and max(sizes["update"]) < 2500  # recent points, never the figure again
@@ -265,6 +266,24 @@ def test_an_element_that_missed_messages_asks_for_the_whole_figure(server):
     assert healed["tag"] == "gap"
 
 
+def test_a_chart_shown_again_in_the_same_session_asks_for_the_whole_figure(server):
+    """Hidden and shown again, the chart is a new element while the session's tracker thinks the browser has points:
+    the element sees it lacks them, asks with its trigger, and gets the whole series once."""
+    with browser_page() as page:
+        open_demo(page, server, every=0.3, epochs=300)
+        before = wait_points(page, 6)["points"]
+        toggle = page.locator(".st-key-show label")
+        toggle.click()
+        page.wait_for_function(f"() => ({CHART_JS})('loss') === null", timeout=30 * MS)
+        toggle.click()
+        page.wait_for_function(f"n => (({CHART_JS})('loss') || {{points: 0}}).points > n", arg=before,
+                               timeout=30 * MS)
+        shown = chart(page)
+        later = wait_points(page, shown["points"] + 3)
+    print(f"\nshown again: {before} points before hiding, {shown['points']} at the first draw; stats {later['stats']}")
+    assert later["stats"]["asked"] == 1 and later["stats"]["resets"] == 1 and later["stats"]["extends"] >= 2
+
+
 def test_per_batch_chart_stays_within_its_bound_and_keeps_its_start(server):
     bound = 150
     with browser_page() as page:
@@ -275,6 +294,11 @@ def test_per_batch_chart_stays_within_its_bound_and_keeps_its_start(server):
             state = chart(page, "batches")
             seen.append(state["points"])
             page.wait_for_timeout(200)
+        held = page.evaluate("""() => {
+          const gd = document.querySelector('.st-key-batches .js-plotly-plot');
+          const chart = gd.parentElement.__streamChart;
+          return {x: Array.from(gd.data[0].x), source: chart.source[0], total: chart.total[0]};
+        }""")
         js_rule = page.evaluate("""async () => {
           const m = await window.__streamChartLoad;
           return [10, 151, 400, 1000].map(n => m.thinIndices(n, 150));
@@ -282,4 +306,6 @@ def test_per_batch_chart_stays_within_its_bound_and_keeps_its_start(server):
     print(f"\nper-batch chart point counts: {seen[::5]}; stats {state['stats']}")
     assert max(seen) <= bound and state["first"] == 0
     assert state["stats"]["thinned"] >= 1
+    # the demo's x is the batch number, i.e. the point's position in the series: the browser knows which it shows
+    assert held["x"] == held["source"] and held["x"][-1] == held["total"] - 1
     assert js_rule == [thin_indices(n, bound) for n in (10, 151, 400, 1000)]

@@ -63,7 +63,9 @@ async function extend(Plotly, chart, ext) {
   for (const [index, arrays] of Object.entries(ext)) {
     const paths = Object.keys(arrays).sort();
     const signature = paths.join(",");
-    if (!groups.has(signature)) groups.set(signature, { update: Object.fromEntries(paths.map((p) => [p, []])), traces: [] });
+    if (!groups.has(signature)) {
+      groups.set(signature, { update: Object.fromEntries(paths.map((p) => [p, []])), traces: [] });
+    }
     const group = groups.get(signature);
     for (const path of paths) group.update[path].push(arrays[path]);
     group.traces.push(Number(index));
@@ -77,20 +79,16 @@ async function extend(Plotly, chart, ext) {
   if (chart.maxPoints) await thin(Plotly, chart);
 }
 
-// Hover survives a redraw: Plotly drops its hover label when it replots, so the last pointer position over the
-// plot is replayed after each update.
-function keepHover(Plotly, chart) {
-  const gd = chart.gd;
-  gd.addEventListener("mousemove", (event) => { chart.pointer = event; });
-  gd.addEventListener("mouseleave", () => { chart.pointer = null; });
-}
-
-function rehover(Plotly, chart) {
-  if (chart.pointer && chart.gd._fullLayout) {
-    try {
-      Plotly.Fx.hover(chart.gd, chart.pointer);
-    } catch (e) { /* a pointer that no longer maps to a subplot: no label */ }
-  }
+// Plotly's `responsive` follows the window; a column can change width without it (the sidebar opens).
+function keepWidth(Plotly, chart) {
+  let width = chart.gd.clientWidth;
+  chart.resizer = new ResizeObserver(() => {
+    const now = chart.gd.clientWidth;
+    if (now === width || !now) return;
+    width = now;
+    chart.chain = chart.chain.then(() => Plotly.Plots.resize(chart.gd)).catch(() => {});
+  });
+  chart.resizer.observe(chart.gd);
 }
 
 async function applyChange(Plotly, chart, change) {
@@ -118,15 +116,11 @@ async function apply(chart, d, setTriggerValue) {
     chart.config = Object.assign({ responsive: true }, d.config || {});
     chart.layout = d.reset.layout; // the figure's layout as sent: the user's zoom lives in gd.layout (uirevision)
     await Plotly.react(chart.gd, d.reset.data, chart.layout, chart.config);
-    if (!chart.hoverKept) {
-      keepHover(Plotly, chart);
-      chart.hoverKept = true;
-    }
+    if (!chart.resizer) keepWidth(Plotly, chart);
     chart.series = d.series;
     chart.v = d.v;
     chart.asked = null;
     chart.stats.resets += 1;
-    rehover(Plotly, chart);
     return;
   }
   if (same && chart.v >= d.since) {
@@ -140,7 +134,6 @@ async function apply(chart, d, setTriggerValue) {
     }
     if (applied > 1) chart.stats.caughtUp += 1; // messages Streamlit did not hand over, made up from the window
     chart.v = d.v;
-    rehover(Plotly, chart);
     return;
   }
   // This element lacks what came before (it is new, or it missed more than the window): ask for the whole figure,
@@ -164,7 +157,7 @@ export function render({ data, setTriggerValue, parentElement }) {
     parentElement.appendChild(gd);
     chart = {
       gd, series: null, v: null, asked: null, points: [], maxPoints: 0, total: [], source: [],
-      config: {}, layout: {}, pointer: null,
+      config: {}, layout: {}, resizer: null,
       chain: Promise.resolve(), stats: { resets: 0, extends: 0, layouts: 0, asked: 0, thinned: 0, caughtUp: 0 },
     };
     gd.__streamChart = chart.stats; // for tests and debugging: what this element has done
@@ -181,5 +174,6 @@ export function unmount(parentElement) {
   const chart = parentElement.__streamChart;
   if (!chart) return;
   delete parentElement.__streamChart;
+  if (chart.resizer) chart.resizer.disconnect();
   chart.chain = chart.chain.then(() => window.Plotly && window.Plotly.purge(chart.gd));
 }

@@ -62,11 +62,15 @@ def next_run() -> None:
 
 
 st.button("New run", key="new_run", on_click=next_run)
+show = st.toggle("Show the charts", value=True, key="show")  # off and on again: new elements, same session
 
 
 @st.fragment(run_every=EVERY)
 def live() -> None:
     n = epochs_so_far(time.monotonic())
+    if not show:
+        st.caption(f"epochs {n}; charts hidden")
+        return
     figure = charts.loss_figure(charts.epochs_frame(epoch_rows(n)), EPOCHS)
     figure.update_layout(title_text=f"Loss (block {n // 10})")  # a layout change every tenth epoch
     sent = stream_chart(figure, key="loss", series=series, config=charts.CONFIG)
