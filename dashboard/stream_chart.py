@@ -5,10 +5,10 @@ the chart (flicker; zoom, hover and legend clicks lost). `stream_chart` draws th
 instead. Figures are still built by the pure chart modules (charts.py, compare_charts.py, ...); per chart element
 the session keeps a `SeriesTracker` that knows what was sent, and each script run sends one message:
 
-  {"js", "series", "v", "reset": {data, layout}, "points", "plotly", ...}
+  {"js", "series", "t", "v", "reset": {data, layout}, "points", "counts", "plotly", ...}
       the whole figure: first draw, new session (a fresh page or a reload), new series id, a trace that changed
       other than by appending, or the browser's request
-  {"js", "series", "v", "since", "chunks": [[version, {"extend": {trace: {path: [...]}}, "layout": {...},
+  {"js", "series", "t", "v", "since", "chunks": [[version, {"extend": {trace: {path: [...]}}, "layout": {...},
                                                        "layout_drop": [...]}], ...]}
       the last few changes with their versions: points appended per trace, and (rarely) the top-level layout parts
       that changed. An unchanged figure sends the same message again.
@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,8 @@ class SeriesTracker:
         self._layout: dict[str, str] = {}  # per top-level layout key: digest of what was sent
         self._chunks: list[tuple[int, dict, int]] = []  # (version, change, points) since the reset, newest last
         self.resets = 0
+        self.token = uuid.uuid4().hex[:8]  # versions count per tracker: a new one (state cleared) is told apart
+        self.figure: dict | None = None  # the last figure given, as the browser draws it (for tests and logs)
 
     def forget(self) -> None:
         """The browser holds nothing (a new element, or messages it missed): the next message is a reset."""
@@ -180,6 +183,7 @@ class SeriesTracker:
         layout = _finite(dict(figure.get("layout", {})))
         if "uirevision" in layout or series:  # a new series forgets the user's zoom; updates of one keep it
             layout["uirevision"] = f"{layout.get('uirevision', '')}|{series}"
+        self.figure = {"data": data, "layout": layout}
         split = [split_trace(t) for t in data]
         styles = [_digest(style) for _, _, style in split]
         paths = [tuple(sorted(arrays)) for _, arrays, _ in split]
@@ -209,7 +213,7 @@ class SeriesTracker:
                                              or sum(p for _, _, p in self._chunks) > self.window_points):
                 self._chunks.pop(0)
         since = self._chunks[0][0] - 1 if self._chunks else self.version
-        return {"series": series, "v": self.version, "since": since,
+        return {"series": series, "t": self.token, "v": self.version, "since": since,
                 "chunks": [[version, change] for version, change, _ in self._chunks]}
 
     def _appends_to(self, series: str, split, styles, paths) -> bool:
@@ -232,7 +236,7 @@ class SeriesTracker:
         self.version += 1
         self._chunks = []
         self.resets += 1
-        return {"series": series, "v": self.version, "reset": {"data": sent, "layout": layout},
+        return {"series": series, "t": self.token, "v": self.version, "reset": {"data": sent, "layout": layout},
                 "points": [list(p) for p in paths], "counts": list(self.counts), "max_points": self.max_points}
 
 
@@ -312,6 +316,16 @@ def _mount():
 
         _component = st.components.v2.component("mlp_stream_chart", js=_LOADER_JS, isolate_styles=False)
     return _component
+
+
+def drawn_figure(session_state: Mapping, key: str) -> dict | None:
+    """The figure the chart element `key` was last given in this session ({"data", "layout"}), e.g. for AppTests:
+    `drawn_figure(at.session_state, "live_loss")["data"]` where a test of st.plotly_chart read the element's spec."""
+    try:
+        tracker = session_state[f"_stream_chart:{key}"]
+    except KeyError:
+        return None
+    return tracker.figure if isinstance(tracker, SeriesTracker) else None
 
 
 def stream_chart(figure: Any, *, key: str, series: str | None = None, config: Mapping | None = None,

@@ -13,19 +13,20 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import charts, compare_charts
-from dashboard.stream_chart import SeriesTracker, figure_dict, point_counts, split_trace, thin_indices
+from dashboard.stream_chart import (SeriesTracker, drawn_figure, figure_dict, point_counts, split_trace,
+                                    thin_indices)
 
 
 class Replica:
     """stream_chart.js's rules in Python: apply a reset, or the chunks newer than what it holds, else ask."""
 
     def __init__(self):
-        self.series = self.v = self.data = self.layout = None
+        self.series = self.tracker = self.v = self.data = self.layout = None
         self.points, self.max_points, self.asked, self.resets, self.waiting = [], None, 0, 0, False
         self.total, self.source = [], []  # per trace: the series' length; the position in it of each point shown
 
     def receive(self, message: dict) -> None:
-        same = self.v is not None and self.series == message["series"]
+        same = self.v is not None and self.series == message["series"] and self.tracker == message["t"]
         if same and self.v >= message["v"]:
             return
         if "reset" in message:
@@ -34,7 +35,7 @@ class Replica:
             self.points, self.max_points = message["points"], message["max_points"]
             self.total = list(message["counts"])
             self.source = [thin_indices(n, self.max_points) for n in self.total]
-            self.series, self.v = message["series"], message["v"]
+            self.series, self.tracker, self.v = message["series"], message["t"], message["v"]
             self.resets, self.waiting = self.resets + 1, False
             return
         if same and self.v >= message["since"]:
@@ -160,6 +161,18 @@ def test_a_new_element_in_the_same_session_asks_for_the_whole_figure():
     fresh.receive(tracker.update(loss_figure(6), "run-1"))
     fresh.receive(tracker.update(loss_figure(6), "run-1"))
     assert fresh.asked == 1 and fresh.data is None
+
+
+def test_a_new_tracker_for_a_live_element_redraws_it():
+    """Session state cleared under a chart that stays on the page: the new tracker's versions start again at 1."""
+    client, old = Replica(), SeriesTracker()
+    for n in range(1, 9):
+        client.receive(old.update(loss_figure(n), "run-1"))
+    new = SeriesTracker()
+    client.receive(new.update(loss_figure(9), "run-1"))
+    assert client.resets == 2 and client.ys() == [t["y"] for t in loss_figure(9)["data"]]
+    client.receive(new.update(loss_figure(10), "run-1"))
+    assert client.ys() == [t["y"] for t in loss_figure(10)["data"]] and client.asked == 0
 
 
 def test_a_reload_is_a_new_session_and_gets_everything_at_once():
@@ -315,9 +328,29 @@ def test_stream_chart_in_a_script_run(repo_root):
     at.run()
     assert not at.exception
     first = at.session_state.sent
-    assert "reset" in first and first["plotly"].endswith(first["plotly"].split("/")[-1])
-    assert "/plotly.min.js?v=" in first["plotly"] and "/stream_chart.js?v=" in first["js"]
+    assert "reset" in first and point_counts(first) == {0: 3, 1: 3}
+    assert first["plotly"].startswith("/component/") and "/plotly.min.js?v=" in first["plotly"]
+    assert first["js"].startswith("/component/") and "/stream_chart.js?v=" in first["js"]
     assert first["config"] == charts.CONFIG
     at.run()
     second = at.session_state.sent
     assert "reset" not in second and point_counts(second) == {0: 2, 1: 2}
+    assert drawn_figure(at.session_state, "loss")["data"][0]["x"] == [1, 2, 3, 4, 5]
+    assert drawn_figure(at.session_state, "other") is None
+    element = at.get("bidi_component")[0]  # what went to the browser
+    assert json.loads(element.proto.json)["v"] == second["v"] and element.proto.component_name == "mlp_stream_chart"
+
+
+def test_urls_follow_the_base_url_path():
+    from streamlit import config
+
+    from dashboard.stream_chart import _served_urls
+
+    saved = config.get_option("server.baseUrlPath")
+    try:
+        config.set_option("server.baseUrlPath", "/lab/")
+        module, plotly_js = _served_urls()
+    finally:
+        config.set_option("server.baseUrlPath", saved)
+    assert module.startswith("/lab/component/") and "/stream_chart.js?v=" in module
+    assert plotly_js.startswith("/lab/component/") and "/plotly.min.js?v=" in plotly_js

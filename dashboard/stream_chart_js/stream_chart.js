@@ -105,7 +105,8 @@ async function applyChange(Plotly, chart, change) {
 }
 
 async function apply(chart, d, setTriggerValue) {
-  const same = chart.v !== null && chart.series === d.series;
+  // versions count per series and per server-side tracker (t): another of either is not comparable
+  const same = chart.v !== null && chart.series === d.series && chart.tracker === d.t;
   if (same && chart.v >= d.v) return; // a message already applied, handed over again
   if (d.reset) {
     const Plotly = await loadPlotly(d.plotly);
@@ -118,6 +119,7 @@ async function apply(chart, d, setTriggerValue) {
     await Plotly.react(chart.gd, d.reset.data, chart.layout, chart.config);
     if (!chart.resizer) keepWidth(Plotly, chart);
     chart.series = d.series;
+    chart.tracker = d.t;
     chart.v = d.v;
     chart.asked = null;
     chart.stats.resets += 1;
@@ -156,7 +158,7 @@ export function render({ data, setTriggerValue, parentElement }) {
     if (height) gd.style.minHeight = `${height}px`; // the space is there before Plotly.js has loaded
     parentElement.appendChild(gd);
     chart = {
-      gd, series: null, v: null, asked: null, points: [], maxPoints: 0, total: [], source: [],
+      gd, series: null, tracker: null, v: null, asked: null, points: [], maxPoints: 0, total: [], source: [],
       config: {}, layout: {}, resizer: null,
       chain: Promise.resolve(), stats: { resets: 0, extends: 0, layouts: 0, asked: 0, thinned: 0, caughtUp: 0 },
     };
