@@ -1,8 +1,8 @@
 """The Speedup map (a tab of the Compare page): timed training steps over a grid of model and batch sizes on the
 default legs, the speedup per cell, and how far each leg is from its FLOP floor.
 
-A map runs in its own subprocess; the tab only draws snapshots, from a fragment that polls while the map runs;
-`?map=<id>` in the URL reattaches after a refresh.
+A map runs as a job in a training worker, in the same device queue as runs; the tab only draws snapshots, from a
+fragment that polls while the map runs; `?map=<id>` in the URL reattaches after a refresh.
 """
 from __future__ import annotations
 
