@@ -42,7 +42,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,9 @@ def split_trace(trace: Mapping) -> tuple[int, dict[str, list], dict]:
 
     A trace's points are its `x` (or `y`) array; every array in it of that length (`y`, `customdata`, `text`,
     `marker.color`, `marker.pattern.shape`, ...) is a per-point array, named by its dotted path, which appending
-    extends. The rest is its style. A trace of another type (a heatmap) has no points: all of it is style, so any
-    change to it redraws the figure.
+    extends. The rest is its style, which must stay put while the trace streams (a legend name that counts the
+    points would redraw the figure on every update). A trace of another type (a heatmap) has no points: all of it is
+    style, so any change to it redraws the figure.
     """
     if trace.get("type", "scatter") not in EXTENDABLE_TYPES:
         return 0, {}, dict(trace)
@@ -258,11 +259,6 @@ def point_counts(message: Mapping) -> dict[int, int]:
 def _trace_points(trace: Mapping) -> int:
     n, _, _ = split_trace(trace)
     return n
-
-
-def total_points(figure: Mapping, traces: Iterable[int] | None = None) -> int:
-    data = figure.get("data", [])
-    return sum(_trace_points(data[i]) for i in (traces if traces is not None else range(len(data))))
 
 
 # -- Streamlit ------------------------------------------------------------------------------------------------------
