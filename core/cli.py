@@ -23,7 +23,7 @@ from .config import (DATASETS, ACTIVATIONS, DEVICES, OPTIMIZERS, PIPELINES, Conf
 from .engine.data import load_dataset, missing_data_dir
 from .engine.devices import default_cpu_threads, set_cpu_threads
 from .engine.train import EpochResult
-from .runs.reports import COMPARISON, SPEEDUP_MAP, ReportStore
+from .runs.reports import COMPARISON, SPEEDUP_MAP
 from .runs.store import Store
 from .studies.compare import DEFAULT_TARGET, comparison_payload, comparison_title, run_in_process
 from .studies.legs import Leg, check_legs, default_legs
@@ -261,7 +261,7 @@ def cmd_compare(args) -> int:
     payload = comparison_payload(comparison_id, base, legs, phases, leg_runs, status, args.target, created)
     if store is not None:
         try:
-            ReportStore(store).save(COMPARISON, payload, comparison_title(base, legs), comparison_id)
+            store.save_report(COMPARISON, payload, comparison_title(base, legs), comparison_id)
         except StoreError as exc:
             print(f"warning: the comparison was not saved: {exc}", file=sys.stderr)
     summary = {"type": "summary", "comparison_id": comparison_id, "status": status, **payload["summary"],
@@ -359,7 +359,7 @@ def cmd_speedup_map(args) -> int:
         print(f"warning: {contention(result)}", file=sys.stderr)
     if store is not None and result["cells"]:
         try:
-            ReportStore(store).save(SPEEDUP_MAP, result, map_title(result), map_id)
+            store.save_report(SPEEDUP_MAP, result, map_title(result), map_id)
         except StoreError as exc:
             print(f"warning: the map was not saved: {exc}", file=sys.stderr)
     print(json.dumps(result), flush=True)

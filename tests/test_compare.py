@@ -357,7 +357,6 @@ def test_cuda_warmup_epoch_is_marked_and_not_in_the_median(sample):
 
 # -- the CLI ----------------------------------------------------------------------------------------
 def test_cli_compare_prints_json_per_leg_per_epoch_and_a_summary_and_records_it(cli_env, tmp_path):
-    from core.runs.reports import ReportStore
     from core.runs.store import Store
 
     db = tmp_path / "cmp.db"
@@ -377,7 +376,7 @@ def test_cli_compare_prints_json_per_leg_per_epoch_and_a_summary_and_records_it(
     assert summary["drift"] is not None and summary["drift_text"].startswith("Drift:")
     assert "Same start:" in result.stderr and "Drift:" in result.stderr
     store = Store(db)
-    payload = ReportStore(store).get(summary["comparison_id"])
+    payload = store.report(summary["comparison_id"])
     assert payload["summary"]["legs"][1]["spec"] == "device=cpu,threads=2"
     assert [store.get_run(r)["origin"] for r in payload["run_ids"]] == ["compare", "compare"]
 
@@ -467,16 +466,17 @@ def test_comparison_rejects_an_unavailable_device_before_starting():
 
 
 def test_summary_of_a_stored_comparison_is_json(tmp_path):
-    from core.runs.reports import ReportStore
     from core.runs.store import Store
 
-    reports = ReportStore(Store(tmp_path / "r.db"))
-    rid = reports.save("comparison", {"legs": [], "created_at": 1.0}, "t")
-    assert reports.get(rid) == {"legs": [], "created_at": 1.0}
-    assert reports.list("comparison")[0]["title"] == "t"
-    assert reports.list("speedup_map") == []
+    store = Store(tmp_path / "r.db")
+    rid = store.save_report("comparison", {"legs": [], "created_at": 1.0}, "t")
+    assert store.report(rid) == {"legs": [], "created_at": 1.0} == store.report(rid, "comparison")
+    assert store.reports("comparison")[0]["title"] == "t"
+    assert store.reports("speedup_map") == []
     with pytest.raises(KeyError):
-        reports.get("nope")
+        store.report(rid, "speedup_map")  # the kind is part of what is asked for
+    with pytest.raises(KeyError):
+        store.report("nope")
     json.dumps(summarize([]).to_dict())
 
 

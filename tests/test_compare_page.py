@@ -11,7 +11,7 @@ import pytest
 from compare_helpers import compare_app, lab_environment, no_errors, poll, texts, traces
 from core.config import RunConfig
 from core.studies.legs import Leg
-from core.runs.reports import COMPARISON, ReportStore
+from core.runs.reports import COMPARISON
 from core.runs.store import Store
 from dashboard.text import md
 
@@ -118,7 +118,7 @@ def test_a_stored_comparison_whose_run_no_longer_validates_says_so(app_env):
     payload = {"id": "c1", "created_at": time.time(), "status": "finished", "message": "", "overlap": "",
                "base": RunConfig().to_dict(), "legs": [leg.to_dict() for leg in legs], "phases": [[5, 0.5]],
                "run_ids": [run_id], "target": 0.9}
-    ReportStore(store).save(COMPARISON, payload, "poisoned", "c1")
+    store.save_report(COMPARISON, payload, "poisoned", "c1")
     at = compare_app(cmp="c1")
     no_errors(at)  # before: ConfigError from the stored run's schedule
     assert any("Comparison c1 cannot be opened" in e and "got 0" in e for e in texts(at, "error")), texts(at, "error")

@@ -14,7 +14,6 @@ import torch
 from core.studies.legs import Leg
 from core.config import ConfigError, RunConfig, RunStatus
 from core.runs.manager import RunManager
-from core.runs.reports import ReportStore
 from core.studies.map_jobs import MapJobs
 from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, default_map_legs, estimate_seconds, run_speedup_map,
                                       step_flops)
@@ -166,9 +165,9 @@ def test_cli_prints_cells_then_the_grid_and_stores_it(tmp_path, capsys, monkeypa
     grid = lines[-1]
     assert grid["status"] == "finished" and [c["hidden"] for c in grid["cells"]] == [8, 16]
     assert grid["grid"]["batch_sizes"] == [32]
-    reports = ReportStore(Store(db))
-    assert reports.list("speedup_map")[0]["id"] == grid["id"]
-    assert reports.get(grid["id"])["cells"] == grid["cells"]
+    store = Store(db)
+    assert store.reports("speedup_map")[0]["id"] == grid["id"]
+    assert store.report(grid["id"], "speedup_map")["cells"] == grid["cells"]
 
 
 def test_cli_bad_grid_exits_2(capsys):

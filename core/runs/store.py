@@ -22,7 +22,7 @@ from pathlib import Path
 from ..config import RunStatus, StoreEmptied, StoreError  # noqa: F401 (errors re-exported from core.config)
 
 DEFAULT_DB = "./runs.db"
-SCHEMA_VERSION = 1  # 1: runs, epochs, checkpoints as below (files from before versioning read 0)
+SCHEMA_VERSION = 1  # 1: runs, epochs, checkpoints, reports as below (files from before versioning read 0)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     saved_at REAL NOT NULL,
     blob BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reports (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_kind ON reports (kind, created_at);
 """
 
 EPOCH_FIELDS = ("epoch", "phase", "lr", "train_loss", "val_loss", "val_acc", "seconds", "samples_per_s",
@@ -256,6 +264,17 @@ class Store:
     def delete_run(self, run_id: str) -> None:
         self._write("DELETE FROM runs WHERE id=?", (run_id,))
 
+    def save_report(self, kind: str, payload: dict, title: str = "", report_id: str | None = None) -> str:
+        """Insert or replace a report (a comparison's legs and run ids, a speedup map's cells); returns its id."""
+        report_id = report_id or uuid.uuid4().hex[:12]
+        created = payload.get("created_at") or time.time()
+        self._write("INSERT OR REPLACE INTO reports (id, kind, created_at, title, payload) VALUES (?,?,?,?,?)",
+                    (report_id, kind, created, title, json.dumps(payload)))
+        return report_id
+
+    def delete_report(self, report_id: str) -> None:
+        self._write("DELETE FROM reports WHERE id=?", (report_id,))
+
     def delete_epochs_after(self, run_id: str, epoch: int) -> None:
         """Forget a run's epochs after this one (those trained after its last saved weights, before a crash)."""
         self._write("DELETE FROM epochs WHERE run_id=? AND epoch>?", (run_id, epoch))
@@ -286,6 +305,19 @@ class Store:
     def epochs(self, run_id: str) -> list[dict]:
         rows = self._read(f"SELECT {', '.join(EPOCH_FIELDS)} FROM epochs WHERE run_id=? ORDER BY epoch", (run_id,))
         return [{**dict(row), "warmup": bool(row["warmup"])} for row in rows]
+
+    def report(self, report_id: str, kind: str | None = None) -> dict:
+        """A report's payload; KeyError if there is none with this id (and this kind, when given)."""
+        rows = self._read("SELECT kind, payload FROM reports WHERE id=?", (report_id,))
+        if not rows or (kind is not None and rows[0]["kind"] != kind):
+            raise KeyError(report_id)
+        return json.loads(rows[0]["payload"])
+
+    def reports(self, kind: str, limit: int = 50) -> list[dict]:
+        """Newest first: [{id, created_at, title}] (payloads are read with report)."""
+        rows = self._read("SELECT id, created_at, title FROM reports WHERE kind=? ORDER BY created_at DESC LIMIT ?",
+                          (kind, int(limit)))
+        return [dict(row) for row in rows]
 
     def load_checkpoint(self, run_id: str) -> bytes | None:
         rows = self._read("SELECT blob FROM checkpoints WHERE run_id=?", (run_id,))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..config import ConfigError, Phase, RunConfig, RunStatus, StoreError
 from ..runs.live import Entry, LiveRegistry
-from ..runs.reports import COMPARISON, open_reports, recent_reports
+from ..runs.reports import COMPARISON, recent_reports, stored_report
 from .compare import DEFAULT_TARGET, ComparisonSummary, LegRun, comparison_payload, comparison_title, summarize
 from .cpuload import ContentionMeter, worker_children_ticks
 from .legs import Leg, check_legs
@@ -106,7 +106,6 @@ class Comparisons:
     def __init__(self, manager, target: float = DEFAULT_TARGET):
         self.manager = manager
         self.target = target
-        self.reports = open_reports(manager.store)
         self._live: LiveRegistry[ComparisonSnapshot, _Live] = LiveRegistry()
 
     def start(self, base: RunConfig, legs: list[Leg], phases: tuple[Phase, ...] | None = None,
@@ -145,16 +144,11 @@ class Comparisons:
         return self._stored(comparison_id)
 
     def recent(self, limit: int = 20) -> list[dict]:
-        return recent_reports(self.reports, COMPARISON, limit)
+        return recent_reports(self.manager.store, COMPARISON, limit)
 
     def _stored(self, comparison_id: str) -> ComparisonSnapshot | None:
-        if self.reports is None:
-            return None
-        try:
-            payload = self.reports.get(comparison_id)
-        except (KeyError, StoreError):
-            return None
-        if "legs" not in payload:  # another kind of report
+        payload = stored_report(self.manager.store, comparison_id, COMPARISON)
+        if payload is None:
             return None
         run_ids = tuple(payload["run_ids"])
         return ComparisonSnapshot(comparison_id, RunConfig.from_dict(payload["base"]),
@@ -248,12 +242,13 @@ class Comparisons:
                 return
 
     def _save(self, snap: "ComparisonSnapshot") -> None:
-        if self.reports is None:
+        if self.manager.store is None:
             return
         payload = comparison_payload(snap.comparison_id, snap.base, list(snap.legs), snap.phases,
                                      snap.leg_runs(), snap.status, self.target, snap.created_at, snap.message,
                                      snap.overlap)
         try:
-            self.reports.save(COMPARISON, payload, comparison_title(snap.base, list(snap.legs)), snap.comparison_id)
+            self.manager.store.save_report(COMPARISON, payload, comparison_title(snap.base, list(snap.legs)),
+                                           snap.comparison_id)
         except StoreError:
             pass

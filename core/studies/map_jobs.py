@@ -20,7 +20,7 @@ from ..config import RunStatus, StoreError
 from ..engine.data import CLASS_NAMES, IMAGE_SHAPES
 from ..engine.devices import cpu_name
 from ..runs.live import Entry, LiveRegistry
-from ..runs.reports import SPEEDUP_MAP, open_reports, recent_reports
+from ..runs.reports import SPEEDUP_MAP, recent_reports, stored_report
 from .legs import Leg
 from .speedup_map import MapGrid, check_map_legs, estimate_seconds, map_title, measure_gemm_rates
 
@@ -125,7 +125,6 @@ class MapJobs:
 
     def __init__(self, manager):
         self.manager = manager
-        self.reports = open_reports(manager.store)
         self._live: LiveRegistry[MapSnapshot, MapJob] = LiveRegistry()
         self._rates: dict[str, float] = {}  # leg spec -> fp32 GEMM FLOP/s on this machine, for estimates
         atexit.register(self.shutdown)
@@ -145,11 +144,8 @@ class MapJobs:
 
     def _learn_rates(self, specs: set[str]) -> None:
         results = [job.snapshot.result for job in self._live.entries() if job.snapshot.result]
-        for entry in self.recent(5):
-            try:
-                results.append(self.reports.get(entry["id"]))
-            except (KeyError, StoreError):
-                continue
+        stored = (stored_report(self.manager.store, entry["id"], SPEEDUP_MAP) for entry in self.recent(5))
+        results += [result for result in stored if result is not None]
         here = cpu_name()
         for result in results:  # newest of this server's first, then the stored ones, newest first
             if result.get("cpu", here) != here:
@@ -195,13 +191,8 @@ class MapJobs:
         return self._live.active()
 
     def stored(self, map_id: str) -> MapSnapshot | None:
-        if self.reports is None:
-            return None
-        try:
-            result = self.reports.get(map_id)
-        except (KeyError, StoreError):
-            return None
-        if result.get("type") != "speedup_map":
+        result = stored_report(self.manager.store, map_id, SPEEDUP_MAP)
+        if result is None:
             return None
         legs = tuple(Leg.parse(leg["spec"]) for leg in result["legs"])
         return MapSnapshot(map_id, result["status"], MapGrid.from_dict(result["grid"]), legs,
@@ -209,7 +200,7 @@ class MapJobs:
                            result["created_at"])
 
     def recent(self, limit: int = 20) -> list[dict]:
-        return recent_reports(self.reports, SPEEDUP_MAP, limit)
+        return recent_reports(self.manager.store, SPEEDUP_MAP, limit)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         for job in self._live.entries():
@@ -218,10 +209,10 @@ class MapJobs:
 
     def _save(self, result: dict) -> str:
         """Keep a map that has cells in the run database; '' or why it was not kept."""
-        if self.reports is None or not result["cells"]:
+        if self.manager.store is None or not result["cells"]:
             return ""
         try:
-            self.reports.save(SPEEDUP_MAP, result, map_title(result), result["id"])
+            self.manager.store.save_report(SPEEDUP_MAP, result, map_title(result), result["id"])
         except StoreError as exc:
             return f"it was not saved: {exc}"
         return ""
