@@ -21,6 +21,7 @@ from ..config import (ConfigError, ModelLoadError, Phase, RunConfig, RunStatus, 
 from ..engine import checkpoint
 from ..engine.evaluate import build_model, layer_layout
 from ..engine.step import TrainStep
+from ..runs.models import load_run_model
 from ..runs.store import EPOCH_FIELDS, Store
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,13 @@ def weights_bytes(weights: WeightsFile) -> bytes:
 
 def run_weights(store: Store, run_id: str) -> WeightsFile:
     """A stored run's kept weights with its config and the epochs that led to them."""
-    blob = store.load_checkpoint(run_id)
-    if blob is None:
-        raise ModelLoadError(f"run {run_id} kept no weights: a run saves them when a phase finishes or is stopped")
-    config, state_dict, rest = checkpoint.read_weights(blob)
+    kept = load_run_model(store, run_id)
     row = store.get_run(run_id)
-    done = rest.get("epochs_done")
+    done = kept.epochs_done
     epochs = [e for e in store.epochs(run_id) if done is None or e["epoch"] <= done]
     run = {k: row[k] for k in ("id", "status", "device", "data_source", "created_at", "test_acc", "test_loss")}
     run["schedule"] = row["schedule"]
-    return WeightsFile(config, state_dict, run, epochs, rest)
+    return WeightsFile(kept.config, kept.state_dict, run, epochs, kept.training_state)
 
 
 def run_weights_bytes(store: Store, run_id: str) -> bytes:
