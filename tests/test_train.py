@@ -199,6 +199,25 @@ def test_on_progress_reports_batches(small_sample, monkeypatch):
     assert all(1 <= p.batch <= p.batches for p in seen)
 
 
+@pytest.mark.parametrize("interval", [0.0, math.inf])  # a record per batch; one record per epoch
+def test_progress_records_carry_the_mean_loss_of_their_batches(small_sample, monkeypatch, interval):
+    # the per-batch curve: every batch counted once, weighted by its size (300, 300, 200 here), so the records of
+    # an epoch add up to the epoch's own training loss
+    monkeypatch.setattr(train_module, "PROGRESS_INTERVAL_S", interval)
+    seen: list[BatchProgress] = []
+    epochs = list(Trainer(RunConfig(batch_size=300, **CPU), small_sample).train(2, on_progress=seen.append))
+    for result in epochs:
+        records, done, total = [p for p in seen if p.epoch == result.epoch], 0, 0.0
+        for p in records:
+            sizes = [min(300, 800 - 300 * b) for b in range(done, p.batch)]
+            assert (p.train_loss is None) == (not sizes)
+            total += (p.train_loss or 0.0) * sum(sizes)
+            done = p.batch
+        assert total / 800 == pytest.approx(result.train_loss, rel=1e-6)
+        assert records[-1].position == result.epoch and 0 < records[0].position <= result.epoch
+    assert len(seen) == (8 if interval == 0 else 2)  # every batch and the epoch's closing record; or only that
+
+
 def test_cancel_from_on_progress_stops_mid_epoch_and_keeps_done_epochs(small_sample, monkeypatch):
     monkeypatch.setattr(train_module, "PROGRESS_INTERVAL_S", 0.0)
     cancel = threading.Event()

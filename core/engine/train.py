@@ -71,6 +71,17 @@ class BatchProgress:
     batch: int  # batches done in this epoch
     batches: int  # batches in the epoch
     seconds: float  # since the epoch started
+    train_loss: float | None = None  # mean loss of the batches since the previous record (None: no new batch)
+
+    @property
+    def position(self) -> float:
+        """Where in training this is, in epochs (3.5: half-way through epoch 4): the x of a per-batch curve."""
+        return self.epoch - 1 + self.batch / self.batches
+
+
+def _weighted_mean(losses: list[float], sizes: list[int]) -> float | None:
+    """Sample-weighted mean of batch losses (the last batch of an epoch can be smaller); None for no batches."""
+    return sum(v * n for v, n in zip(losses, sizes)) / sum(sizes) if losses else None
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -222,7 +233,7 @@ class Trainer:
     def _run_batches(self, batches, epoch: int, start: float, on_progress) -> float | None:
         n_batches = math.ceil(self.n_train / self.config.batch_size)
         losses, sizes = [], []
-        last_report = start
+        last_report, reported = start, 0  # batches already in a progress record
         step = self.step
         for i, (x, y) in enumerate(batches, 1):
             if self.cancel.is_set():
@@ -233,19 +244,24 @@ class Trainer:
             now = time.perf_counter()
             if now - last_report >= PROGRESS_INTERVAL_S:
                 last_report = now
-                loss = losses[-1].item()  # sync point on GPUs, a few per second
+                recent = torch.stack(losses[reported:]).tolist()  # sync point on GPUs, a few per second
+                loss = recent[-1]
                 if not self._sane(loss):
                     self._diverged(epoch, f"training loss reached {loss:.3g} at batch {i} of epoch {epoch}", losses)
                     return None
                 if on_progress is not None:
-                    on_progress(BatchProgress(epoch, i, n_batches, now - start))
+                    mean = _weighted_mean(recent, sizes[reported:])
+                    on_progress(BatchProgress(epoch, i, n_batches, now - start, mean))
+                reported = i
         weights = torch.tensor(sizes, dtype=torch.float32, device=self.device)
         train_loss = float((torch.stack(losses) * weights).sum() / self.n_train)
         if not self._sane(train_loss):
             self._diverged(epoch, f"mean training loss reached {train_loss:.3g} in epoch {epoch}", losses)
             return None
         if on_progress is not None:
-            on_progress(BatchProgress(epoch, n_batches, n_batches, time.perf_counter() - start))
+            rest = torch.stack(losses[reported:]).tolist() if reported < len(losses) else []
+            on_progress(BatchProgress(epoch, n_batches, n_batches, time.perf_counter() - start,
+                                      _weighted_mean(rest, sizes[reported:])))
         return train_loss
 
     def _sane(self, loss: float) -> bool:
