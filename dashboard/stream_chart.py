@@ -23,7 +23,8 @@ In the browser (stream_chart_js/stream_chart.js): Plotly.js comes from the insta
 (plotly/package_data/plotly.min.js), served by this Streamlit server, never a CDN. Points are appended with
 `Plotly.extendTraces`, a layout change goes through `Plotly.react` on the same element, and the layout's
 `uirevision` keeps the user's zoom, pan and legend clicks (a new series id starts a new uirevision: a new run
-starts unzoomed). The chart's div is created once per element and never replaced.
+starts unzoomed). The chart's div is created once per element and never replaced, also when Streamlit unmounts the
+element and mounts it again on the same host (seen on a page too busy to keep up).
 
 Decimation: with `max_points`, a trace that grows past it is cut to every stride-th point of its whole series
 (stride a power of two, leaving at most max_points // 2) plus its last point (`thin_indices`); new points then

@@ -159,23 +159,35 @@ export function render({ data, setTriggerValue, parentElement }) {
     parentElement.appendChild(gd);
     chart = {
       gd, series: null, tracker: null, v: null, asked: null, points: [], maxPoints: 0, total: [], source: [],
-      config: {}, layout: {}, resizer: null,
-      chain: Promise.resolve(), stats: { resets: 0, extends: 0, layouts: 0, asked: 0, thinned: 0, caughtUp: 0 },
+      config: {}, layout: {}, resizer: null, unmounted: false,
+      chain: Promise.resolve(),
+      stats: { resets: 0, extends: 0, layouts: 0, asked: 0, thinned: 0, caughtUp: 0, unmounts: 0 },
     };
     gd.__streamChart = chart.stats; // for tests and debugging: what this element has done
     parentElement.__streamChart = chart;
   }
+  chart.unmounted = false;
   // Messages are applied one after another, in the order they came.
   chart.chain = chart.chain
     .then(() => apply(chart, data, setTriggerValue))
     .catch((error) => console.error("stream_chart:", error));
 }
 
-// Streamlit calls this when the element leaves the page (not on updates): free Plotly's listeners and state.
+// Streamlit calls this when the element leaves the page, and also (seen on a page too busy to keep up) just before
+// it mounts the element again on the same host. So the chart is only freed if it was not mounted again within a few
+// seconds, or its host has left the page; until then a new mount carries on with the same plot.
 export function unmount(parentElement) {
   const chart = parentElement.__streamChart;
   if (!chart) return;
-  delete parentElement.__streamChart;
-  if (chart.resizer) chart.resizer.disconnect();
-  chart.chain = chart.chain.then(() => window.Plotly && window.Plotly.purge(chart.gd));
+  chart.unmounted = true;
+  chart.stats.unmounts += 1;
+  setTimeout(() => {
+    if (!chart.unmounted && parentElement.isConnected) return;
+    if (parentElement.__streamChart === chart) delete parentElement.__streamChart;
+    if (chart.resizer) chart.resizer.disconnect();
+    chart.chain = chart.chain.then(() => {
+      if (window.Plotly) window.Plotly.purge(chart.gd);
+      chart.gd.remove();
+    });
+  }, 5000);
 }
