@@ -2,9 +2,11 @@
 
 One chart element lasts a whole run and its point count grows in many small steps; a reload gets the whole series
 at once and then follows it; zoom, a legend click and hover survive updates (and layout changes); a new run
-redraws the same element; an element that missed messages asks for the whole figure; the per-batch chart stays
-within its bound and keeps its start. No request leaves the machine (Plotly.js comes from the plotly package).
-Figures (bytes per update over the websocket, page CPU, growth steps) are printed: pytest -s shows them.
+redraws the same element; an element that missed too much, or a chart hidden and shown again in the same session,
+asks for the whole figure; a page slowed 10x ends with every point once, in the same plot; the per-batch chart
+stays within its bound and keeps its start; the page stays under 0.15 core with both charts streaming every second.
+No request leaves the machine (Plotly.js comes from the plotly package). Figures (bytes per update over the
+websocket, page CPU, growth steps, each element's counters) are printed: pytest -s shows them.
 """
 from __future__ import annotations
 
