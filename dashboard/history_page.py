@@ -47,6 +47,9 @@ COLUMNS = {
     "created": ("when", None, 92),
     "device": ("device", None, 60),
     "origin": ("origin", None, 70),
+    "peak_rss_bytes": ("peak memory", "%.0f MiB", 84),  # the training process's, sampled each second (shown in MiB)
+    "mean_cpu_percent": ("CPU %", "%.0f", 52),  # its mean while training: 100 = one core busy
+    "mean_gpu_percent": ("GPU %", "%.0f", 52),  # the GPU's mean utilisation while training; blank on CPU
 }
 
 
@@ -152,6 +155,7 @@ def draw_table(rows: list[dict]) -> None:
     frame["status"] = frame["status"].map(status_cell)
     frame["created"] = frame["created"].str.slice(5, 16)  # "12-03 10:17": the year and seconds cost width
     frame["device"] = frame["device"].str.split(":").str[0]  # "CPU", "CUDA": the full name is in the details
+    frame["peak_rss_bytes"] = frame["peak_rss_bytes"].astype("float64") / 2**20
     config = {}
     for key, (title, fmt, width) in COLUMNS.items():
         config[key] = (st.column_config.NumberColumn(title, format=fmt, width=width) if fmt else

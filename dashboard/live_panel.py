@@ -18,6 +18,7 @@ from . import charts
 from .figure_cache import cached_figures
 from .poll import live_fragment
 from .status import run_status_label
+from .system_strip import draw_runtime, draw_system_strip
 from .text import md
 
 POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
@@ -138,7 +139,8 @@ def draw_model(snap: RunSnapshot) -> None:
         if snap.n_train:
             st.caption(f"{md(snap.data_title)}: {snap.n_train:,} training / {snap.n_val:,} validation samples "
                        f"({snap.config.val_fraction:.0%} random split, seed {snap.config.seed}); "
-                       f"pipeline: {snap.config.pipeline}; {snap.cpu_threads} CPU thread(s)")
+                       f"pipeline: {snap.config.pipeline}")
+        draw_runtime(snap)  # torch, CUDA, CPU threads
         if snap.epochs and not snap.active:  # per-epoch table once the run rests: redraws are not free
             st.dataframe(charts.epochs_frame(snap.epochs), hide_index=True)
 
@@ -153,6 +155,7 @@ def draw_snapshot(snap: RunSnapshot) -> None:
     draw_progress(snap)
     if snap.status != RunStatus.QUEUED:  # all dashes while queued; every element a queued tab redraws costs its browser
         draw_tiles(snap)
+    draw_system_strip(snap)
     draw_charts(snap)
     draw_model(snap)
 

@@ -6,6 +6,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -66,7 +67,8 @@ def test_lists_every_run_with_its_columns(app_env):
     # what a run reached first: at 1,400 px the table shows its first ~900 px (tests/test_browser_history.py)
     assert list(table.columns) == ["status", "test_acc", "best_val_acc", "run_id", "dataset", "hidden_sizes",
                                    "activation", "optimizer", "lr_schedule", "batch_size", "epochs", "median_epoch_s",
-                                   "created", "device", "origin"]
+                                   "created", "device", "origin", "peak_rss_bytes", "mean_cpu_percent",
+                                   "mean_gpu_percent"]
     assert all(len(when) == len("12-03 10:17") for when in table["created"])
     rows = table.set_index("run_id")
     assert rows.loc[ids["two_phase"], "lr_schedule"] == "2@0.5,1@0.1"
@@ -80,6 +82,11 @@ def test_lists_every_run_with_its_columns(app_env):
     for run_id, row in rows.iterrows():
         assert row["best_val_acc"] == pytest.approx(expected[run_id]["best_val_acc"])
         assert row["device"] == "CPU"  # the processor's name is in the run's details
+    trained = expected[ids["two_phase"]]  # the training process's figures: memory shown in MiB, GPU blank on CPU
+    assert rows.loc[ids["two_phase"], "peak_rss_bytes"] == pytest.approx(trained["peak_rss_bytes"] / 2**20)
+    assert rows.loc[ids["two_phase"], "mean_cpu_percent"] == pytest.approx(trained["mean_cpu_percent"])
+    assert trained["mean_cpu_percent"] > 0 and trained["peak_rss_bytes"] > 0
+    assert pd.isna(rows.loc[ids["two_phase"], "mean_gpu_percent"])
     assert [b.label for b in at.get("download_button")] == ["All runs (CSV)"]
 
     at.multiselect(key="hist_f_status").set_value(["finished"]).run()

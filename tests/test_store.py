@@ -382,9 +382,14 @@ def test_a_file_from_before_schema_versions_opens_with_every_run(tmp_path):
     assert reopened.get_run(ids[0])["test_acc"] == 0.7 and reopened.epochs(ids[0])[0]["val_acc"] == 0.7
 
 
+# Version 1's schema: today's without the telemetry columns version 2 added to runs.
+V1_SCHEMA = (SCHEMA[:SCHEMA.index(",\n    peak_rss_bytes")] + "\n" +
+             SCHEMA[SCHEMA.index(");\nCREATE TABLE IF NOT EXISTS epochs"):])
+
+
 def test_an_older_file_gets_the_columns_it_lacks_and_keeps_its_rows(tmp_path):
     path = tmp_path / "runs.db"
-    old_schema = SCHEMA.replace("    owner TEXT NOT NULL DEFAULT ''\n", "").replace(
+    old_schema = V1_SCHEMA.replace("    owner TEXT NOT NULL DEFAULT ''\n", "").replace(
         "    test_acc REAL,\n", "    test_acc REAL\n").replace("    elapsed REAL,\n", "")
     assert "owner" not in old_schema and "elapsed" not in old_schema
     with closing(sqlite3.connect(path)) as db:
@@ -397,6 +402,34 @@ def test_an_older_file_gets_the_columns_it_lacks_and_keeps_its_rows(tmp_path):
     assert store.get_run("old")["status"] == "finished"
     store.add_epoch("old", EPOCH)  # a column the old file lacked (elapsed) is written and read back
     assert store.epochs("old")[0]["elapsed"] == 0.2
+
+
+def test_a_version_1_file_gains_the_telemetry_columns_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "runs.db"
+    assert "peak_rss_bytes" not in V1_SCHEMA and "mean_gpu_percent" not in V1_SCHEMA
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(V1_SCHEMA)
+        for i in range(2):
+            db.execute("INSERT INTO runs (id, created_at, updated_at, status, config, dataset, test_acc) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (f"v1-{i}", 1.0 + i, 1.0 + i, "finished", json.dumps(RunConfig(seed=i).to_dict()), "mnist", 0.9))
+        db.execute("INSERT INTO epochs (run_id, epoch, phase, lr, warmup, elapsed, recorded_at) VALUES "
+                   "('v1-0', 1, 0, 0.5, 1, 0.2, 1.0)")
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+    store = Store(path)
+    assert user_version(path) == SCHEMA_VERSION == 2
+    runs = {r["id"]: r for r in store.list_runs()}
+    assert sorted(runs) == ["v1-0", "v1-1"]
+    assert all(r["status"] == "finished" and r["test_acc"] == 0.9 for r in runs.values())
+    assert [(r["peak_rss_bytes"], r["mean_cpu_percent"], r["mean_gpu_percent"]) for r in runs.values()] == \
+        [(None, None, None)] * 2  # unknown, not zero
+    assert len(store.epochs("v1-0")) == 1
+    store.set_telemetry("v1-1", 300 * 2**20, 97.5, None)
+    row = store.get_run("v1-1")
+    assert (row["peak_rss_bytes"], row["mean_cpu_percent"], row["mean_gpu_percent"]) == (300 * 2**20, 97.5, None)
+    Store(path)  # opening it again changes nothing
+    assert store.get_run("v1-1")["peak_rss_bytes"] == 300 * 2**20
 
 
 def test_a_file_from_a_newer_version_is_refused_with_a_message(tmp_path):

@@ -4,6 +4,7 @@ Plain dicts and lists only, so the dashboard, the CSV export and tests read the 
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from ..config import ConfigError, Phase, RunConfig, phases_from_pairs, schedule_text
@@ -70,6 +71,7 @@ def summarize_run(run: dict, epochs: list[dict], has_weights: bool = False) -> d
         "final_val_acc": val[-1] if val else None,
         "test_acc": run.get("test_acc"),
         "median_epoch_s": median_timed_epoch(epochs),
+        **telemetry_figures(run),
         "origin": run.get("origin", ""),
         "data_source": run.get("data_source", ""),
         "weights_kept": has_weights,
@@ -89,9 +91,20 @@ def _unreadable_row(run: dict, epochs: list[dict], has_weights: bool, problem: s
         "optimizer": str(config.get("optimizer", "?")), "device": str(run.get("device") or ""),
         "pipeline": str(config.get("pipeline", "?")), "epochs": len(epochs), "status": str(run.get("status")),
         "best_val_acc": None, "final_val_acc": None, "test_acc": None, "median_epoch_s": None,
+        **telemetry_figures(run),
         "origin": str(run.get("origin") or ""), "data_source": str(run.get("data_source") or ""),
         "weights_kept": has_weights, "message": str(run.get("message") or ""), "problem": problem,
     }
+
+
+def telemetry_figures(run: dict) -> dict:
+    """The run's machine figures (core.runs.telemetry), None where unknown: runs from before they were recorded,
+    GPU use of CPU runs. Memory in bytes, CPU % of one core (100 = one core busy), GPU % of the whole device."""
+    figures = {}
+    for key, kind in (("peak_rss_bytes", int), ("mean_cpu_percent", float), ("mean_gpu_percent", float)):
+        value = run.get(key)
+        figures[key] = kind(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return figures
 
 
 def _when(timestamp) -> str:

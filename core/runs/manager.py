@@ -27,6 +27,7 @@ from .live import Entry, LiveRegistry
 from ..engine.memory import oom_kills, oom_verdict, process_rss
 from ..engine.model import LayerRow, layer_rows
 from .store import Store
+from .telemetry import TelemetrySample
 from ..engine.train import BatchProgress, EpochResult
 from .worker import WorkerProcess
 
@@ -62,6 +63,7 @@ class RunSnapshot:
     store_warning: str = ""
     cpu_threads: int = 0
     queue_ahead: int = 0  # while queued: runs before this one on its device (training or waiting)
+    telemetry: TelemetrySample | None = None  # the training process's latest machine figures, while it trains
     started_at: float = field(default_factory=time.time)
     live: bool = True  # False when read back from the store only
 
@@ -450,6 +452,8 @@ class RunManager:
                 live.update(epochs=snap.epochs + (body[0],))
             elif kind == "progress":
                 live.update(progress=body[0])
+            elif kind == "telemetry":
+                live.update(telemetry=body[0])
             elif kind == "store":  # '' once the worker caught up with a store that failed
                 live.update(store_warning=body[0] or self.store_warning)
             elif kind == "done":

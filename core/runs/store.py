@@ -22,7 +22,7 @@ from pathlib import Path
 from ..config import RunStatus, StoreEmptied, StoreError  # noqa: F401 (errors re-exported from core.config)
 
 DEFAULT_DB = "./runs.db"
-SCHEMA_VERSION = 1  # 1: runs, epochs, checkpoints, reports as below (files from before versioning read 0)
+SCHEMA_VERSION = 2  # 1: runs, epochs, checkpoints, reports (files from before versioning read 0); 2: runs' telemetry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -42,7 +42,10 @@ CREATE TABLE IF NOT EXISTS runs (
     parameters INTEGER,
     test_loss REAL,
     test_acc REAL,
-    owner TEXT NOT NULL DEFAULT ''
+    owner TEXT NOT NULL DEFAULT '',
+    peak_rss_bytes INTEGER,  -- the training process's peak resident memory, sampled about once a second
+    mean_cpu_percent REAL,  -- its mean CPU use while training (100 = one core busy)
+    mean_gpu_percent REAL  -- the GPU's mean utilisation while training (NULL: CPU run or no GPU telemetry)
 );
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -256,6 +259,12 @@ class Store:
         self._write("UPDATE runs SET status=?, message=?, test_loss=COALESCE(?, test_loss), "
                     "test_acc=COALESCE(?, test_acc), finished_at=?, updated_at=? WHERE id=?",
                     (status, message, test_loss, test_acc, now, now, run_id))
+
+    def set_telemetry(self, run_id: str, peak_rss_bytes: int | None, mean_cpu_percent: float | None,
+                      mean_gpu_percent: float | None) -> None:
+        """A run's machine figures so far (core.runs.telemetry.TelemetrySummary); None stores NULL (unknown)."""
+        self._write("UPDATE runs SET peak_rss_bytes=?, mean_cpu_percent=?, mean_gpu_percent=?, updated_at=? WHERE id=?",
+                    (peak_rss_bytes, mean_cpu_percent, mean_gpu_percent, time.time(), run_id))
 
     def save_checkpoint(self, run_id: str, blob: bytes) -> None:
         self._write("INSERT OR REPLACE INTO checkpoints (run_id, saved_at, blob) VALUES (?,?,?)",

@@ -14,6 +14,7 @@ recorded after it); an interrupted run (server gone, SIGTERM) saves its last fin
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -26,10 +27,12 @@ from ..config import Phase, RunConfig, RunStatus, StoreEmptied, StoreError, Trai
 from ..engine.data import ImageDataset, load_dataset
 from ..engine.health import learning_warnings
 from .store import Store
+from .telemetry import TelemetrySample, TelemetrySampler, TelemetrySummary
 from ..engine.train import BatchProgress, EpochResult, Trainer, median_timed_epoch
 
 EpochListener = Callable[[EpochResult], None]
 ProgressListener = Callable[[BatchProgress], None]
+TelemetryListener = Callable[[TelemetrySample], None]
 WEIGHTS_TIME_SHARE = 0.1  # at most this share of the wall time goes to saving weights between phase ends
 
 
@@ -37,7 +40,8 @@ class TrainingRun:
     def __init__(self, config: RunConfig, *, store: Store | None = None, data_dir=None,
                  dataset: ImageDataset | None = None, cancel: threading.Event | None = None,
                  origin: str = "cli", run_id: str | None = None, create_record: bool = True,
-                 on_store_warning: Callable[[str], None] | None = None):
+                 on_store_warning: Callable[[str], None] | None = None,
+                 on_telemetry: TelemetryListener | None = None):
         self.config = config
         self.cancel = cancel or threading.Event()
         self.store = store
@@ -45,6 +49,10 @@ class TrainingRun:
         self.on_store_warning = on_store_warning  # told whenever store_warning changes
         self.interrupt_reason = ""
         self.resume_note = ""  # set by resume() when epochs recorded after the last saved weights were dropped
+        # This process's memory, CPU and GPU use while it trains (a thread samples them about once a second): each
+        # sample goes to on_telemetry (called from that thread), the summary to the store when a phase ends.
+        self.telemetry = TelemetrySummary()
+        self.on_telemetry = on_telemetry
         self.epochs: list[EpochResult] = []
         self.schedule: list[Phase] = []
         self.test_loss: float | None = None
@@ -96,6 +104,8 @@ class TrainingRun:
                                f"killed); training goes on from epoch {done}, whose weights are saved")
             epochs = epochs[:done]
         run.epochs = [EpochResult(**e, device=row["device"]) for e in epochs]
+        run.telemetry.seed(row.get("peak_rss_bytes"), row.get("mean_cpu_percent"), row.get("mean_gpu_percent"),
+                           seconds=sum(e["seconds"] or 0.0 for e in epochs))
         run.schedule = [Phase(e, lr) for e, lr in row["schedule"]]
         run.test_loss, run.test_acc = row["test_loss"], row["test_acc"]
         run.trainer.status = row["status"]
@@ -176,6 +186,9 @@ class TrainingRun:
             self._saved_epochs += 1
         if final:
             store.finish_run(self.id, self.status, self.message, self.test_loss, self.test_acc)
+            if self.telemetry.known:
+                store.set_telemetry(self.id, self.telemetry.peak_rss_bytes, self.telemetry.mean_cpu_percent,
+                                    self.telemetry.mean_gpu_percent)
 
     def _weights_due(self) -> bool:
         return time.monotonic() - self._weights_saved_at >= self._weights_cost / WEIGHTS_TIME_SHARE
@@ -197,13 +210,14 @@ class TrainingRun:
         self.schedule.append(phase)
         self._save()
         try:
-            for result in self.trainer.train(phase.epochs, phase.lr, on_progress):
-                self.epochs.append(result)
-                if self.store is not None:  # kept for an interrupt mid-epoch, and for a retry if its write fails
-                    self._epoch_state = self.trainer.state(copy=True)
-                self._save(weights=self._epoch_state if self._weights_due() else None)
-                if on_epoch is not None:
-                    on_epoch(result)
+            with self._sampling():
+                for result in self.trainer.train(phase.epochs, phase.lr, on_progress):
+                    self.epochs.append(result)
+                    if self.store is not None:  # kept for an interrupt mid-epoch, and for a retry if its write fails
+                        self._epoch_state = self.trainer.state(copy=True)
+                    self._save(weights=self._epoch_state if self._weights_due() else None)
+                    if on_epoch is not None:
+                        on_epoch(result)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
             self.trainer.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -212,6 +226,18 @@ class TrainingRun:
             raise
         self._finish_phase()
         return self.status
+
+    @contextlib.contextmanager
+    def _sampling(self):
+        """Sample this process while the block trains; the summary is complete when it exits."""
+        device = self.trainer.device
+        sampler = TelemetrySampler(device.type, device.index or 0, on_sample=self.on_telemetry,
+                                   summary=self.telemetry)
+        sampler.start()
+        try:
+            yield sampler
+        finally:
+            sampler.stop()
 
     def run_schedule(self, phases: Iterable[Phase], on_epoch: EpochListener | None = None,
                      on_progress: ProgressListener | None = None) -> str:
@@ -248,6 +274,9 @@ class TrainingRun:
             "data_note": self.dataset.note,
             "store_warning": self.store_warning,
             "warnings": self.warnings(),
+            "peak_rss_bytes": self.telemetry.peak_rss_bytes,
+            "mean_cpu_percent": self.telemetry.mean_cpu_percent,
+            "mean_gpu_percent": self.telemetry.mean_gpu_percent,
         }
 
     def warnings(self) -> list[str]:

@@ -10,7 +10,8 @@ To the worker: ("start", run_id, config_dict, [(epochs, lr), ...]), ("resume", r
 ("continue", epochs, lr), ("job", "module:function", kwargs), ("stop",) and ("interrupt", reason)
 (checked every batch or step), ("close",).
 From the worker: ("ready",), ("created", info), ("phase", epochs, lr), ("epoch", EpochResult),
-("progress", BatchProgress), ("store", store_warning) (whenever it changes; '' once all is saved),
+("progress", BatchProgress), ("telemetry", TelemetrySample) (about once a second while training, from the
+run's sampler thread: core.runs.telemetry), ("store", store_warning) (whenever it changes; '' once all is saved),
 ("done", status, message, test_acc, store_warning), ("error", message).
 
 A job is other timed work that must not share the machine with a run (a speedup map): the worker calls
@@ -31,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -59,6 +61,7 @@ class PipeCancel:
         self.inbox: list[tuple] = []
         self.last_poll = 0.0
         self.on_interrupt = lambda reason: None  # the current run's interrupt()
+        self._send_lock = threading.Lock()  # the telemetry thread sends too, and Connection.send is not thread-safe
 
     def is_set(self) -> bool:
         if self.flag:
@@ -91,7 +94,8 @@ class PipeCancel:
         if self.lost:
             return
         try:
-            self.conn.send(message)
+            with self._send_lock:
+                self.conn.send(message)
         except OSError:  # BrokenPipeError, ConnectionResetError
             self._lose()
 
@@ -126,6 +130,9 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
     def on_store_warning(warning: str) -> None:
         cancel.send("store", warning)
 
+    def on_telemetry(sample) -> None:
+        cancel.send("telemetry", sample)
+
     cancel.on_interrupt = interrupt
     while True:
         try:
@@ -153,7 +160,8 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
                     _, run_id, config, phases = message
                     run = None
                     run = TrainingRun(RunConfig.from_dict(config), store=store, data_dir=data_dir, cancel=cancel,
-                                      origin="dashboard", run_id=run_id, on_store_warning=on_store_warning)
+                                      origin="dashboard", run_id=run_id, on_store_warning=on_store_warning,
+                                      on_telemetry=on_telemetry)
                     if store_problem:
                         run.report_store_problem(f"This run is NOT saved: {store_problem}")
                 else:
@@ -163,6 +171,7 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
                     run = None
                     run = TrainingRun.resume(run_id, store, data_dir=data_dir, cancel=cancel)
                     run.on_store_warning = on_store_warning
+                    run.on_telemetry = on_telemetry
                 cancel.send("created", _describe(run))
             else:
                 _, epochs, lr = message
