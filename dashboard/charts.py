@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 HEIGHT = 320  # px, fixed so live updates never change the layout
 CONFIG = {"displayModeBar": False}
-COLORS = {"train_loss": "#9aa9c7", "val_loss": "#3b6fd8", "val_acc": "#2e9d5b"}
+COLORS = {"train_loss": "#9aa9c7", "val_loss": "#3b6fd8", "val_acc": "#2e9d5b", "batch_loss": "#c9d2e3"}
 
 
 def epochs_frame(epochs) -> pd.DataFrame:
@@ -37,16 +37,24 @@ def _tick(planned_epochs: int) -> int:
     return max(1, math.ceil(planned_epochs / 10))
 
 
-def loss_figure(frame: pd.DataFrame, planned_epochs: int) -> go.Figure:
+def loss_figure(frame: pd.DataFrame, planned_epochs: int, batch_losses=None) -> go.Figure:
+    """Training and validation loss per epoch; with `batch_losses` ((position in epochs, mean loss) pairs, possibly
+    none yet) a thin per-batch training-loss line under them, so a long epoch shows movement before it ends."""
     fig = go.Figure()
+    if batch_losses is not None:
+        fig.add_trace(go.Scatter(x=[p for p, _ in batch_losses], y=[v for _, v in batch_losses],
+                                 name="train loss (per batch)", mode="lines", hoverinfo="skip",
+                                 line=dict(color=COLORS["batch_loss"], width=1)))
     for column, name in (("train_loss", "train loss"), ("val_loss", "validation loss")):
         fig.add_trace(go.Scatter(x=frame["epoch"].tolist(), y=frame[column].tolist(), name=name, mode="lines+markers",
                                  line=dict(color=COLORS[column], dash="dot" if column == "train_loss" else "solid")))
     layout = _base_layout("Loss (cross-entropy)", planned_epochs, "loss")
-    if len(frame):
-        top = float(pd.concat([frame["train_loss"], frame["val_loss"]]).max())
-        if math.isfinite(top):
-            layout["yaxis"]["range"] = [0, top * 1.1]
+    values = [*frame["train_loss"].tolist(), *frame["val_loss"].tolist(), *(v for _, v in batch_losses or ())]
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if finite:
+        layout["yaxis"]["range"] = [0, max(finite) * 1.1]
+    if batch_losses is not None:  # the per-batch line starts at the first batch, before epoch 1's point
+        layout["xaxis"]["range"] = [0, max(planned_epochs, 1) + 0.5]
     fig.update_layout(**layout)
     return fig
 

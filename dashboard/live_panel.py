@@ -15,15 +15,16 @@ from core.runs.manager import ACTIVE, RunSnapshot
 from core.engine.train import median_timed_epoch
 
 from . import charts
-from .figure_cache import cached_figures
 from .poll import live_fragment
 from .status import run_status_label
 from .system_strip import draw_runtime, draw_system_strip
+from .stream_chart import stream_chart
 from .text import md
 
 POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
+EPOCH_POLL_SECONDS = 0.45  # an epoch about to end is drawn this soon after it ends, at the most (bar: 0.5 s)
 QUEUED_POLL_SECONDS = 3.0  # a queued run's page only shows its place in the queue
-CHART_REFRESH_S = 2.0  # while training, new epochs reach the charts at most this often
+BATCH_POINTS = 2000  # per-batch loss points a chart keeps in the browser (older ones thinned evenly)
 
 
 def eta_seconds(snap: RunSnapshot) -> float | None:
@@ -112,24 +113,35 @@ def draw_tiles(snap: RunSnapshot) -> None:
         st.caption(f"Test accuracy (official test split, never used for training): **{snap.test_acc:.2%}**")
 
 
+def next_poll_seconds(snap: RunSnapshot) -> float:
+    """While training: POLL_SECONDS, or just after the current epoch is expected to end when that is sooner, so a
+    finished epoch reaches the charts within about EPOCH_POLL_SECONDS without polling faster all the time."""
+    per_epoch, progress = median_timed_epoch(snap.epochs), snap.progress
+    if per_epoch is None or progress is None:
+        return POLL_SECONDS
+    left = per_epoch * (1 - progress.batch / progress.batches)
+    return min(POLL_SECONDS, max(EPOCH_POLL_SECONDS, left + 0.05))
+
+
 def draw_charts(snap: RunSnapshot) -> None:
-    if not snap.epochs:
+    if not snap.epochs and not snap.batch_losses:
         # Empty axes say nothing, and a tab's first chart loads Plotly (~2 s of a core in the browser): ten tabs
         # starting runs at once each paid it together, and a starved tab showed nothing for 10-20 s.
-        st.caption("The loss and accuracy charts appear when the first epoch ends.")
+        st.caption("The loss and accuracy charts appear when the first batches are trained.")
         return
-    planned = max(snap.planned_epochs, len(snap.epochs))
-    # While a run trains, the charts take new epochs at most every CHART_REFRESH_S (the first epoch at once: it is a
-    # new figure); when it rests they show all of them.
-    def build():
-        frame = charts.epochs_frame(snap.epochs)
-        return charts.loss_figure(frame, planned), charts.accuracy_figure(frame, planned)
-
-    loss, acc = cached_figures("live_figures", (snap.run_id, planned), len(snap.epochs), build,
-                               hold_s=CHART_REFRESH_S if snap.active else 0.0)
+    planned = max(snap.planned_epochs, len(snap.epochs), 1)
+    frame = charts.epochs_frame(snap.epochs)
+    # Streamed: the chart elements stay mounted for the whole run and take only the new points (stream_chart.py).
     left, right = st.columns(2)
-    left.plotly_chart(loss, config=charts.CONFIG, key="live_loss")
-    right.plotly_chart(acc, config=charts.CONFIG, key="live_acc")
+    with left:
+        stream_chart(charts.loss_figure(frame, planned, snap.batch_losses), key="live_loss", series=snap.run_id,
+                     config=charts.CONFIG, max_points=BATCH_POINTS)
+    with right:
+        if snap.epochs:
+            stream_chart(charts.accuracy_figure(frame, planned), key="live_acc", series=snap.run_id,
+                         config=charts.CONFIG)
+        else:
+            st.caption("Validation accuracy appears when the first epoch ends.")
 
 
 def draw_model(snap: RunSnapshot) -> None:
@@ -173,6 +185,6 @@ def live_panel(get_snapshot, was_active: bool) -> None:
             st.rerun()
         if not snap.active:
             return None
-        return QUEUED_POLL_SECONDS if snap.status == RunStatus.QUEUED else POLL_SECONDS
+        return QUEUED_POLL_SECONDS if snap.status == RunStatus.QUEUED else next_poll_seconds(snap)
 
     live_fragment(body, key="live_poll")

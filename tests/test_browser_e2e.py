@@ -24,9 +24,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 sync_api = require_browser()
 
-# Epoch numbers drawn by each Plotly chart on the page (old and new charts can coexist during a rerun).
-POINTS_JS = ("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
-             ".map(el => (el.data && el.data[0] && el.data[0].x) ? el.data[0].x.length : 0)")
+# Epoch points drawn by each Plotly chart on the page: its validation trace (the loss chart's first trace is the
+# per-batch training loss).
+POINTS_JS = ("() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => {"
+             " const t = (el.data || []).find(d => (d.name || '').startsWith('validation'));"
+             " return t && t.x ? t.x.length : 0; })")
 
 
 

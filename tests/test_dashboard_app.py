@@ -8,7 +8,6 @@ from its own environment and shuts it down afterwards.
 """
 from __future__ import annotations
 
-import json
 import re
 import string
 import time
@@ -24,6 +23,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.exchange.share_links import config_to_query  # noqa: E402
 from dashboard import state  # noqa: E402
+from dashboard.stream_chart import drawn_figure  # noqa: E402
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -71,9 +71,17 @@ def check_ok(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+LIVE_CHARTS = {"live_loss": "validation loss", "live_acc": "validation accuracy"}  # stream_chart key: its trace
+
+
 def chart_points(at: AppTest) -> list[list]:
-    """The epoch numbers (x values) of the first trace of every plotly chart on the page."""
-    return [json.loads(el.proto.spec)["data"][0]["x"] for el in at.get("plotly_chart")]
+    """The epoch numbers (x values) of the validation trace of each live chart drawn (stream_chart's last figure)."""
+    points = []
+    for key, name in LIVE_CHARTS.items():
+        figure = drawn_figure(at.session_state, key)
+        if figure is not None:
+            points += [trace["x"] for trace in figure["data"] if trace.get("name") == name]
+    return points
 
 
 def epochs_shown(at: AppTest) -> list:
@@ -146,7 +154,7 @@ def test_empty_page_has_controls_and_no_run(manager):
     assert run_id(at) is None
     assert at.button(key="train").disabled is False
     assert at.slider(key="cfg_epochs").value == 5
-    assert not at.get("plotly_chart")
+    assert not chart_points(at) and not at.get("plotly_chart")
     assert any("sample" in i.value for i in at.info), "the page should say MNIST is missing and what stands in"
 
 

@@ -50,6 +50,8 @@ class RunSnapshot:
     message: str = ""
     epochs: tuple[EpochResult, ...] = ()
     progress: BatchProgress | None = None
+    # (position in epochs, mean training loss) per progress record while this server watched it: the per-batch curve
+    batch_losses: tuple[tuple[float, float], ...] = ()
     planned_epochs: int = 0  # epochs this run will have when its queued phases end
     schedule: tuple[Phase, ...] = ()
     device: str = ""
@@ -451,7 +453,9 @@ class RunManager:
             elif kind == "epoch":
                 live.update(epochs=snap.epochs + (body[0],))
             elif kind == "progress":
-                live.update(progress=body[0])
+                progress = body[0]
+                point = () if progress.train_loss is None else ((progress.position, progress.train_loss),)
+                live.update(progress=progress, batch_losses=snap.batch_losses + point)
             elif kind == "telemetry":
                 live.update(telemetry=body[0])
             elif kind == "store":  # '' once the worker caught up with a store that failed
