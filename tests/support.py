@@ -21,6 +21,16 @@ IDX_UBYTE_1D = 0x00000801  # uint8, 1 dimension (labels)
 
 
 # -- data helpers -------------------------------------------------------------------------------------
+def shared_dataset_dir(folder: str = "MNIST") -> Path | None:
+    """Where the real dataset `folder` is in torchvision's layout (<root>/<folder>/raw/...): $DATA_DIR, else
+    ../shared/datasets beside the repository (read only: nothing is written there); None when neither has it."""
+    for candidate in (os.environ.get("DATA_DIR"), REPO_ROOT.parent / "shared" / "datasets"):
+        raw = Path(candidate or "") / folder / "raw"
+        if candidate and raw.is_dir() and any(raw.iterdir()):
+            return Path(candidate)
+    return None
+
+
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> None:
     """Write an IDX file: big-endian magic, big-endian int32 dims, then the uint8 bytes."""
     array = np.asarray(array, dtype=np.uint8)

@@ -7,13 +7,13 @@ are printed (pytest -s shows them).
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from browser_support import MS, ROOT, dashboard, launch, require_browser
+from browser_support import MS, dashboard, launch, require_browser
+from support import shared_dataset_dir
 
 sync_api = require_browser()
 from tab_load import measure  # noqa: E402
@@ -21,7 +21,6 @@ from tab_load import measure  # noqa: E402
 # a real Streamlit server driven by Chromium
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SHARED_DATA = Path(os.environ.get("DATA_DIR") or ROOT.parent / "shared" / "datasets")
 # Page Visibility as a browser sets it when the user switches to another tab or minimizes the window.
 SET_VISIBILITY_JS = """hidden => {
   Object.defineProperty(document, "visibilityState", {configurable: true, get: () => hidden ? "hidden" : "visible"});
@@ -34,8 +33,8 @@ PROGRESS_JS = "() => document.querySelector('[data-testid=\"stProgress\"]')?.tex
 
 def data_dir(tmp_path: Path) -> Path:
     """Full MNIST where it is present; else an empty folder (the server uses the 5,000-digit sample)."""
-    if (SHARED_DATA / "MNIST").is_dir():
-        return SHARED_DATA
+    if shared_dataset_dir("MNIST") is not None:
+        return shared_dataset_dir("MNIST")
     empty = tmp_path / "data"
     empty.mkdir()
     return empty

@@ -1,6 +1,5 @@
 """core.engine.evaluate against a direct torch computation; datasets with class names and colour images."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from history_helpers import SMALL, sample_data
+from support import shared_dataset_dir
 from core.config import Phase, RunConfig
 from core.engine.data import CLASS_NAMES, SOURCE_FULL, DataError, ImageDataset, load_dataset
 from core.engine.evaluate import Evaluation, ModelLoadError, build_model, display_images, evaluate, evaluate_weights
@@ -17,7 +17,6 @@ from core.engine.model import build_mlp
 from core.runs.training_run import TrainingRun
 from core.runs.store import Store
 
-SHARED = Path("/work/shared/datasets")
 
 
 def synthetic(name: str, shape, n_train=600, n_test=300, seed=0) -> ImageDataset:
@@ -163,19 +162,19 @@ def test_grey_images_are_two_dimensional(sample):
     assert display_images(sample, []) == []
 
 
-@pytest.mark.skipif(not (SHARED / "MNIST" / "raw").exists(), reason="full MNIST not present")
+@pytest.mark.skipif(shared_dataset_dir("MNIST") is None, reason="full MNIST not present")
 def test_full_mnist_is_evaluated_on_its_official_10000_image_test_split():
-    data = load_dataset("mnist", SHARED, download=False, allow_sample=False)
+    data = load_dataset("mnist", shared_dataset_dir("MNIST"), download=False, allow_sample=False)
     config = RunConfig(hidden_sizes=(8,))
     ev = evaluate_weights(config, build_mlp(config, 784, 10).state_dict(), dataset=data)
     assert ev.n == 10_000 and ev.confusion.sum() == 10_000
     assert ev.data_title == "MNIST"
 
 
-@pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").exists(), reason="FashionMNIST not present")
+@pytest.mark.skipif(shared_dataset_dir("FashionMNIST") is None, reason="FashionMNIST not present")
 def test_fashion_mnist_uses_class_names():
     try:
-        data = load_dataset("fashion_mnist", SHARED, download=False)
+        data = load_dataset("fashion_mnist", shared_dataset_dir("FashionMNIST"), download=False)
     except DataError as exc:
         pytest.skip(str(exc))
     config = RunConfig(dataset="fashion_mnist", hidden_sizes=(8,))

@@ -1,10 +1,9 @@
 """The tutorial's result on the full MNIST: skipped when the raw files are not on this machine."""
-import os
 from pathlib import Path
 
 import pytest
 
-from support import REPO_ROOT
+from support import shared_dataset_dir
 from core.engine import data
 from core.config import TUTORIAL_SCHEDULE, RunConfig
 from core.runs.training_run import TrainingRun
@@ -16,11 +15,8 @@ pytestmark = pytest.mark.integration
 
 
 def mnist_root() -> Path | None:
-    candidates = [os.environ.get("DATA_DIR"), REPO_ROOT.parent / "shared" / "datasets"]
-    for candidate in candidates:
-        if candidate and all((Path(candidate) / "MNIST" / "raw" / name).is_file() for name in RAW_FILES):
-            return Path(candidate)
-    return None
+    root = shared_dataset_dir("MNIST")
+    return root if root and all((root / "MNIST" / "raw" / name).is_file() for name in RAW_FILES) else None
 
 
 @pytest.fixture(scope="module")
