@@ -163,12 +163,19 @@ def layers_table(layers) -> str:
 
 
 def draw_snapshot(snap: RunSnapshot) -> None:
-    draw_status(snap)
-    draw_progress(snap)
-    if snap.status != RunStatus.QUEUED:  # all dashes while queued; every element a queued tab redraws costs its browser
-        draw_tiles(snap)
-    draw_system_strip(snap)
-    draw_charts(snap)
+    # One keyed container per part, each always drawn (empty or not): a warning or tile row that comes or goes would
+    # shift every element after it, and Streamlit would remount the streaming charts, losing the user's zoom.
+    with st.container(key="live_status"):
+        draw_status(snap)
+    with st.container(key="live_progress"):
+        draw_progress(snap)
+    with st.container(key="live_tiles"):
+        if snap.status != RunStatus.QUEUED:  # all dashes while queued; every element a queued tab redraws costs
+            draw_tiles(snap)
+    with st.container(key="live_system"):
+        draw_system_strip(snap)
+    with st.container(key="live_charts"):
+        draw_charts(snap)
     draw_model(snap)
 
 

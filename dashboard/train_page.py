@@ -111,10 +111,13 @@ def train_page() -> None:
                            "fit(5 epochs, lr 0.5) then fit(5 epochs, lr 0.1).")
 
     st.title("Train a feedforward network")
-    if st.session_state.get("start_error"):
-        st.error(st.session_state.start_error)
-    if manager.store_warning:
-        st.warning(md(manager.store_warning))
+    # Every part below sits in a keyed container that is always drawn: an element that comes or goes shifts the
+    # position of everything after it, and Streamlit then remounts the live charts (the streaming is lost).
+    with st.container(key="page_messages"):
+        if st.session_state.get("start_error"):
+            st.error(st.session_state.start_error)
+        if manager.store_warning:
+            st.warning(md(manager.store_warning))
     if run_id is None:
         st.markdown("Pick settings in the sidebar and press **Train**: validation loss and accuracy stream in "
                     "after every epoch. **Tutorial schedule** reproduces the tutorial (about 96–97 % validation "
@@ -134,7 +137,8 @@ def train_page() -> None:
     if snap is None:
         st.error(f"No run with id {md(run_id)} in this server or its history. Start a new one from the sidebar.")
         return
-    run_controls(snap)
+    with st.container(key="run_controls"):
+        run_controls(snap)
     live_panel(lambda: manager.snapshot(run_id), snap.active)
 
 

@@ -298,6 +298,10 @@ def test_a_page_too_busy_to_take_every_message_still_ends_with_the_whole_series(
         page.wait_for_timeout(10 * MS)
         cdp.send("Emulation.setCPUThrottlingRate", {"rate": 1})
         page.wait_for_timeout(2 * MS)
+        # a request for the whole figure made in the slow spell can be lost (seen on CI): it is asked again until the
+        # chart is whole, by an answer or by chunks that fit again
+        page.wait_for_function("() => !document.querySelector('.st-key-loss .js-plotly-plot').__streamChart.pending",
+                               timeout=20 * MS)
         held = page.evaluate("""() => {
           const gd = document.querySelector('.st-key-loss .js-plotly-plot');
           return {x: Array.from(gd.data[0].x), stats: gd.__streamChart, tag: gd.__tag,
@@ -305,7 +309,7 @@ def test_a_page_too_busy_to_take_every_message_still_ends_with_the_whole_series(
         }""")
     print(f"\nthrottled page: {len(held['x'])} epochs held; stats {held['stats']}")
     assert held["x"] == list(range(1, len(held["x"]) + 1)) and len(held["x"]) >= 20  # no gap, no repeat
-    assert held["stats"]["resets"] == 1 + held["stats"]["asked"]
+    assert held["stats"]["resets"] <= 1 + held["stats"]["asked"] and not held["stats"]["pending"]
     # Streamlit may unmount and mount the element again on the same host here (stats unmounts): the plot carries on
     assert held["tag"] == "busy" and held["plots"] == 1
 

@@ -122,6 +122,7 @@ async function apply(chart, d, setTriggerValue) {
     chart.tracker = d.t;
     chart.v = d.v;
     chart.asked = null;
+    chart.stats.pending = false;
     chart.stats.resets += 1;
     return;
   }
@@ -136,15 +137,27 @@ async function apply(chart, d, setTriggerValue) {
     }
     if (applied > 1) chart.stats.caughtUp += 1; // messages Streamlit did not hand over, made up from the window
     chart.v = d.v;
+    chart.asked = null; // whole again: a request still open is moot (its answer, if it comes, redraws the same)
+    chart.stats.pending = false;
     return;
   }
   // This element lacks what came before (it is new, or it missed more than the window): ask for the whole figure,
   // once until it comes (again after 3 s, in case that request was lost).
   const now = performance.now();
   if (chart.asked !== null && now - chart.asked < 3000) return;
+  ask(chart, d, setTriggerValue, now);
+}
+
+// A request can be lost (seen on a page slowed 10x: the trigger's rerun never came), and a run that has ended sends
+// nothing new to notice it by: until an answer or a whole message comes, ask again every 3 s.
+function ask(chart, d, setTriggerValue, now) {
   chart.asked = now;
   chart.stats.asked += 1;
-  setTriggerValue("reset", { series: d.series, have: chart.v, seen: d.v });
+  chart.stats.pending = true;
+  setTriggerValue("reset", { series: d.series, have: chart.v, seen: d.v, n: chart.stats.asked });
+  setTimeout(() => {
+    if (chart.asked === now && !chart.unmounted) ask(chart, d, setTriggerValue, performance.now());
+  }, 3000);
 }
 
 export function render({ data, setTriggerValue, parentElement }) {
@@ -161,7 +174,7 @@ export function render({ data, setTriggerValue, parentElement }) {
       gd, series: null, tracker: null, v: null, asked: null, points: [], maxPoints: 0, total: [], source: [],
       config: {}, layout: {}, resizer: null, unmounted: false,
       chain: Promise.resolve(),
-      stats: { resets: 0, extends: 0, layouts: 0, asked: 0, thinned: 0, caughtUp: 0, unmounts: 0 },
+      stats: { resets: 0, extends: 0, layouts: 0, asked: 0, thinned: 0, caughtUp: 0, unmounts: 0, pending: false },
     };
     gd.__streamChart = chart.stats; // for tests and debugging: what this element has done
     parentElement.__streamChart = chart;
