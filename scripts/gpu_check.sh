@@ -3,7 +3,8 @@
 #   1. the card (nvidia-smi) and the torch build,
 #   2. the CUDA tests (CUDA graph vs eager, CPU vs CUDA parity, warm-up marking),
 #   3. `python -m core compare`: CPU vs CUDA (graph) vs CUDA (eager) vs CUDA with the tutorial's DataLoader,
-#   4. a small `python -m core speedup-map` (CPU, all threads, vs CUDA).
+#   4. a small `python -m core speedup-map` (CPU, all threads, vs CUDA),
+#   5. telemetry: NVML finds the run's GPU, and a CUDA run records its mean GPU use and peak memory.
 # Each step has its share of one overall time limit; logs and JSON go to $OUT (or artifacts/gpu_check).
 #
 # Usage:  scripts/gpu_check.sh [LIMIT_SECONDS]      (default 480)
@@ -113,4 +114,11 @@ EOF
 if [ "$HAS_CUDA" = 1 ]; then MAP_LEGS=(--leg "device=cpu,threads=$CORES" --leg device=cuda); else MAP_LEGS=(); fi
 step speedup_map 120 "$PY" -m core speedup-map --no-db --yes --hidden-sizes 32,512,2048 --layers 1,3 --batch-sizes 64,1024 \
   --steps 20 "${MAP_LEGS[@]}"
+
+# -- 5. telemetry: NVML and what a CUDA run records -----------------------------------------------------
+"$PY" -c "from core.runs.telemetry import GpuProbe; p = GpuProbe(0); print('  NVML:', p.read() or p.note)" 2>&1 | tail -n 3
+if [ "$HAS_CUDA" = 1 ]; then
+  step telemetry 60 "$PY" -m core train --no-db --epochs 3 --device cuda
+  "$PY" -c "import json, sys; s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print('  run:', {k: s.get(k) for k in ('status', 'peak_rss_bytes', 'mean_cpu_percent', 'mean_gpu_percent')})" "$OUTDIR/telemetry.out"
+fi
 echo "== done in $((SECONDS))s; logs and JSON in $OUTDIR"
