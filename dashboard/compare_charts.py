@@ -15,10 +15,14 @@ def leg_name(index: int, label: str) -> str:
     return f"{index + 1}. {label}"
 
 
-def series(leg_runs) -> list[tuple[str, str, object]]:
-    """[(legend name, colour, epochs DataFrame)] for core.studies.compare.LegRun records."""
-    return [(leg_name(i, run.leg.label()), PALETTE[i % len(PALETTE)], epochs_frame(run.epochs))
-            for i, run in enumerate(leg_runs)]
+def series(leg_runs, waiting=()) -> list[tuple[str, str, object]]:
+    """[(legend name, colour, epochs DataFrame)] for core.studies.compare.LegRun records, then an empty one for each
+    Leg in `waiting` (not started yet). The page streams its charts (dashboard/stream_chart.py), where new epochs
+    travel as appended points but a trace added later resends the whole figure: a running comparison's charts hold
+    every leg's trace from the start, and a leg's epochs only ever append."""
+    named = [(run.leg, epochs_frame(run.epochs)) for run in leg_runs]
+    named += [(leg, epochs_frame(())) for leg in waiting]
+    return [(leg_name(i, leg.label()), PALETTE[i % len(PALETTE)], frame) for i, (leg, frame) in enumerate(named)]
 
 
 def _layout(title: str, x_title: str, y_title: str, **extra) -> dict:

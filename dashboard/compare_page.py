@@ -26,13 +26,12 @@ from .figure_cache import cached_figures
 from .lab import Lab, get_lab, live_snapshot, read_snapshot, stored_picker
 from .speedup_map_page import speedup_section
 from .state import get_manager, session_owner
+from .stream_chart import stream_chart
 from .status import TROUBLE, status_label
 from .text import md
 
-# Building and drawing four Plotly charts costs ~0.2 s of server CPU and more in the browser: on a small
-# machine that CPU is taken from the leg being timed, so while legs run the charts are redrawn at most
-# this often (a redraw every poll slowed a 2-thread CPU leg ~7x on 2 cores).
-CHART_REFRESH_S = 4.0
+# The comparison's charts, top row then bottom row: accuracy against seconds and per epoch, loss, epoch times.
+CHART_KEYS = ("cmp_chart_time", "cmp_chart_acc", "cmp_chart_loss", "cmp_chart_epochs")
 # The experiment's settings are the shared sidebar's (controls.COMPARE: cmp_* keys, Train's defaults); the page's own:
 DEFAULTS = {"cmp_tutorial": False, "cmp_target": DEFAULT_TARGET * 100, "cmp_pipeline": False,
             "cmp_new_pipeline": "resident", "cmp_new_threads": "default", "cmp_new_graphs": True}
@@ -152,8 +151,11 @@ def comparison_section(lab: Lab) -> None:
         "leg's clock. The first leg is the baseline for speedups.")
     legs_editor(busy)
     st.slider("Target validation accuracy for *time to target* (%)", 80.0, 99.5, step=0.5, key="cmp_target")
+    # Slots (st.empty) for what comes and goes above the live part: an element that appears above it moves it, and
+    # the browser then builds its streamed charts anew (a stored comparison's picker appears when the first ends).
+    error, picker = st.empty(), st.empty()
     if st.session_state.get("cmp_error"):
-        st.error(st.session_state.cmp_error)
+        error.error(st.session_state.cmp_error)
     cols = st.columns([2, 1, 5], vertical_alignment="center")
     cols[0].button("Run comparison", type="primary", key="cmp_run", on_click=start_comparison, disabled=busy,
                    width="stretch", help="Train every leg in turn with the sidebar's settings.")
@@ -162,7 +164,10 @@ def comparison_section(lab: Lab) -> None:
                        "batch and skips the rest; finished epochs are kept.")
     elif busy:
         cols[2].caption("Another comparison or a speedup map is measuring now; wait for it so the timings stay clean.")
-    stored_picker(lab.comparisons.recent(), "Earlier comparisons", "Comparison", "cmp")
+    recent = lab.comparisons.recent()
+    if recent:
+        with picker.container():
+            stored_picker(recent, "Earlier comparisons", "Comparison", "cmp")
     if problem:
         st.error(f"Comparison {md(comparison_id)} cannot be opened: {md(problem)}")
     elif comparison_id and snap is None:
@@ -215,13 +220,17 @@ def draw_comparison(snap: ComparisonSnapshot) -> None:
     leg_runs = snap.leg_runs()
     summary = snap.summary(target)
     draw_progress(snap)
-    if snap.overlap:
-        st.warning(md(snap.overlap))
+    notes = [(st.warning, md(snap.overlap))] if snap.overlap else []
     if snap.status == RunStatus.FAILED:
-        st.error(f"The comparison failed: {md(snap.message)}")
+        notes.append((st.error, f"The comparison failed: {md(snap.message)}"))
     for row in summary.legs:
         if row.status in TROUBLE and row.message:
-            st.warning(f"Leg {row.index + 1} ({md(row.label)}) {row.status}: {md(row.message)}")
+            notes.append((st.warning, f"Leg {row.index + 1} ({md(row.label)}) {row.status}: {md(row.message)}"))
+    slot = st.empty()  # notes that appear while legs train must not move the streamed charts below (new elements)
+    if notes:
+        with slot.container():
+            for say, text in notes:
+                say(text)
     draw_comparison_charts(snap, leg_runs)
     st.markdown("#### Results")
     if snap.active:  # a table widget redrawn every poll took more CPU than the leg it was timing: plain lines
@@ -267,23 +276,23 @@ def draw_progress(snap: ComparisonSnapshot) -> None:
 
 
 def draw_comparison_charts(snap: ComparisonSnapshot, leg_runs) -> None:
-    # Figures change once per epoch while the panel redraws every second; while a leg is being timed, new epochs reach
-    # them at most every CHART_REFRESH_S (the CPU is the leg's until then).
+    # Streamed (dashboard/stream_chart.py): each chart stays one element in the browser, a new epoch travels as
+    # appended points and the user's zoom and legend clicks survive. The figures are rebuilt only when an epoch
+    # arrives (building the four costs ~0.1 s of server CPU, which a leg being timed feels); a poll in between gives
+    # each chart the message it had, which Streamlit does not hand over again.
     def build():
-        legs = charts.series(leg_runs)
+        waiting = snap.legs[len(leg_runs):] if snap.active else ()  # their traces are there before they start
+        legs = charts.series(leg_runs, waiting)
         planned = max([snap.planned_epochs, *[len(r.epochs) for r in leg_runs]])
-        return (charts.val_acc_figure(legs, planned), charts.val_loss_figure(legs, planned),
-                charts.acc_vs_time_figure(legs), charts.epoch_time_figure(legs))
+        return (charts.acc_vs_time_figure(legs), charts.val_acc_figure(legs, planned),
+                charts.val_loss_figure(legs, planned), charts.epoch_time_figure(legs))
 
     progress = (tuple(len(r.epochs) for r in leg_runs), snap.planned_epochs, snap.active)
-    acc, loss, acc_time, epoch_time = cached_figures("cmp_figures", snap.comparison_id, progress, build,
-                                                     hold_s=CHART_REFRESH_S if snap.active else 0.0)
-    top = st.columns(2)
-    top[0].plotly_chart(acc_time, config=charts.CONFIG, key="cmp_chart_time")
-    top[1].plotly_chart(acc, config=charts.CONFIG, key="cmp_chart_acc")
-    bottom = st.columns(2)
-    bottom[0].plotly_chart(loss, config=charts.CONFIG, key="cmp_chart_loss")
-    bottom[1].plotly_chart(epoch_time, config=charts.CONFIG, key="cmp_chart_epochs")
+    figures = cached_figures("cmp_figures", snap.comparison_id, progress, build)
+    cells = [*st.columns(2), *st.columns(2)]
+    for cell, key, figure in zip(cells, CHART_KEYS, figures):
+        with cell:
+            stream_chart(figure, key=key, series=snap.comparison_id, config=charts.CONFIG)
 
 
 def _num(value, fmt: str, none: str = "–") -> str:

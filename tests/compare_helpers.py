@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.runs.manager import RunManager
 from core.studies.map_jobs import MapJobs
+from dashboard.stream_chart import drawn_figure
 
 COMPARE_APP = """
 from dashboard.compare_page import compare_page
@@ -77,6 +78,14 @@ def texts(at, kind: str) -> list[str]:
 
 
 def traces(at, key: str) -> list[dict]:
+    """The traces of the st.plotly_chart with this key (the speedup map's heatmaps)."""
     charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(key)]
     assert len(charts) == 1, [c.proto.id for c in at.get("plotly_chart")]
     return json.loads(charts[0].proto.spec)["data"]
+
+
+def streamed_traces(at, key: str) -> list[dict]:
+    """The traces last given to the streamed chart with this key (dashboard/stream_chart.py: the comparison's)."""
+    figure = drawn_figure(at.session_state, key)
+    assert figure is not None, f"no streamed chart {key!r}"
+    return figure["data"]

@@ -8,11 +8,12 @@ from contextlib import closing
 
 import pytest
 
-from compare_helpers import compare_app, lab_environment, no_errors, poll, texts, traces
+from compare_helpers import compare_app, lab_environment, no_errors, poll, streamed_traces, texts
 from core.config import RunConfig
 from core.studies.legs import Leg
 from core.runs.reports import COMPARISON
 from core.runs.store import Store
+from dashboard.compare_page import CHART_KEYS
 from dashboard.text import md
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
@@ -64,7 +65,20 @@ def test_two_leg_comparison_runs_live_and_shows_results(app_env):
     no_errors(at)
     comparison_id = at.query_params["cmp"][0] if isinstance(at.query_params["cmp"], list) else at.query_params["cmp"]
     assert comparison_id
-    at = poll(at, finished)
+    seen = []  # per poll: the points of each leg's trace in the accuracy chart, while it ran
+
+    def done(at) -> bool:
+        seen.append([len(t["x"]) for t in streamed_traces(at, "cmp_chart_acc")])
+        return finished(at)
+
+    at = poll(at, done)
+    # every leg's trace is there from the start (a trace added later would resend the whole streamed figure), and
+    # the charts changed only by appending: one whole figure per chart in this session, its first draw
+    assert all(len(counts) == 2 for counts in seen), seen
+    assert seen[0][1] == 0 and seen[-1] == [3, 3], seen  # leg 2 drawn (empty) while leg 1 trains
+    for key in CHART_KEYS:
+        assert at.session_state[f"_stream_chart:{key}"].resets == 1, key
+    assert not at.get("plotly_chart")
     table = at.dataframe[0].value
     assert list(table["leg"]) == ["1. CPU · 1 thread · resident", f"2. {table['leg'][1][3:]}"]
     assert "threads" in table["leg"][1]
@@ -79,10 +93,10 @@ def test_two_leg_comparison_runs_live_and_shows_results(app_env):
     assert any(s.startswith("Same start:") for s in texts(at, "success"))
     assert any(s.startswith("Drift:") for s in texts(at, "info"))
     assert not any("Drift" in s for s in texts(at, "warning") + texts(at, "error"))  # never an alarm
-    for key in ("cmp_chart_acc", "cmp_chart_loss", "cmp_chart_time", "cmp_chart_epochs"):
-        data = traces(at, key)
+    for key in CHART_KEYS:
+        data = streamed_traces(at, key)
         assert len(data) == 2 and all(len(t["x"]) == 3 for t in data)
-    bars = traces(at, "cmp_chart_epochs")
+    bars = streamed_traces(at, "cmp_chart_epochs")
     assert bars[0]["marker"]["pattern"]["shape"] == ["/", "", ""]  # the warm-up epoch is marked
     # a refresh (a new session with the same URL) finds the finished comparison
     again = compare_app(cmp=comparison_id)
@@ -141,3 +155,34 @@ def test_comparison_figures_overlay_one_trace_per_leg():
     assert compare_charts.acc_vs_time_figure(legs).layout.xaxis.type == "log"  # 50x apart
     bars = compare_charts.epoch_time_figure(legs)
     assert bars.layout.yaxis.type == "log" and list(bars.data[1].marker.pattern.shape) == ["/", "", ""]
+
+
+def test_comparison_figures_only_append_while_legs_train():
+    """The figures streamed while two legs train, epoch by epoch (the second leg's trace there, empty, from the
+    start): every step after the first draw is appended points and layout parts, never the whole figure."""
+    from core.studies.compare import LegRun
+    from core.engine.train import EpochResult
+    from dashboard import compare_charts
+    from dashboard.stream_chart import SeriesTracker, figure_dict
+
+    def epochs(scale, n):
+        return tuple(EpochResult(i, 0, 0.5, 1.0, 0.3 / i, 0.9 + i / 100, scale * i, 1000.0 / scale, i == 1,
+                                 scale * i * (i + 1) / 2, "CPU") for i in range(1, n + 1))
+
+    first, second = Leg("cpu", 1), Leg("cpu", 1, "dataloader")
+    steps = [[LegRun(first, "running", epochs(1.0, n))] for n in range(4)]
+    steps += [[LegRun(first, "finished", epochs(1.0, 3)), LegRun(second, "running", epochs(50.0, n))]
+              for n in range(4)]
+    builders = {"time": lambda legs: compare_charts.acc_vs_time_figure(legs),
+                "acc": lambda legs: compare_charts.val_acc_figure(legs, 3),
+                "loss": lambda legs: compare_charts.val_loss_figure(legs, 3),
+                "epochs": lambda legs: compare_charts.epoch_time_figure(legs)}
+    for name, build in builders.items():
+        tracker = SeriesTracker()
+        for runs in steps:
+            legs = compare_charts.series(runs, [first, second][len(runs):])
+            message = tracker.update(figure_dict(build(legs)), "c1")
+        assert tracker.resets == 1, name  # the first draw only, though the axes went log on the way
+        assert "reset" not in message and [len(t["x"]) for t in tracker.figure["data"]] == [3, 3], name
+    names = [t["name"] for t in tracker.figure["data"]]
+    assert names == ["1. CPU · 1 thread · resident", "2. CPU · 1 thread · tutorial DataLoader"]
