@@ -25,6 +25,7 @@ from .controls import lr_choices
 from .evaluation_panel import evaluation_panel
 from .share import share_url
 from .status import TROUBLE, run_status_label
+from .stream_chart import stream_chart
 from .text import md
 
 CONTINUABLE = (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.INTERRUPTED)
@@ -58,10 +59,14 @@ def run_detail(store: Store, run_id: str, has_weights: bool, on_delete) -> None:
     created = datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
     st.caption(f"Started {created} from the {md(run['origin'] or 'unknown')} · data: {md(run['data_source'] or '?')} "
                f"· {run['parameters'] or 0:,} parameters · torch {md(run['torch_version'] or '?')}")
-    if run["message"]:
-        (st.warning if status in TROUBLE else st.caption)(md(run["message"]))
-    for warning in learning_warnings([SimpleNamespace(**e) for e in epochs], len(CLASS_NAMES[config.dataset])):
-        st.warning(warning)
+    notes = [((st.warning if status in TROUBLE else st.caption), md(run["message"]))] if run["message"] else []
+    notes += [(st.warning, warning) for warning in
+              learning_warnings([SimpleNamespace(**e) for e in epochs], len(CLASS_NAMES[config.dataset]))]
+    slot = st.empty()  # notes come while a run trains or as it ends: in one slot they do not move the charts below,
+    if notes:  # which the browser would then build anew instead of appending to them
+        with slot.container():
+            for say, text in notes:
+                say(text)
 
     val = [e["val_acc"] for e in epochs]
     median = median_timed_epoch(epochs)
@@ -80,8 +85,13 @@ def run_detail(store: Store, run_id: str, has_weights: bool, on_delete) -> None:
         if epochs:
             frame = charts.epochs_frame(epochs)
             left, right = st.columns(2)
-            left.plotly_chart(charts.loss_figure(frame, len(epochs)), config=charts.CONFIG, key="detail_loss")
-            right.plotly_chart(charts.accuracy_figure(frame, len(epochs)), config=charts.CONFIG, key="detail_acc")
+            # streamed: while the run trains (History redraws on each stored epoch) new epochs are appended points
+            with left:
+                stream_chart(charts.loss_figure(frame, len(epochs)), key="detail_loss", series=run_id,
+                             config=charts.CONFIG)
+            with right:
+                stream_chart(charts.accuracy_figure(frame, len(epochs)), key="detail_acc", series=run_id,
+                             config=charts.CONFIG)
         else:
             st.info("This run recorded no epochs.")
     with table:
@@ -128,8 +138,9 @@ def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: 
         rerun(run, config, bool(device_note))
     cols[4].button("Delete…", key="hist_delete", on_click=on_delete, args=([run_id],),
                    disabled=status == RunStatus.RUNNING, help="Delete this run, its epochs and its weights.")
+    error = st.empty()  # a slot, like the notes above
     if st.session_state.get("hist_action_error"):
-        st.error(st.session_state.hist_action_error)
+        error.error(st.session_state.hist_action_error)
         st.session_state.hist_action_error = ""
 
 

@@ -106,7 +106,8 @@ def test_history_overlay_in_a_real_browser(server, tmp_path):
 
 def test_history_page_follows_a_training_run_without_a_reload(tmp_path):
     """A run trains in this process (one epoch at a time, on our signal); the open page shows each new
-    epoch in the overlay and the run's end, by itself."""
+    epoch in the overlay and in the opened run's streamed charts (the same plots, points appended), and the run's
+    end, by itself."""
     from playwright.sync_api import sync_playwright
 
     db = tmp_path / "runs.db"
@@ -116,7 +117,18 @@ def test_history_page_follows_a_training_run_without_a_reload(tmp_path):
     trainer = threading.Thread(target=run.train_phase, args=(3, 0.5),
                                kwargs={"on_epoch": lambda _: gate.acquire(timeout=120)}, daemon=True)
     trainer.start()
-    points = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => el.data[0].x.length)"
+    points = ("() => ['overlay_loss', 'overlay_acc', 'detail_loss', 'detail_acc'].map(key => {"
+              " const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);"
+              " return el && el.data && el.data[0] ? el.data[0].x.length : null; })")
+    detail = ("() => ['detail_loss', 'detail_acc'].map(key => {"
+              " const plots = document.querySelectorAll(`.st-key-${key} .js-plotly-plot`);"
+              " return plots.length ? {plots: plots.length, tag: plots[0].__tag || null, stats: plots[0].__streamChart}"
+              " : null; })")
+
+    def shows(epochs: int, timeout_s: float = 60, charts: int = 4) -> None:  # the first `charts` of `points`
+        page.wait_for_function(f"() => ({points})().slice(0, {charts}).every(n => n === {epochs})", polling=100,
+                               timeout=timeout_s * MS)
+
     log = tmp_path / "server.log"
     with dashboard(log, EMPTY_DATA_DIR, db) as (_process, port), sync_playwright() as p:
         browser = launch(p)
@@ -128,17 +140,26 @@ def test_history_page_follows_a_training_run_without_a_reload(tmp_path):
             page.goto(f"http://127.0.0.1:{port}/history")
             page.get_by_text("1 run training").wait_for()
             pick(page, "hist_selected", run.id, multi=True)
-            page.wait_for_function(f"() => {{ const n = ({points})(); return n.length === 2 && n[0] === 1; }}",
-                                   polling=100)
+            pick(page, "hist_open", run.id)
+            shows(1)
+            page.evaluate("() => ['detail_loss', 'detail_acc'].forEach(key => {"
+                          " document.querySelector(`.st-key-${key} .js-plotly-plot`).__tag = key; })")
             gate.release()  # epoch 2 is trained and stored; nobody touches the page
-            page.wait_for_function(f"() => {{ const n = ({points})(); return n.length === 2 && n[0] === 2; }}",
-                                   polling=100, timeout=20 * MS)
-            gate.release(2)  # epoch 3, then the run finishes
+            shows(2, 20)
+            gate.release()  # epoch 3
+            shows(3, 20)
+            charts = page.evaluate(detail)
+            # the run's charts while it trained: the same plots, sent their whole figure once and then new points
+            assert [(c["tag"], c["plots"], c["stats"]["resets"]) for c in charts] == [
+                ("detail_loss", 1, 1), ("detail_acc", 1, 1)], charts
+            assert all(c["stats"]["extends"] == 2 for c in charts), charts
+            gate.release()  # the run finishes
             trainer.join(60)
             assert store.get_run(run.id)["status"] == "finished"
             page.wait_for_function("() => !document.body.innerText.includes('run training')", polling=100,
                                    timeout=20 * MS)
-            page.wait_for_function(f"() => ({points})()[0] === 3", polling=100)
+            shows(3, charts=2)  # the overlay (the opened run's selectbox loses its choice: its label has the status)
+            print(f"\nthe run's charts while it trained, then after it ended: {charts}, {page.evaluate(detail)}")
             assert page.locator("[data-testid='stException']").count() == 0
         finally:
             gate.release(5)

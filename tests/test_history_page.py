@@ -11,6 +11,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from support import shared_dataset_dir
 from history_helpers import (EMPTY_DATA_DIR, REPO_ROOT, build_store, clear_streamlit_caches, history_app,
                              history_environment, poll)
 from core.config import RunConfig
@@ -20,6 +21,7 @@ from core.exchange.weights import WeightsFile, run_weights_bytes, weights_bytes
 from core.engine.model import build_mlp
 from core.runs.history import runs_table
 from dashboard.state import get_manager
+from dashboard.stream_chart import drawn_figure
 from test_dashboard_app import shown as as_read
 from dashboard.text import md
 
@@ -27,7 +29,6 @@ from dashboard.text import md
 pytestmark = pytest.mark.slow
 
 
-SHARED = Path("/work/shared/datasets")
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,8 @@ def test_open_a_run_config_epochs_charts_and_evaluation(app_env):
     assert json.loads(at.json[0].value) == store.get_run(run_id)["config"]
     epochs_table = at.dataframe[1].value  # the table of runs, then the run's epochs
     assert epochs_table["val_acc"].tolist() == [e["val_acc"] for e in store.epochs(run_id)]
-    assert len(chart_traces(at, "detail_acc")["data"]) == 1
+    acc = drawn_figure(at.session_state, "detail_acc")  # streamed (dashboard/stream_chart.py)
+    assert len(acc["data"]) == 1 and acc["data"][0]["x"] == [1, 2, 3]
     metrics = {m.label: m.value for m in at.metric}
     stored = store.get_run(run_id)["test_acc"]
     assert metrics["Test accuracy"] == f"{stored:.2%}"
@@ -175,6 +177,29 @@ def test_open_a_run_config_epochs_charts_and_evaluation(app_env):
     captions = [img.captions[0] for img in at.get("image")]
     mistakes = [c for c in captions if c.startswith("✗")]
     assert len(captions) == 64 and captions[:len(mistakes)] == mistakes and len(mistakes) < 64, captions
+
+
+def test_an_open_run_streams_its_new_epochs_and_another_run_redraws(app_env):
+    """The run's charts are streamed: an epoch stored while the page shows the run (History redraws on a store
+    change) is appended to the charts the browser holds; opening another run sends its whole figure."""
+    store, ids = app_env
+    run_id = ids["stopped"]
+    at = history_app()
+    at.selectbox(key="hist_open").set_value(run_id).run()
+    no_errors(at)
+    first = len(store.epochs(run_id))
+    assert [len(t["x"]) for t in drawn_figure(at.session_state, "detail_loss")["data"]] == [first, first]
+    later = dict(store.epochs(run_id)[-1], epoch=first + 1, warmup=False)
+    store.add_epoch(run_id, later)
+    at.run()  # what the change watcher does when the store changes
+    no_errors(at)
+    for key, traces in (("detail_loss", 2), ("detail_acc", 1)):
+        tracker = at.session_state[f"_stream_chart:{key}"]
+        assert tracker.resets == 1 and tracker.counts == [first + 1] * traces, key  # one point more, appended
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith(("detail_loss", "detail_acc"))]
+    at.selectbox(key="hist_open").set_value(ids["two_phase"]).run()
+    tracker = at.session_state["_stream_chart:detail_acc"]
+    assert tracker.resets == 2 and tracker.series == ids["two_phase"] and tracker.counts == [3]
 
 
 def test_link_opens_the_run_and_a_run_without_weights_cannot_continue(app_env):
@@ -268,10 +293,10 @@ def test_uploaded_weights_evaluate_like_the_run_and_bad_files_are_refused(app_en
         assert any(reason in e.value for e in at.error), [e.value for e in at.error]
 
 
-@pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").exists(), reason="FashionMNIST not present")
+@pytest.mark.skipif(shared_dataset_dir("FashionMNIST") is None, reason="FashionMNIST not present")
 def test_fashion_mnist_model_is_shown_with_class_names(tmp_path, monkeypatch):
     monkeypatch.setenv("RUNS_DB", str(tmp_path / "runs.db"))
-    monkeypatch.setenv("DATA_DIR", str(SHARED))  # read only: nothing is downloaded or written there
+    monkeypatch.setenv("DATA_DIR", str(shared_dataset_dir("FashionMNIST")))  # read only: nothing written there
     clear_streamlit_caches()
     config = RunConfig(dataset="fashion_mnist", hidden_sizes=(8,))
     blob = weights_bytes(WeightsFile(config, build_mlp(config, 784, 10).state_dict()))
