@@ -102,8 +102,15 @@ def _watch_for_changes(store: Store, rows: list[dict]) -> None:
     """Redraw the page when the store changes (a new epoch, a run ending or starting), without a reload.
 
     A fragment polls a one-row marker (not while the tab is hidden); only a change reruns the whole page, so an
-    idle page costs a tiny query every few seconds and widget choices survive the redraw.
+    idle page costs a tiny query every few seconds and widget choices survive the redraw. All of it sits in one
+    keyed container: a caption that came and went with the training runs moved every element below it, and
+    Streamlit rebuilt the streaming charts of an open run when a run started or ended.
     """
+    with st.container(key="hist_watch_box"):
+        _watch_body(store, rows)
+
+
+def _watch_body(store: Store, rows: list[dict]) -> None:
     try:
         seen = store.last_change()
     except StoreError:
@@ -180,9 +187,9 @@ def _table_selected() -> None:
 
 
 # -- overlay ----------------------------------------------------------------------------------------
-def _label(row: dict) -> str:
+def _label(row: dict, status: bool = True) -> str:
     return (f"{row['run_id']} · {row['dataset']} [{row['hidden_sizes']}] {row['activation']} · "
-            f"{row['optimizer']} {row['lr_schedule']} · {row['status']}")
+            f"{row['optimizer']} {row['lr_schedule']}" + (f" · {row['status']}" if status else ""))
 
 
 def draw_overlay(store: Store, by_id: dict) -> None:
@@ -224,7 +231,10 @@ def draw_overlay(store: Store, by_id: dict) -> None:
 # -- one run ----------------------------------------------------------------------------------------
 def draw_open_run(store: Store, by_id: dict) -> None:
     st.subheader("Run details")
-    st.selectbox("Open a run", list(by_id), key="hist_open", index=None, format_func=lambda r: _label(by_id[r]),
+    # No status in this label: Streamlit 1.67 keeps a selectbox's choice by its label, so a watched run that
+    # finished lost its place and its detail closed.
+    st.selectbox("Open a run", list(by_id), key="hist_open", index=None,
+                 format_func=lambda r: _label(by_id[r], status=False),
                  on_change=_open_changed, placeholder="choose a run (or tick one row in the table)")
     run_id = st.session_state.get("hist_open")
     if run_id:
