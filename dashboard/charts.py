@@ -5,9 +5,15 @@ import math
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 HEIGHT = 320  # px, fixed so live updates never change the layout
 CONFIG = {"displayModeBar": False}
+# One theme for every chart of the app (the compare and history builders import this module). As the default it is
+# applied when a figure is made, 1.5 ms; `template=` in update_layout deep-copies it, 8 ms per figure, and the live
+# panel builds its figures again on every poll.
+TEMPLATE = "plotly_white"
+pio.templates.default = TEMPLATE
 COLORS = {"train_loss": "#9aa9c7", "val_loss": "#3b6fd8", "val_acc": "#2e9d5b", "batch_loss": "#c9d2e3"}
 
 
@@ -29,7 +35,6 @@ def _base_layout(title: str, planned_epochs: int, y_title: str) -> dict:
         yaxis=dict(title=y_title),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
         uirevision="keep",  # keep the user's zoom across updates
-        template="plotly_white",
     )
 
 

@@ -29,7 +29,7 @@ def _layout(title: str, x_title: str, y_title: str, **extra) -> dict:
     layout = dict(title=dict(text=title, x=0.01, font=dict(size=15)), height=HEIGHT + 40,
                   margin=dict(l=60, r=15, t=45, b=85), xaxis=dict(title=x_title), yaxis=dict(title=y_title),
                   legend=dict(orientation="h", yanchor="top", y=-0.24, xanchor="left", x=0),
-                  uirevision="keep", template="plotly_white")
+                  uirevision="keep")
     layout.update(extra)
     return layout
 

@@ -6,6 +6,8 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from . import charts  # noqa: F401 (the app's chart theme is set there)
+
 HEIGHT = 360  # px
 CONFIG = {"displayModeBar": False}
 PALETTE = ("#3b6fd8", "#e0703a", "#2e9d5b", "#a24cc2", "#c9a227", "#1aa3a3", "#d6456b", "#6b7a8f",
@@ -15,7 +17,7 @@ X_TITLES = {"epoch": "epoch", "elapsed": "wall seconds of training"}
 
 def _layout(title: str, x_title: str, y_title: str) -> dict:
     return dict(title=dict(text=title, x=0.01, font=dict(size=15)), height=HEIGHT,
-                margin=dict(l=55, r=15, t=45, b=45), template="plotly_white",
+                margin=dict(l=55, r=15, t=45, b=45),
                 xaxis=dict(title=x_title), yaxis=dict(title=y_title),
                 legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
                 uirevision="keep")
@@ -81,7 +83,7 @@ def confusion_figure(confusion: np.ndarray, classes: tuple[str, ...], normalize:
         hovertemplate="true %{y}, predicted %{x}: %{customdata} images<extra></extra>"))
     size = max(380, 40 * len(classes) + 140)
     fig.update_layout(title=dict(text="Confusion matrix (test split)", x=0.01, font=dict(size=15)),
-                      height=size, margin=dict(l=90, r=15, t=45, b=90), template="plotly_white",
+                      height=size, margin=dict(l=90, r=15, t=45, b=90),
                       xaxis=dict(title="predicted", side="bottom", tickangle=-35 if len(max(classes, key=len)) > 2
                                  else 0),
                       yaxis=dict(title="true", autorange="reversed"))
@@ -96,7 +98,7 @@ def per_class_figure(accuracy: list[float | None], classes: tuple[str, ...]) -> 
                            hovertemplate="%{x}: %{y:.2f} %<extra></extra>"))
     low = min(finite) if finite else 0.0
     fig.update_layout(title=dict(text="Accuracy per class (test split)", x=0.01, font=dict(size=15)),
-                      height=HEIGHT, margin=dict(l=55, r=15, t=45, b=70), template="plotly_white",
+                      height=HEIGHT, margin=dict(l=55, r=15, t=45, b=70),
                       yaxis=dict(title="accuracy (%)", range=[max(0.0, math.floor(low / 10) * 10 - 10), 105]),
                       xaxis=dict(title="true class"))
     return fig
