@@ -58,14 +58,21 @@ def wait_healthy(port: int, server: subprocess.Popen, log: Path, timeout: float 
 @contextlib.contextmanager
 def dashboard(log: Path, data_dir, runs_db, options: tuple[str, ...] = ()):
     """`streamlit run dashboard/app.py` (with any extra command-line `options`) on a free port until the block
-    ends; yields (process, port).
+    ends; yields (process, port)."""
+    env = dict(os.environ, DATA_DIR=str(data_dir), RUNS_DB=str(runs_db), PYTHONUNBUFFERED="1")
+    env.pop("TRAIN_THREADS", None)
+    with streamlit_app(log, "dashboard/app.py", env, options) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def streamlit_app(log: Path, app: str, env: dict, options: tuple[str, ...] = ()):
+    """`streamlit run <app>` from the repository root on a free port until the block ends; yields (process, port).
 
     No file watcher: the app's sources may change under a running test, and watching costs CPU.
     """
-    env = dict(os.environ, DATA_DIR=str(data_dir), RUNS_DB=str(runs_db), PYTHONUNBUFFERED="1")
-    env.pop("TRAIN_THREADS", None)
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+    command = [sys.executable, "-m", "streamlit", "run", app, "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", *options]
     with open(log, "wb") as out:

@@ -14,15 +14,13 @@ import contextlib
 import itertools
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from browser_support import MS, ROOT, free_port, launch, require_browser, wait_healthy
+from browser_support import MS, launch, require_browser, streamlit_app
 
 sync_api = require_browser()
 from dashboard.stream_chart import thin_indices  # noqa: E402
@@ -48,22 +46,8 @@ _series = itertools.count(1)
 def server(tmp_path_factory):
     """The demo app on a free port for this module's tests."""
     log = tmp_path_factory.mktemp("stream_chart") / "server.log"
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=out,
-                                   stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(port, process, log)
+    with streamlit_app(log, APP, dict(os.environ, PYTHONUNBUFFERED="1")) as (_process, port):
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @contextlib.contextmanager
