@@ -120,7 +120,9 @@ def test_one_element_lasts_the_run_and_grows_in_small_steps(server):
     assert end["points"] == epochs
     assert end["tag"] == "first" and end["plots"] == 1  # the same element from the first point to the last
     # one whole figure; a second only if the element asked (its first message reached it after a later one)
-    assert end["stats"]["resets"] == 1 + end["stats"]["asked"] and end["stats"]["asked"] <= 1
+    # (a request for the whole figure unanswered after 3 s is asked again: on a loaded machine asks can outnumber
+    # the answers, never the other way round)
+    assert end["stats"]["resets"] <= 1 + end["stats"]["asked"] and end["stats"]["resets"] <= 2
     # many small steps (a busy machine may merge a few updates into one)
     assert len(steps) >= 15 and sorted(steps)[len(steps) // 2] <= 2 and max(steps) <= 10 and min(steps) > 0
     assert hosts == {f"127.0.0.1:{server}"}  # Plotly.js and everything else from this server
@@ -193,7 +195,7 @@ def test_reload_gets_the_whole_series_then_follows_it(server):
           f"{later['points']}; stats {later['stats']}")
     assert first["points"] >= before  # the whole series in one go, not from zero
     assert first["tag"] is None  # a new page, a new element
-    assert later["stats"]["resets"] == 1 + later["stats"]["asked"] and later["stats"]["extends"] >= 3
+    assert later["stats"]["resets"] <= 1 + later["stats"]["asked"] and later["stats"]["extends"] >= 3
 
 
 def test_zoom_legend_and_hover_survive_updates_and_a_new_run_redraws_in_place(server):
@@ -248,7 +250,8 @@ def test_an_element_that_missed_messages_asks_for_the_whole_figure(server):
                       ".parentElement.__streamChart.v = -5; }")
         page.wait_for_function(f"n => ({CHART_JS})('loss').stats.resets > n", arg=before["resets"], timeout=30 * MS)
         healed = wait_points(page, chart(page)["points"] + 3)
-    assert healed["stats"]["asked"] == before["asked"] + 1 and healed["stats"]["resets"] == before["resets"] + 1
+    asked, answered = healed["stats"]["asked"] - before["asked"], healed["stats"]["resets"] - before["resets"]
+    assert 1 <= answered <= asked and not healed["stats"]["pending"]
     assert healed["tag"] == "gap"
 
 
@@ -267,7 +270,7 @@ def test_a_chart_shown_again_in_the_same_session_asks_for_the_whole_figure(serve
         shown = chart(page)
         later = wait_points(page, shown["points"] + 3)
     print(f"\nshown again: {before} points before hiding, {shown['points']} at the first draw; stats {later['stats']}")
-    assert later["stats"]["asked"] == 1 and later["stats"]["resets"] == 1 and later["stats"]["extends"] >= 2
+    assert 1 <= later["stats"]["resets"] <= later["stats"]["asked"] and later["stats"]["extends"] >= 2
 
 
 def test_a_page_too_busy_to_take_every_message_still_ends_with_the_whole_series(server):
