@@ -292,13 +292,13 @@ class RunManager:
         ("error", message). While it waits, on_wait(runs and jobs ahead) is called every 0.2 s; once the job is
         sent, on_start(worker) (worker.stop() cancels it). A job that cannot stop by itself can be cut off:
         once give_up() is true (asked every 0.5 s) its worker is ended. Returns '' when the job has answered,
-        'stopped' when `stop` was set before it started, 'given up', else how its worker died."""
+        RunStatus.STOPPED when `stop` was set before it started, 'given up', else how its worker died."""
         if not self._wait_turn(turn, stop, on_wait):
-            return "stopped"
+            return RunStatus.STOPPED
         worker, answered = None, False
         try:
             if stop.is_set() or self._closed:
-                return "stopped"
+                return RunStatus.STOPPED
             self._last_activity = time.monotonic()
             worker = self._take_worker()
             with self._lock:

@@ -222,7 +222,7 @@ class Comparisons:
             why = "the check stopped"
         elif outcome == "given up":
             why = f"the check took over {timeout:.0f} s"
-        elif outcome == "stopped":
+        elif outcome == RunStatus.STOPPED:
             why = "the check could not start: the run manager is shut down"
         else:
             why = f"the check failed: {answer.get('error') or outcome}"

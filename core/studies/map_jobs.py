@@ -80,7 +80,7 @@ class MapJob(Entry):
                 self.turn, MAP_JOB, {"map_id": snap.map_id, "grid": snap.grid.to_dict(),
                                      "legs": [leg.spec() for leg in snap.legs]},
                 self._on_message, self.cancelled, on_wait=self._waiting, on_start=self._started)
-            if outcome == "stopped":
+            if outcome == RunStatus.STOPPED:
                 self.update(status=RunStatus.CANCELLED, message="cancelled before it started")
             elif self.snapshot.active:  # its worker died, or never answered
                 self.update(status=RunStatus.CANCELLED if self.cancelled.is_set() else RunStatus.FAILED,
