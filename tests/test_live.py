@@ -64,3 +64,18 @@ def test_wait_times_out_and_never_hangs_on_an_unknown_id_or_a_driver_that_died()
     live.drive("a", lambda: None, name="test-driver")  # ends without saying so
     assert live.wait("a", 10) == Snap()
     live.join_all(1)
+
+
+def test_the_per_batch_curve_stays_bounded_and_keeps_its_start_and_newest_point():
+    from core.engine.train import BatchProgress
+    from core.runs.manager import BATCH_LOSS_POINTS, with_batch_loss
+
+    points: tuple = ()
+    records = 3 * BATCH_LOSS_POINTS
+    for i in range(records):
+        points = with_batch_loss(points, BatchProgress(1 + i // 100, i % 100 + 1, 100, 0.0, 1.0 / (i + 1)))
+        assert len(points) <= BATCH_LOSS_POINTS
+    assert with_batch_loss(points, BatchProgress(1, 100, 100, 0.0, None)) is points  # a record with no new batch
+    assert BATCH_LOSS_POINTS // 2 <= len(points)
+    xs = [x for x, _ in points]
+    assert xs == sorted(xs) and xs[0] == 0.01 and xs[-1] == records / 100  # in order, first and newest kept

@@ -78,6 +78,19 @@ class RunSnapshot:
         return self.status in (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.INTERRUPTED) and bool(self.epochs)
 
 
+BATCH_LOSS_POINTS = 4000  # per-batch loss points a snapshot keeps: the page rebuilds its loss figure every poll
+
+
+def with_batch_loss(points: tuple[tuple[float, float], ...], progress: BatchProgress) -> tuple:
+    """The per-batch curve with this record's mean loss added; past BATCH_LOSS_POINTS every other point goes, so an
+    hours-long run stays between half and all of the bound (old points thinned, new ones at full rate; the chart
+    receives the thinned curve whole, once per halving)."""
+    if progress.train_loss is None:
+        return points
+    points += ((progress.position, progress.train_loss),)
+    return points[::2] if len(points) > BATCH_LOSS_POINTS else points
+
+
 class _LiveRun(Entry):
     """What drives one run besides its snapshot: its worker, its place in a device queue, Stop."""
 
@@ -453,9 +466,7 @@ class RunManager:
             elif kind == "epoch":
                 live.update(epochs=snap.epochs + (body[0],))
             elif kind == "progress":
-                progress = body[0]
-                point = () if progress.train_loss is None else ((progress.position, progress.train_loss),)
-                live.update(progress=progress, batch_losses=snap.batch_losses + point)
+                live.update(progress=body[0], batch_losses=with_batch_loss(snap.batch_losses, body[0]))
             elif kind == "telemetry":
                 live.update(telemetry=body[0])
             elif kind == "store":  # '' once the worker caught up with a store that failed
