@@ -103,17 +103,23 @@ def server(tmp_path):
         yield {"port": port, "log": log, "full": data_dir != str(tmp_path / "data")}
 
 
+def open_compare(browser, server):
+    """A new page on /compare, once its Run button shows: (page, when it was opened, the button)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    opened = time.monotonic()
+    page.goto(f"http://localhost:{server['port']}/compare")
+    # (a button with a help tooltip holds a second, nameless button element: pick it by its name)
+    run = page.locator(".st-key-cmp_run").get_by_role("button", name="Run comparison")
+    run.wait_for(state="visible", timeout=60_000)
+    return page, opened, run
+
+
 def test_compare_page_runs_two_legs_in_the_browser(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            opened = time.monotonic()
-            page.goto(f"http://localhost:{server['port']}/compare")
-            # (a button with a help tooltip holds a second, nameless button element: pick it by its name)
-            run = page.locator(".st-key-cmp_run").get_by_role("button", name="Run comparison")
-            run.wait_for(state="visible", timeout=60_000)
+            page, opened, run = open_compare(browser, server)
             assert page.get_by_text("one after the other", exact=False).count() >= 1
             run.click()
             keys = tag_charts(page, max(LIMIT_S, 60))
@@ -173,11 +179,7 @@ def test_compare_charts_stream_while_legs_train(server):
     with sync_api.sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            opened = time.monotonic()
-            page.goto(f"http://localhost:{server['port']}/compare")
-            run = page.locator(".st-key-cmp_run").get_by_role("button", name="Run comparison")
-            run.wait_for(state="visible", timeout=60_000)
+            page, opened, run = open_compare(browser, server)
             # on the 5,000-digit sample a default leg trains 10 epochs between two polls (~1.3 s): with 1,024
             # hidden units and 30 epochs a leg takes a few seconds
             set_slider(page, "cmp_hidden", ["End"], "1024")
