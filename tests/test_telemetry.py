@@ -44,6 +44,14 @@ def test_a_sample_of_this_process_reads_its_memory_its_cpu_and_every_core():
     assert (sample.gpu_percent, sample.gpu_memory_used, sample.gpu_note) == (None, None, CPU_RUN_NOTE)
 
 
+def test_a_span_of_a_few_milliseconds_still_reads_its_cpu_use():
+    """A tiny run's phase lasts a few ms: clock-tick CPU counters (10 ms) would read 0 % for it (CI saw that)."""
+    probe = ProcessProbe()
+    busy(0.004)
+    sample = probe.sample()
+    assert sample.process_cpu_percent > 20 and sample.seconds < 1
+
+
 def test_a_sample_of_a_process_that_ended_has_no_process_figures_and_no_error():
     child = psutil.Popen(["sleep", "10"])
     probe = ProcessProbe(child.pid)

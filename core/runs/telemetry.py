@@ -158,22 +158,31 @@ class ProcessProbe:
 
     def __init__(self, pid: int | None = None, gpu: GpuProbe | None = None, gpu_note: str = CPU_RUN_NOTE):
         self.process = psutil.Process(pid if pid is not None else os.getpid())
+        # This process's CPU time comes from time.process_time() (nanoseconds); psutil reads another process's
+        # in clock ticks (10 ms), which reads 0 % for a phase of a few ticks.
+        self.own = self.process.pid == os.getpid()
         self.gpu = gpu
         self.gpu_note = gpu_note
         self.started = time.monotonic()
+        self.cpu_started = time.process_time()
         # Both cpu_percent calls measure from their previous call; these first ones set the start (they read 0).
         # psutil.cpu_percent keeps one start per process, so two probes in one process shorten each other's spans:
         # the figures stay true loads, over shorter spans.
-        self.process.cpu_percent(None)
+        if not self.own:
+            self.process.cpu_percent(None)
         psutil.cpu_percent(None, percpu=True)
 
     def sample(self) -> TelemetrySample:
-        now = time.monotonic()
+        now, cpu_now = time.monotonic(), time.process_time()
         seconds, self.started = now - self.started, now
+        cpu_seconds, self.cpu_started = cpu_now - self.cpu_started, cpu_now
         try:
             with self.process.oneshot():
                 rss = self.process.memory_info().rss
-                process_cpu = self.process.cpu_percent(None)
+                if self.own:
+                    process_cpu = 100.0 * cpu_seconds / seconds if seconds > 0 else 0.0
+                else:
+                    process_cpu = self.process.cpu_percent(None)
         except psutil.Error:  # the process is gone (a probe of another process)
             rss = process_cpu = None
         cores = tuple(psutil.cpu_percent(None, percpu=True))
