@@ -22,7 +22,9 @@ from .stream_chart import stream_chart
 from .text import md
 
 POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
-EPOCH_POLL_SECONDS = 0.45  # an epoch about to end is drawn this soon after it ends, at the most (bar: 0.5 s)
+MIN_POLL_SECONDS = 0.35  # the shortest gap between two draws (short epochs: several arrive per draw)
+EPOCH_LEAD_S = 0.25  # a poll is timed this long before the current epoch should end...
+EPOCH_WAIT_S = 0.4  # ...and waits on the server (no CPU) up to this long for it, to draw it the moment it ends
 QUEUED_POLL_SECONDS = 3.0  # a queued run's page only shows its place in the queue
 BATCH_POINTS = 2000  # per-batch loss points a chart keeps in the browser (older ones thinned evenly)
 
@@ -113,14 +115,32 @@ def draw_tiles(snap: RunSnapshot) -> None:
         st.caption(f"Test accuracy (official test split, never used for training): **{snap.test_acc:.2%}**")
 
 
-def next_poll_seconds(snap: RunSnapshot) -> float:
-    """While training: POLL_SECONDS, or just after the current epoch is expected to end when that is sooner, so a
-    finished epoch reaches the charts within about EPOCH_POLL_SECONDS without polling faster all the time."""
+def epoch_left_seconds(snap: RunSnapshot) -> float | None:
+    """Seconds until the training epoch should end, from the median epoch time and the batches done; None before
+    an epoch has been timed or while no batch is reported."""
     per_epoch, progress = median_timed_epoch(snap.epochs), snap.progress
-    if per_epoch is None or progress is None:
+    if per_epoch is None or progress is None or snap.status != RunStatus.RUNNING:
+        return None
+    return per_epoch * (1 - progress.batch / progress.batches)
+
+
+def next_poll_seconds(snap: RunSnapshot) -> float:
+    """While training: POLL_SECONDS, or EPOCH_LEAD_S before the current epoch should end when that is sooner
+    (never under MIN_POLL_SECONDS): that poll then waits for the epoch (wait_for_epoch), so a finished epoch is
+    drawn about as soon as it ends without polling faster all the time."""
+    left = epoch_left_seconds(snap)
+    if left is None:
         return POLL_SECONDS
-    left = per_epoch * (1 - progress.batch / progress.batches)
-    return min(POLL_SECONDS, max(EPOCH_POLL_SECONDS, left + 0.05))
+    return min(POLL_SECONDS, max(MIN_POLL_SECONDS, left - EPOCH_LEAD_S))
+
+
+def latest_snapshot(get_snapshot, wait_for_epoch=None) -> RunSnapshot | None:
+    """The run's snapshot now, or, when an epoch should end within EPOCH_WAIT_S, as soon as it has ended."""
+    snap = get_snapshot()
+    left = epoch_left_seconds(snap) if snap is not None and wait_for_epoch is not None else None
+    if left is not None and left <= EPOCH_WAIT_S:
+        snap = wait_for_epoch(len(snap.epochs), min(EPOCH_WAIT_S, left + 0.1)) or snap
+    return snap
 
 
 def draw_charts(snap: RunSnapshot) -> None:
@@ -179,11 +199,12 @@ def draw_snapshot(snap: RunSnapshot) -> None:
     draw_model(snap)
 
 
-def live_panel(get_snapshot, was_active: bool) -> None:
-    """Poll while active; when the run's activity changes, rerun the whole page (buttons change)."""
+def live_panel(get_snapshot, was_active: bool, wait_for_epoch=None) -> None:
+    """Poll while active; when the run's activity changes, rerun the whole page (buttons change).
+    wait_for_epoch(epochs_seen, timeout) -> snapshot lets a poll wait for an epoch about to end (RunManager's)."""
 
     def body() -> float | None:
-        snap = get_snapshot()
+        snap = latest_snapshot(get_snapshot, wait_for_epoch)
         if snap is None:
             st.warning("This run is no longer available.")
             return None

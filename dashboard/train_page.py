@@ -139,7 +139,8 @@ def train_page() -> None:
         return
     with st.container(key="run_controls"):
         run_controls(snap)
-    live_panel(lambda: manager.snapshot(run_id), snap.active)
+    live_panel(lambda: manager.snapshot(run_id), snap.active,
+               lambda seen, timeout: manager.wait_for_epoch(run_id, seen, timeout))
 
 
 MAX_CONTINUE_EPOCHS = 50

@@ -79,3 +79,25 @@ def test_the_per_batch_curve_stays_bounded_and_keeps_its_start_and_newest_point(
     assert BATCH_LOSS_POINTS // 2 <= len(points)
     xs = [x for x, _ in points]
     assert xs == sorted(xs) and xs[0] == 0.01 and xs[-1] == records / 100  # in order, first and newest kept
+
+
+def test_wait_until_returns_the_moment_the_change_comes_and_gives_up_after_its_timeout():
+    live = LiveRegistry()
+    entry = live.add(Entry(live, "a"), Snap())
+    threading.Timer(0.15, lambda: entry.update(n=1)).start()
+    threading.Timer(0.3, lambda: entry.update(n=2)).start()
+    started = time.monotonic()
+    assert live.wait_until("a", lambda s: s.n >= 2, timeout=5) == Snap(n=2)
+    assert 0.25 < time.monotonic() - started < 2
+    started = time.monotonic()
+    assert live.wait_until("a", lambda s: s.n >= 3, timeout=0.2) == Snap(n=2)  # timed out: the snapshot as it is
+    assert 0.15 < time.monotonic() - started < 1
+
+
+def test_wait_until_returns_at_once_for_an_ended_entry_or_an_unknown_id():
+    live = LiveRegistry()
+    live.add(Entry(live, "a"), Snap("finished"))
+    started = time.monotonic()
+    assert live.wait_until("a", lambda s: False, timeout=5) == Snap("finished")
+    assert live.wait_until("nope", lambda s: False, timeout=5) is None
+    assert time.monotonic() - started < 0.5

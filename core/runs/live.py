@@ -125,6 +125,18 @@ class LiveRegistry(Generic[S, E]):
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return self.get(key)
 
+    def wait_until(self, key: str, ready, timeout: float) -> S | None:
+        """The entry's snapshot once ready(snapshot) is true or it has ended, or after `timeout` seconds, whichever
+        comes first (None for an unknown id). A page that expects a change soon waits here instead of polling."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                snapshot = self._snapshots.get(key)
+                left = deadline - time.monotonic()
+                if snapshot is None or not snapshot.active or ready(snapshot) or left <= 0:
+                    return snapshot
+                self._changed.wait(left)
+
     def join_all(self, timeout: float) -> None:
         """Wait up to `timeout` seconds in all for every driver thread to finish."""
         deadline = time.monotonic() + timeout

@@ -289,6 +289,14 @@ class RunManager:
         self._live.wait(run_id, timeout)
         return self.snapshot(run_id)
 
+    def wait_for_epoch(self, run_id: str, epochs_seen: int, timeout: float) -> RunSnapshot | None:
+        """The run's snapshot as soon as it has more than `epochs_seen` epochs or has ended, else after `timeout`
+        seconds: a page that expects an epoch to end within a moment draws it the moment it does."""
+        if self._live.entry(run_id) is None:
+            return self.snapshot(run_id)
+        self._live.wait_until(run_id, lambda snap: len(snap.epochs) > epochs_seen, timeout)
+        return self.snapshot(run_id)
+
     # -- jobs: other timed work on a worker, in the same device queues (speedup maps) ------------------
     def queue_job(self, devices) -> DeviceTurn:
         """A place for a job in the queues of `devices`, taken now: runs and jobs get a device in the order they
