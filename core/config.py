@@ -76,6 +76,7 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     STOPPED = "stopped"  # asked to stop
+    PRUNED = "pruned"  # a sweep's pruner stopped it early: its epochs so far looked worse than other trials'
     CANCELLED = "cancelled"  # a speedup map cut short
     DIVERGED = "diverged"  # the loss became NaN or inf
     FAILED = "failed"

@@ -13,6 +13,7 @@ ICONS = {
     RunStatus.RUNNING: "▶️",
     RunStatus.FINISHED: "✅",
     RunStatus.STOPPED: "⏹️",
+    RunStatus.PRUNED: "✂️",
     RunStatus.CANCELLED: "⏹️",
     RunStatus.DIVERGED: "⚠️",
     RunStatus.FAILED: "❌",

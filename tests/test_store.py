@@ -418,7 +418,7 @@ def test_a_version_1_file_gains_the_telemetry_columns_and_keeps_its_runs(tmp_pat
         db.execute("PRAGMA user_version=1")
         db.commit()
     store = Store(path)
-    assert user_version(path) == SCHEMA_VERSION == 2
+    assert user_version(path) == SCHEMA_VERSION == 3
     runs = {r["id"]: r for r in store.list_runs()}
     assert sorted(runs) == ["v1-0", "v1-1"]
     assert all(r["status"] == "finished" and r["test_acc"] == 0.9 for r in runs.values())
@@ -439,3 +439,38 @@ def test_a_file_from_a_newer_version_is_refused_with_a_message(tmp_path):
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match="newer version of this app"):
         Store(path)
+
+
+# Version 2's schema: today's without the sweep tags version 3 added to runs.
+V2_SCHEMA = (SCHEMA[:SCHEMA.index("    mean_gpu_percent")] + "    mean_gpu_percent REAL\n" +
+             SCHEMA[SCHEMA.index(");\nCREATE TABLE IF NOT EXISTS epochs"):])
+
+
+def test_a_version_2_file_gains_the_sweep_tags_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "runs.db"
+    assert "sweep_id" not in V2_SCHEMA and "mean_gpu_percent" in V2_SCHEMA
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(V2_SCHEMA)
+        db.execute("INSERT INTO runs (id, created_at, updated_at, status, config, dataset) VALUES (?, ?, ?, ?, ?, ?)",
+                   ("v2", 1.0, 1.0, "finished", json.dumps(RunConfig().to_dict()), "mnist"))
+        db.execute("PRAGMA user_version=2")
+        db.commit()
+    store = Store(path)
+    assert user_version(path) == SCHEMA_VERSION == 3
+    old = store.get_run("v2")
+    assert (old["status"], old["sweep_id"], old["trial"]) == ("finished", "", None)
+    tagged = new_run(store, tags={"sweep_id": "s1", "trial": 0})
+    assert [r["id"] for r in store.sweep_runs("s1")] == [tagged]
+    assert store.sweep_runs("") and store.sweep_runs("other") == []
+    Store(path)  # opening it again changes nothing
+    assert store.get_run(tagged)["trial"] == 0
+
+
+def test_sweep_runs_come_in_trial_order_and_unknown_tags_are_refused(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    ids = {trial: new_run(store, tags={"sweep_id": "s", "trial": trial}) for trial in (2, 0, 1)}
+    new_run(store)
+    assert [r["id"] for r in store.sweep_runs("s")] == [ids[0], ids[1], ids[2]]
+    assert [r["trial"] for r in store.sweep_runs("s")] == [0, 1, 2]
+    with pytest.raises(ValueError, match="unknown run tag"):
+        new_run(store, tags={"colour": "red"})

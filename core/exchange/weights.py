@@ -307,8 +307,8 @@ def import_weights(store: Store, weights: WeightsFile, *, test_loss: float | Non
         store.save_checkpoint(run_id, checkpoint_blob(weights))
         message = f"imported from a weights file (original run {original})" if original else \
             "imported from a weights file"
-        status = weights.run.get("status") if weights.run.get("status") in (RunStatus.FINISHED, RunStatus.STOPPED) \
-            else RunStatus.STOPPED
+        status = weights.run.get("status")
+        status = status if status in (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.PRUNED) else RunStatus.STOPPED
         store.finish_run(run_id, status, message, test_loss, test_acc)
     except Exception:
         store.delete_run(run_id)

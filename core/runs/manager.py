@@ -34,6 +34,7 @@ from .worker import WorkerProcess
 DEVICE_ORDER = ("cpu", "cuda", "mps")  # a turn on several devices takes their queues in this order
 QUEUED = RunStatus.QUEUED  # the old name, for the pages that import it from here
 ACTIVE = (RunStatus.QUEUED, RunStatus.LOADING, RunStatus.RUNNING)  # a run that has not ended
+CONTINUABLE = (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.PRUNED, RunStatus.INTERRUPTED)  # with an epoch
 READY_TIMEOUT_S = 180  # a cold worker imports torch and reads the dataset
 IDLE_REAP_S = 600.0  # a warm worker nobody used for this long is closed (~0.9 GB on full MNIST)
 REAP_CHECK_S = 15.0
@@ -75,7 +76,7 @@ class RunSnapshot:
 
     @property
     def can_continue(self) -> bool:
-        return self.status in (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.INTERRUPTED) and bool(self.epochs)
+        return self.status in CONTINUABLE and bool(self.epochs)
 
 
 BATCH_LOSS_POINTS = 4000  # per-batch loss points a snapshot keeps: the page rebuilds its loss figure every poll
@@ -99,6 +100,7 @@ class _LiveRun(Entry):
         self.stop_requested = threading.Event()
         self.worker: WorkerProcess | None = None
         self.pending: list[Phase] = []
+        self.tags: dict = {}  # its record's tags (core.runs.store.RUN_TAGS), for a failure recorded here
         self.ended_at = 0.0
         self.turn: DeviceTurn | None = None
 
@@ -186,7 +188,7 @@ class DeviceTurn:
 
 class RunManager:
     def __init__(self, db_path=None, data_dir=None, cpu_threads: int | None = None, max_cpu_runs: int = 1,
-                 preload: str | None = None, idle_reap_s: float = IDLE_REAP_S):
+                 preload: str | None = None, idle_reap_s: float = IDLE_REAP_S, max_gpu_runs: int = 1):
         self.data_dir = data_dir
         self.store_warning = ""
         try:
@@ -202,7 +204,10 @@ class RunManager:
         self._last_activity = time.monotonic()
         self._live: LiveRegistry[RunSnapshot, _LiveRun] = LiveRegistry()
         self._lock = threading.Lock()  # the spare worker and which run's worker is whose
-        self._queues = {"cpu": _DeviceQueue(max_cpu_runs), "cuda": _DeviceQueue(1), "mps": _DeviceQueue(1)}
+        # Runs at once per device type: a GPU may train several small models side by side (a sweep's --parallel).
+        self._queues = {"cpu": _DeviceQueue(max_cpu_runs), "cuda": _DeviceQueue(max_gpu_runs),
+                        "mps": _DeviceQueue(max_gpu_runs)}
+        self._warm_kept = max(max_cpu_runs, max_gpu_runs)  # ended runs' workers kept warm for the next runs
         self._job_workers: set[WorkerProcess] = set()  # workers running a job now (core.runs.worker's "job")
         self._spare: WorkerProcess | None = None
         self._closed = False
@@ -212,8 +217,10 @@ class RunManager:
         threading.Thread(target=self._reap_idle_workers, name="worker-reaper", daemon=True).start()
 
     # -- commands ---------------------------------------------------------------------------------
-    def start(self, config: RunConfig, owner: str = "", phases: tuple[Phase, ...] | None = None) -> str:
-        """Queue a run; returns its id at once. Problems found later (data, memory) end it as "failed"."""
+    def start(self, config: RunConfig, owner: str = "", phases: tuple[Phase, ...] | None = None,
+              tags: dict | None = None) -> str:
+        """Queue a run; returns its id at once. Problems found later (data, memory) end it as "failed". `tags`
+        (core.runs.store.RUN_TAGS: a sweep's id and trial number) are stored with its record."""
         self._last_activity = time.monotonic()
         phases = tuple(phases or (Phase(config.epochs, config.lr),))
         config = config.replace(epochs=phases[0].epochs, lr=phases[0].lr)
@@ -225,12 +232,13 @@ class RunManager:
             device = ""
         live = _LiveRun(self._live, run_id)
         live.pending = list(phases)
+        live.tags = dict(tags or {})
         self._live.add(live, RunSnapshot(run_id, owner, config, RunStatus.QUEUED,
                                          planned_epochs=sum(p.epochs for p in phases),
                                          store_warning=self.store_warning, cpu_threads=self.cpu_threads,
                                          device=device, layers=tuple(layers),
                                          parameters=sum(r.parameters for r in layers)))
-        self._launch(live, ("start", run_id, config.to_dict(), [(p.epochs, p.lr) for p in phases]))
+        self._launch(live, ("start", run_id, config.to_dict(), [(p.epochs, p.lr) for p in phases], live.tags))
         return run_id
 
     def continue_run(self, run_id: str, epochs: int, lr: float, owner: str = "") -> None:
@@ -255,12 +263,14 @@ class RunManager:
             ("resume", run_id, [(epochs, lr)])
         self._launch(live, message)
 
-    def stop(self, run_id: str) -> None:
+    def stop(self, run_id: str, status: str = RunStatus.STOPPED, reason: str = "") -> None:
+        """Stop a run within a batch. A sweep prunes a trial with status "pruned" and its reason; a run still
+        queued or loading ends "stopped" whatever the status asked."""
         live = self._live.entry(run_id)
         if live is not None:
             live.stop_requested.set()
             if live.worker is not None and live.snapshot.active:
-                live.worker.stop()
+                live.worker.stop(status, reason)
 
     def snapshot(self, run_id: str) -> RunSnapshot | None:
         live = self._live.entry(run_id)
@@ -541,7 +551,7 @@ class RunManager:
         try:
             self.store.create_run(snap.config.to_dict(), device=snap.device or snap.config.device, data_source="",
                                   torch_version="", parameters=snap.parameters or None, origin="dashboard",
-                                  run_id=snap.run_id)
+                                  run_id=snap.run_id, tags=live.tags)
             self.store.finish_run(snap.run_id, RunStatus.FAILED, snap.message)
         except StoreError as exc:
             live.update(store_warning=f"This failed run is NOT saved: {exc}")
@@ -609,14 +619,15 @@ class RunManager:
             self._spare = self._new_worker()
 
     def _after_run(self) -> None:
-        """One warm worker at most: the ended run's own; older ended runs' workers and the spare are closed
-        (each holds ~0.9 GB on full MNIST; those runs continue from their stored checkpoints)."""
+        """One warm worker at most (one per run a device may train at once): the ended run's own; older ended runs'
+        workers and the spare are closed (each holds ~0.9 GB on full MNIST; those runs continue from their stored
+        checkpoints)."""
         self._last_activity = time.monotonic()
         with self._lock:
             idle = sorted((r for r in self._live.entries() if r.worker is not None and not r.snapshot.active),
                           key=lambda r: r.ended_at)
             closing = []
-            for live in idle[:-1]:
+            for live in idle[:-self._warm_kept]:
                 live.worker, worker = None, live.worker
                 closing.append(worker)
             if idle and self._spare is not None:

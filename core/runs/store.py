@@ -22,7 +22,8 @@ from pathlib import Path
 from ..config import RunStatus, StoreEmptied, StoreError  # noqa: F401 (errors re-exported from core.config)
 
 DEFAULT_DB = "./runs.db"
-SCHEMA_VERSION = 2  # 1: runs, epochs, checkpoints, reports (files from before versioning read 0); 2: runs' telemetry
+SCHEMA_VERSION = 3  # 1: runs, epochs, checkpoints, reports (files from before versioning read 0); 2: runs' telemetry;
+# 3: runs' sweep tags (sweep_id, trial)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -45,7 +46,9 @@ CREATE TABLE IF NOT EXISTS runs (
     owner TEXT NOT NULL DEFAULT '',
     peak_rss_bytes INTEGER,  -- the training process's peak resident memory, sampled about once a second
     mean_cpu_percent REAL,  -- its mean CPU use while training (100 = one core busy)
-    mean_gpu_percent REAL  -- the GPU's mean utilisation while training (NULL: CPU run or no GPU telemetry)
+    mean_gpu_percent REAL,  -- the GPU's mean utilisation while training (NULL: CPU run or no GPU telemetry)
+    sweep_id TEXT NOT NULL DEFAULT '',  -- the sweep this run is a trial of ('' for a run of its own)
+    trial INTEGER  -- its trial number in that sweep (Optuna's, from 0)
 );
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -76,7 +79,12 @@ CREATE TABLE IF NOT EXISTS reports (
 );
 CREATE INDEX IF NOT EXISTS reports_kind ON reports (kind, created_at);
 """
+# Indexes on columns an older file gains only once _add_missing_columns has run.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep_id, trial);
+"""
 
+RUN_TAGS = ("sweep_id", "trial")  # what a run may be tagged with when it is created (create_run's tags)
 EPOCH_FIELDS = ("epoch", "phase", "lr", "train_loss", "val_loss", "val_acc", "seconds", "samples_per_s",
                 "warmup", "elapsed")
 
@@ -162,6 +170,7 @@ class Store:
             if version < SCHEMA_VERSION:
                 _add_missing_columns(db)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.executescript(INDEXES)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
@@ -222,13 +231,19 @@ class Store:
 
     # -- writing ----------------------------------------------------------------------------------
     def create_run(self, config: dict, *, device: str, data_source: str, torch_version: str,
-                   parameters: int | None, origin: str = "", run_id: str | None = None) -> str:
+                   parameters: int | None, origin: str = "", run_id: str | None = None,
+                   tags: dict | None = None) -> str:
+        """A new run, "running"; `tags` (RUN_TAGS: a sweep's id and trial number) are written with it, in one row."""
         run_id = run_id or uuid.uuid4().hex[:12]
+        tags = dict(tags or {})
+        unknown = sorted(set(tags) - set(RUN_TAGS))
+        if unknown:
+            raise ValueError(f"unknown run tag(s): {', '.join(unknown)}")
         now = time.time()
         self._write("INSERT INTO runs (id, created_at, updated_at, status, origin, config, dataset, data_source, "
-                    "device, torch_version, parameters, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "device, torch_version, parameters, owner, sweep_id, trial) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (run_id, now, now, RunStatus.RUNNING, origin, json.dumps(config), config["dataset"], data_source,
-                     device, torch_version, parameters, current_owner()))
+                     device, torch_version, parameters, current_owner(), tags.get("sweep_id", ""), tags.get("trial")))
         return run_id
 
     def add_phase(self, run_id: str, epochs: int, lr: float) -> None:
@@ -310,6 +325,11 @@ class Store:
     def list_runs(self, limit: int | None = None) -> list[dict]:
         sql = "SELECT * FROM runs ORDER BY created_at DESC" + (f" LIMIT {int(limit)}" if limit else "")
         return [_decode(row) for row in self._read(sql)]
+
+    def sweep_runs(self, sweep_id: str) -> list[dict]:
+        """The runs tagged with this sweep, by trial number (a trial run again after a stop has two runs)."""
+        rows = self._read("SELECT * FROM runs WHERE sweep_id=? ORDER BY trial, created_at", (sweep_id,))
+        return [_decode(row) for row in rows]
 
     def epochs(self, run_id: str) -> list[dict]:
         rows = self._read(f"SELECT {', '.join(EPOCH_FIELDS)} FROM epochs WHERE run_id=? ORDER BY epoch", (run_id,))

@@ -41,13 +41,15 @@ class TrainingRun:
                  dataset: ImageDataset | None = None, cancel: threading.Event | None = None,
                  origin: str = "cli", run_id: str | None = None, create_record: bool = True,
                  on_store_warning: Callable[[str], None] | None = None,
-                 on_telemetry: TelemetryListener | None = None):
+                 on_telemetry: TelemetryListener | None = None, tags: dict | None = None):
         self.config = config
+        self.tags = dict(tags or {})  # written with the run's record (core.runs.store.RUN_TAGS: its sweep and trial)
         self.cancel = cancel or threading.Event()
         self.store = store
         self.store_warning = ""  # non-empty while part of the run is not in the store: what, why and what to do
         self.on_store_warning = on_store_warning  # told whenever store_warning changes
-        self.interrupt_reason = ""
+        # How a cancel ends the run when it is not a plain Stop: (status, reason), set by end_as().
+        self.end_as_status, self.end_reason = "", ""
         self.resume_note = ""  # set by resume() when epochs recorded after the last saved weights were dropped
         # This process's memory, CPU and GPU use while it trains (a thread samples them about once a second): each
         # sample goes to on_telemetry (called from that thread), the summary to the store when a phase ends.
@@ -117,7 +119,8 @@ class TrainingRun:
             return
         try:
             self.store.create_run(self.config.to_dict(), device=self.config.device, data_source="",
-                                  torch_version=torch.__version__, parameters=None, origin=origin, run_id=self.id)
+                                  torch_version=torch.__version__, parameters=None, origin=origin, run_id=self.id,
+                                  tags=self.tags)
             self.store.finish_run(self.id, RunStatus.FAILED, str(exc).strip() or type(exc).__name__)
         except StoreError as problem:
             self.report_store_problem(f"This failed run is NOT saved: {problem}")
@@ -175,7 +178,8 @@ class TrainingRun:
         if not self._saved_record:
             store.create_run(self.config.to_dict(), device=self.trainer.device_label,
                              data_source=self.dataset.source, torch_version=torch.__version__,
-                             parameters=self.trainer.parameter_count, origin=self.origin, run_id=self.id)
+                             parameters=self.trainer.parameter_count, origin=self.origin, run_id=self.id,
+                             tags=self.tags)
             self._saved_record = True
         while self._saved_phases < len(self.schedule):
             phase = self.schedule[self._saved_phases]
@@ -200,7 +204,15 @@ class TrainingRun:
     def interrupt(self, reason: str) -> None:
         """End the run between batches as interrupted (its server gone, SIGTERM, shutdown): it keeps the weights
         of its last finished epoch, so continuing it trains exactly as if it had never stopped."""
-        self.interrupt_reason = reason
+        self.end_as(RunStatus.INTERRUPTED, reason)
+
+    def end_as(self, status: str, reason: str) -> None:
+        """End the run between batches with `status` instead of "stopped": interrupted (see interrupt), or pruned
+        (a sweep's pruner judged it: it ends as a Stop does, with its test accuracy and weights, so it can be
+        continued)."""
+        if status not in (RunStatus.INTERRUPTED, RunStatus.PRUNED):
+            raise ValueError(f"a run cannot be ended as {status!r}")
+        self.end_as_status, self.end_reason = status, reason
         self.cancel.set()
 
     def train_phase(self, epochs: int | None = None, lr: float | None = None,
@@ -247,14 +259,18 @@ class TrainingRun:
         return self.status
 
     def _finish_phase(self) -> None:
-        if self.status == RunStatus.STOPPED and self.interrupt_reason:
-            self.trainer.status, self.trainer.stop_reason = RunStatus.INTERRUPTED, self.interrupt_reason
+        end_as, reason = self.end_as_status, self.end_reason
+        self.end_as_status, self.end_reason = "", ""  # asked of this phase only: a continued run stops plainly
+        if self.status == RunStatus.STOPPED and end_as == RunStatus.INTERRUPTED:
+            self.trainer.status, self.trainer.stop_reason = RunStatus.INTERRUPTED, reason
             self._save(final=True, weights=self._epoch_state if self._weights_lag() else None)
             return
         weights = None
         if self.status in (RunStatus.FINISHED, RunStatus.STOPPED) and self.epochs:
             self.test_loss, self.test_acc = self.trainer.evaluate_test()
             weights = self.trainer.state()
+        if self.status == RunStatus.STOPPED and end_as:  # pruned
+            self.trainer.status, self.trainer.stop_reason = end_as, reason
         self._save(final=True, weights=weights)
 
     def summary(self) -> dict:

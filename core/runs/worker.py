@@ -6,9 +6,9 @@ at full speed, and a crash or an out-of-memory kill takes down only the worker, 
 Workers start as `python -m core.runs.worker` (not multiprocessing's spawn, which would re-run the
 Streamlit script that is __main__ in the server).
 
-To the worker: ("start", run_id, config_dict, [(epochs, lr), ...]), ("resume", run_id, [(epochs, lr)]),
-("continue", epochs, lr), ("job", "module:function", kwargs), ("stop",) and ("interrupt", reason)
-(checked every batch or step), ("close",).
+To the worker: ("start", run_id, config_dict, [(epochs, lr), ...][, tags]), ("resume", run_id, [(epochs, lr)]),
+("continue", epochs, lr), ("job", "module:function", kwargs), ("stop",), ("stop", status, reason) (end as "pruned":
+a sweep's pruner) and ("interrupt", reason) (checked every batch or step), ("close",).
 From the worker: ("ready",), ("created", info), ("phase", epochs, lr), ("epoch", EpochResult),
 ("progress", BatchProgress), ("telemetry", TelemetrySample) (about once a second while training, from the
 run's sampler thread: core.runs.telemetry), ("store", store_warning) (whenever it changes; '' once all is saved),
@@ -50,7 +50,7 @@ SERVER_GONE = "the dashboard server ended during the run (its connection closed)
 
 class PipeCancel:
     """The Trainer's cancel token and the worker's line to the server: set once a message arrives while training
-    (polled at most every 20 ms), or once the server is gone, which interrupts the run (on_interrupt)."""
+    (polled at most every 20 ms), or once the server is gone, which interrupts the run (on_end_as)."""
 
     POLL_INTERVAL_S = 0.02  # Connection.poll builds a selector per call (~10 us): not every batch
 
@@ -60,7 +60,7 @@ class PipeCancel:
         self.lost = False
         self.inbox: list[tuple] = []
         self.last_poll = 0.0
-        self.on_interrupt = lambda reason: None  # the current run's interrupt()
+        self.on_end_as = lambda status, reason: None  # the current run's end_as()
         self._send_lock = threading.Lock()  # the telemetry thread sends too, and Connection.send is not thread-safe
 
     def is_set(self) -> bool:
@@ -78,7 +78,9 @@ class PipeCancel:
         if message is not None:
             self.flag = True  # "stop", "interrupt", or "close" (kept in the inbox to act on after the phase)
             if message[0] == "interrupt":
-                self.on_interrupt(message[1])
+                self.on_end_as(RunStatus.INTERRUPTED, message[1])
+            elif message[0] == "stop" and len(message) > 1:
+                self.on_end_as(*message[1:])
             elif message[0] != "stop":
                 self.inbox.append(message)
         return self.flag
@@ -101,7 +103,7 @@ class PipeCancel:
 
     def _lose(self) -> None:
         self.lost = self.flag = True
-        self.on_interrupt(SERVER_GONE)
+        self.on_end_as(RunStatus.INTERRUPTED, SERVER_GONE)
 
     def next_message(self) -> tuple:
         if self.inbox:
@@ -123,9 +125,9 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
     cancel.send("ready")
     run = None
 
-    def interrupt(reason: str) -> None:
+    def end_as(status: str, reason: str) -> None:
         if run is not None:
-            run.interrupt(reason)
+            run.end_as(status, reason)
 
     def on_store_warning(warning: str) -> None:
         cancel.send("store", warning)
@@ -133,7 +135,7 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
     def on_telemetry(sample) -> None:
         cancel.send("telemetry", sample)
 
-    cancel.on_interrupt = interrupt
+    cancel.on_end_as = end_as
     while True:
         try:
             message = cancel.next_message()
@@ -157,11 +159,11 @@ def serve(conn: Connection, data_dir, db_path, threads: int, preload: str | None
                 if store is None:  # the database may have become usable since (space freed, permissions fixed)
                     store, store_problem = _open_store(db_path)
                 if kind == "start":
-                    _, run_id, config, phases = message
+                    _, run_id, config, phases, *tags = message  # tags: optional (its sweep and trial)
                     run = None
                     run = TrainingRun(RunConfig.from_dict(config), store=store, data_dir=data_dir, cancel=cancel,
                                       origin="dashboard", run_id=run_id, on_store_warning=on_store_warning,
-                                      on_telemetry=on_telemetry)
+                                      on_telemetry=on_telemetry, tags=tags[0] if tags else None)
                     if store_problem:
                         run.report_store_problem(f"This run is NOT saved: {store_problem}")
                 else:
@@ -253,9 +255,10 @@ class WorkerProcess:
     def send(self, *message) -> None:
         self.conn.send(message)
 
-    def stop(self) -> None:
+    def stop(self, status: str = RunStatus.STOPPED, reason: str = "") -> None:
+        """Stop the run within a batch; as `status` "pruned" (with its reason) when a sweep's pruner asks."""
         try:
-            self.conn.send(("stop",))
+            self.conn.send(("stop",) if status == RunStatus.STOPPED else ("stop", status, reason))
         except OSError:
             pass
 
