@@ -1,4 +1,5 @@
-"""Command line: `python -m core train|bench|compare|speedup-map ...`, the same engine as the dashboard, headless.
+"""Command line: `python -m core train|bench|compare|speedup-map|sweep ...`, the same engine as the dashboard,
+headless.
 
 `train` prints one JSON object per epoch on stdout and a final summary object; people-readable
 progress goes to stderr. Exit status: 0 finished and recorded, 1 the run did not finish (stopped,
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch CPU threads for every leg (default: $TRAIN_THREADS, else cores - 1)")
     bench.add_argument("--devices", default="auto", help="comma list: cpu,cuda (default: cpu, plus cuda if present)")
     add_compare_commands(commands)
+    add_sweep_command(commands)
     return parser
 
 
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "speedup-map":
             return cmd_speedup_map(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
     except LabError as exc:  # CliError, ConfigError, DataError, DeviceError, TrainingError, StoreError...
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -380,3 +384,92 @@ def confirmed(estimate: float) -> bool:
         return True
     print("not started", file=sys.stderr)
     return False
+
+
+# -- sweep --------------------------------------------------------------------------------------------
+def add_sweep_command(commands) -> None:
+    from .studies.sweep import EXECUTORS, PRUNERS, SAMPLERS, SweepSpec
+    from .studies.sweep_space import DEFAULT_SPACE
+
+    d = SweepSpec(DEFAULT_SPACE)
+    sweep = commands.add_parser(
+        "sweep", help="search hyperparameters with Optuna; every trial is a run in the store; JSON per trial",
+        description="The space is NAME=LOW..HIGH[:log], NAME=A|B or NAME=VALUE, comma separated, over hidden (width "
+                    "of each hidden layer), layers, batch_size, lr, weight_decay, momentum, activation, optimizer. "
+                    "The objective is a trial's best validation accuracy.")
+    sweep.add_argument("--space", default=DEFAULT_SPACE, help="default: %(default)s")
+    sweep.add_argument("--trials", type=int, default=d.trials, help="trials to run (default %(default)s)")
+    sweep.add_argument("--epochs", type=int, default=d.epochs, help="epochs per trial (default %(default)s)")
+    sweep.add_argument("--sampler", choices=SAMPLERS, default=d.sampler)
+    sweep.add_argument("--pruner", choices=PRUNERS, default=d.pruner)
+    sweep.add_argument("--seed", type=int, help="the sampler's seed: the same seeded sweep tries the same params")
+    sweep.add_argument("--executor", choices=EXECUTORS, default=d.executor)
+    sweep.add_argument("--parallel", type=int, default=d.parallel, help="trials at once (a GPU only; default 1)")
+    sweep.add_argument("--dataset", choices=DATASETS, default=d.base.dataset)
+    sweep.add_argument("--device", choices=DEVICES, default=d.base.device)
+    sweep.add_argument("--data-dir", help="folder holding MNIST/raw/... (default: $DATA_DIR or ./data)")
+    sweep.add_argument("--threads", type=int, help="torch CPU threads per trial (default: cores - 1)")
+    sweep.add_argument("--db", help="SQLite file for run history (default: $RUNS_DB or ./runs.db); the study is "
+                                    "kept beside it (runs.db -> runs.sweeps.db)")
+    sweep.add_argument("--resume", metavar="SWEEP_ID", help="run the trials a stopped or killed sweep has left "
+                                                            "(its own settings are used; the options above are not)")
+
+
+def cmd_sweep(args) -> int:
+    """`python -m core sweep`: one JSON object per ended trial on stdout, then a summary object."""
+    from .runs.manager import RunManager
+    from .studies.sweep import Sweeps, SweepSpec
+    from .studies.sweep_space import parse_space
+
+    spec = None
+    if not args.resume:
+        spec = SweepSpec(parse_space(args.space), trials=args.trials, epochs=args.epochs, sampler=args.sampler,
+                         pruner=args.pruner, seed=args.seed, base=RunConfig(dataset=args.dataset, device=args.device),
+                         parallel=args.parallel, executor=args.executor)
+    Store(args.db)  # a database that cannot be used is a bad option (exit 2), said before any worker starts
+    manager = RunManager(db_path=args.db, data_dir=args.data_dir, cpu_threads=args.threads or default_cpu_threads(),
+                         preload=spec.base.dataset if spec else None, max_gpu_runs=spec.parallel if spec else 64)
+    try:
+        sweeps = Sweeps(manager)
+        sweep_id = sweeps.resume(args.resume) if args.resume else sweeps.start(spec)
+        return _follow_sweep(sweeps, sweep_id)
+    except KeyError as exc:
+        raise CliError(f"--resume: {exc.args[0]}") from None
+    finally:
+        manager.shutdown()
+
+
+def _follow_sweep(sweeps, sweep_id: str) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    snap = sweeps.snapshot(sweep_id)
+    print(f"sweep {sweep_id}: {snap.planned - len(snap.trials)} trial(s) of {snap.spec.epochs} epoch(s), "
+          f"{snap.spec.sampler} sampler, {snap.spec.pruner} pruner, space {snap.spec.space.text()}",
+          file=sys.stderr, flush=True)
+    printed = {t.number for t in snap.trials if not t.active}
+    while True:
+        try:
+            snap = sweeps.wait(sweep_id, 0.2)
+        except KeyboardInterrupt:
+            stop.set()
+            continue
+        if stop.is_set():
+            sweeps.stop(sweep_id)
+        for trial in snap.trials:
+            if trial.number in printed or trial.active or trial.seconds is None:
+                continue
+            printed.add(trial.number)
+            print(json.dumps(trial.result()), flush=True)
+            value = f"{trial.value:.2%}" if trial.value is not None else "-"
+            params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+            print(f"trial {trial.number:3d} {trial.status:<9} {value:>7}  {len(trial.epochs)} epoch(s) "
+                  f"{trial.seconds:6.1f} s  {params}", file=sys.stderr, flush=True)
+        if not snap.active:
+            break
+    summary = snap.summary()
+    print(json.dumps(summary), flush=True)
+    best = f"{summary['best_value']:.2%} (trial {summary['best_trial']})" if summary["best_value"] is not None \
+        else "no trial finished"
+    print(f"sweep {sweep_id} {snap.status}: best {best}; {summary['counts']}; {summary['total_seconds']:.1f} s"
+          f"{'; ' + snap.message if snap.message else ''}", file=sys.stderr)
+    return 0 if snap.status == RunStatus.FINISHED else 1
