@@ -418,7 +418,7 @@ def add_sweep_command(commands) -> None:
 def cmd_sweep(args) -> int:
     """`python -m core sweep`: one JSON object per ended trial on stdout, then a summary object."""
     from .runs.manager import RunManager
-    from .studies.sweep import Sweeps, SweepSpec
+    from .studies.sweep import Sweeps, SweepSpec, check_runnable
     from .studies.sweep_space import parse_space
 
     spec = None
@@ -426,6 +426,7 @@ def cmd_sweep(args) -> int:
         spec = SweepSpec(parse_space(args.space), trials=args.trials, epochs=args.epochs, sampler=args.sampler,
                          pruner=args.pruner, seed=args.seed, base=RunConfig(dataset=args.dataset, device=args.device),
                          parallel=args.parallel, executor=args.executor)
+        check_runnable(spec)
     Store(args.db)  # a database that cannot be used is a bad option (exit 2), said before any worker starts
     manager = RunManager(db_path=args.db, data_dir=args.data_dir, cpu_threads=args.threads or default_cpu_threads(),
                          preload=spec.base.dataset if spec else None, max_gpu_runs=spec.parallel if spec else 64)

@@ -86,6 +86,13 @@ def default_spec(**changes) -> SweepSpec:
     return SweepSpec(parse_space(DEFAULT_SPACE), **changes)
 
 
+def check_runnable(spec: SweepSpec) -> None:
+    """What only this machine can tell: its device, and parallel trials only on a GPU (DeviceError, ConfigError)."""
+    if spec.parallel > 1 and resolve_device(spec.base.device).type == "cpu":
+        raise ConfigError("parallel: CPU trials run one at a time (they share the cores); parallel trials need "
+                          "a GPU (device cuda)")
+
+
 @dataclass(frozen=True)
 class TrialSnapshot:
     number: int  # Optuna's trial number, from 0
@@ -338,7 +345,7 @@ class Sweeps:
 
     # -- commands ---------------------------------------------------------------------------------
     def start(self, spec: SweepSpec, owner: str = "") -> str:
-        self._check_device(spec)
+        check_runnable(spec)
         sweep_id = "s" + os.urandom(5).hex()
         study = _optuna().create_study(study_name=sweep_id, storage=self.storage(), direction="maximize",
                                        sampler=_sampler(spec), pruner=_pruner(spec))
@@ -358,7 +365,7 @@ class Sweeps:
         if stored.status == RunStatus.RUNNING:
             raise ConfigError(f"sweep {sweep_id} is running in another process")
         spec = stored.spec
-        self._check_device(spec)
+        check_runnable(spec)
         study = _optuna().load_study(study_name=sweep_id, storage=self.storage(), sampler=_sampler(spec),
                                      pruner=_pruner(spec))
         State = _optuna().trial.TrialState
@@ -406,11 +413,6 @@ class Sweeps:
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)[:limit]
 
     # -- driving ----------------------------------------------------------------------------------
-    def _check_device(self, spec: SweepSpec) -> None:
-        if spec.parallel > 1 and resolve_device(spec.base.device).type == "cpu":
-            raise ConfigError("parallel: CPU trials run one at a time (they share the cores); parallel trials need "
-                              "a GPU (device cuda)")
-
     def _drive(self, sweep_id: str, study, spec: SweepSpec, owner: str, first: SweepSnapshot) -> None:
         live = self._live.add(_Live(self._live, sweep_id, study, owner), first)
         live.to_start = spec.budget - sum(t.counts for t in first.trials)
