@@ -228,6 +228,17 @@ def test_a_killed_sweep_is_found_interrupted_and_resumed(sweeps, tmp_path):
     assert done.trials[4].params == params
 
 
+def test_parallel_lanes_share_one_study_and_keep_the_budget(tmp_path):
+    manager = StoreOnlyManager(tmp_path / "runs.db")
+    executor = FakeExecutor(manager.store)
+    executor.parallel = 3  # as a GPU's LocalExecutor with parallel=3
+    sweeps = Sweeps(manager, executor=lambda spec: executor)
+    snap = run(sweeps, default_spec(trials=9, epochs=2, sampler="tpe", pruner="median", seed=1))
+    assert sorted(t.number for t in snap.trials) == list(range(9))
+    assert sorted(r.number for r in executor.requests) == list(range(9))
+    assert len(sweeps.store.sweep_runs(snap.sweep_id)) == 9
+
+
 def test_parallel_trials_need_a_gpu(sweeps):
     with pytest.raises(ConfigError, match="parallel"):
         sweeps.start(default_spec(parallel=2, base=RunConfig(device="cpu")))

@@ -15,6 +15,7 @@ from core.runs.store import Store
 from core.studies.sweep import Sweeps, SweepSpec, study_path
 from core.studies.sweep_space import parse_space
 from support import json_lines, shared_dataset_dir, start_cli
+from sweep_helpers import StoreOnlyManager
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -135,21 +136,21 @@ def test_a_killed_cli_sweep_is_found_and_resumed(cli_env, tmp_path):
     # its worker notices the server is gone and records its trial as interrupted
     wait_for(lambda: all(r["status"] != "running" for r in Store(cli_env["RUNS_DB"]).sweep_runs(sweep_id)))
 
-    manager = RunManager(db_path=cli_env["RUNS_DB"], data_dir=cli_env["DATA_DIR"], cpu_threads=1)
-    try:
-        sweeps = Sweeps(manager)
-        found = sweeps.snapshot(sweep_id)
-        assert found.status == RunStatus.INTERRUPTED and not found.live
-        assert [t.status for t in found.trials][:2] == ["finished", "interrupted"]
-        assert found.trials[0].run_id == first["run_id"] and len(found.trials[0].epochs) == 60
-        sweeps.resume(sweep_id)
-        done = sweeps.wait(sweep_id, timeout=180)
-    finally:
-        manager.shutdown()
-    assert done.status == RunStatus.FINISHED, done.message
-    assert sum(t.counts for t in done.trials) == 3
-    assert done.trials[2].params == found.trials[1].params  # the interrupted trial is tried again
-    assert {t.status for t in done.trials if t.counts} == {"finished"}
+    found = Sweeps(StoreOnlyManager(cli_env["RUNS_DB"])).snapshot(sweep_id)  # read back as another process would
+    assert found.status == RunStatus.INTERRUPTED and not found.live
+    assert [t.status for t in found.trials][:2] == ["finished", "interrupted"]
+    assert found.trials[0].run_id == first["run_id"] and len(found.trials[0].epochs) == 60
+
+    proc = start_cli(["sweep", "--resume", sweep_id], cli_env)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    lines = json_lines(out)
+    assert [line["trial"] for line in lines[:-1]] == [2, 3]  # the interrupted trial again, then the one left
+    assert lines[0]["params"] == {"hidden": found.trials[1].params["hidden"]}
+    assert lines[-1]["sweep_id"] == sweep_id and lines[-1]["status"] == "finished"
+    done = Sweeps(StoreOnlyManager(cli_env["RUNS_DB"])).snapshot(sweep_id)
+    assert [t.status for t in done.trials] == ["finished", "interrupted", "finished", "finished"]
+    assert len({t.params["hidden"] for t in done.trials if t.counts}) == 3  # the grid, no point twice
 
 
 @pytest.mark.integration
