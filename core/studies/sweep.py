@@ -6,271 +6,30 @@ params, per-epoch reports) lives in its own SQLite file beside the run store (st
 its process: `Sweeps.snapshot` reads an ended or killed sweep back, and `resume` runs the trials it has left
 (trials that were stopped or cut off are tried again with the same params).
 
-Trials run through a TrialExecutor: LocalExecutor trains them as RunManager runs in its warm worker processes
-(core.runs.manager), one at a time on the CPU and up to `parallel` at once on a GPU. Another executor (Ray Tune)
-needs only run_trial. The page polls `Sweeps.snapshot(sweep_id)`, an immutable SweepSnapshot.
+Trials run through a TrialExecutor (core.studies.sweep_executors): LocalExecutor trains them as RunManager runs in
+its warm worker processes, one at a time on the CPU and up to `parallel` at once on a GPU. The page polls
+`Sweeps.snapshot(sweep_id)`, an immutable SweepSnapshot (core.studies.sweep_state).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import statistics
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
-from ..config import ConfigError, RunConfig, RunStatus, StoreError
-from ..engine.devices import resolve_device
+from ..config import ConfigError, RunStatus, StoreError
 from ..engine.train import EpochResult, median_timed_epoch
 from ..runs.live import Entry, LiveRegistry
 from ..runs.store import current_owner, owner_alive
-from .sweep_space import DEFAULT_SPACE, SearchSpace, parse_space
+from .sweep_executors import LocalExecutor, TrialExecutor, TrialOutcome, TrialRequest  # noqa: F401 (re-exported)
+from .sweep_space import DEFAULT_SPACE, SearchSpace, parse_space  # noqa: F401 (re-exported)
+from .sweep_state import (EXECUTORS, OPTUNA_STATES, PRUNERS, RETRIED, SAMPLERS, SweepSnapshot,  # noqa: F401
+                          SweepSpec, TrialSnapshot, check_runnable, default_spec)
 
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "halving", "none")
-EXECUTORS = ("local",)
-MAX_TRIALS = 10_000
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the results (Optuna's default, 10, is most of a small sweep)
 MEDIAN_STARTUP_TRIALS = 4  # finished trials before the median pruner prunes (Optuna's default 5)
-RETRIED = (RunStatus.STOPPED, RunStatus.INTERRUPTED)  # trials cut short from outside: tried again on resume
-OPTUNA_STATES = {RunStatus.FINISHED: "COMPLETE", RunStatus.DIVERGED: "COMPLETE", RunStatus.PRUNED: "PRUNED"}
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    space: SearchSpace
-    trials: int = 16  # trials that count (a trial stopped or cut off is tried again and counts once)
-    epochs: int = 4  # per trial
-    sampler: str = "tpe"
-    pruner: str = "median"
-    seed: int | None = None  # the sampler's: the same seeded random or grid sweep tries the same params in order
-    base: RunConfig = RunConfig()  # every setting the space leaves out (dataset, device, the runs' own seed...)
-    parallel: int = 1  # trials at once (a GPU only: CPU trials share the cores)
-    executor: str = "local"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.space, str):
-            object.__setattr__(self, "space", parse_space(self.space))
-        for name, value, allowed in (("sampler", self.sampler, SAMPLERS), ("pruner", self.pruner, PRUNERS),
-                                     ("executor", self.executor, EXECUTORS)):
-            if value not in allowed:
-                raise ConfigError(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
-        for name, value, high in (("trials", self.trials, MAX_TRIALS), ("parallel", self.parallel, 64)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-                raise ConfigError(f"{name}: must be a whole number from 1 to {high}; got {value!r}")
-        RunConfig(epochs=self.epochs)
-        if self.seed is not None:
-            RunConfig(seed=self.seed)
-
-    @property
-    def budget(self) -> int:
-        """Trials that count: the grid sampler stops once every grid point is tried."""
-        return min(self.trials, self.space.grid_size()) if self.sampler == "grid" else self.trials
-
-    def trial_config(self, params: dict) -> RunConfig:
-        return self.space.config(self.base, params).replace(epochs=self.epochs)
-
-    def to_dict(self) -> dict:
-        return {"space": self.space.text(), "trials": self.trials, "epochs": self.epochs, "sampler": self.sampler,
-                "pruner": self.pruner, "seed": self.seed, "base": self.base.to_dict(), "parallel": self.parallel,
-                "executor": self.executor}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SweepSpec":
-        return cls(**{**data, "space": parse_space(data["space"]), "base": RunConfig.from_dict(data["base"])})
-
-
-def default_spec(**changes) -> SweepSpec:
-    return SweepSpec(parse_space(DEFAULT_SPACE), **changes)
-
-
-def check_runnable(spec: SweepSpec) -> None:
-    """What only this machine can tell: its device, and parallel trials only on a GPU (DeviceError, ConfigError)."""
-    if spec.parallel > 1 and resolve_device(spec.base.device).type == "cpu":
-        raise ConfigError("parallel: CPU trials run one at a time (they share the cores); parallel trials need "
-                          "a GPU (device cuda)")
-
-
-@dataclass(frozen=True)
-class TrialSnapshot:
-    number: int  # Optuna's trial number, from 0
-    params: dict  # the trial's settings, fixed ones included (read only)
-    status: str  # queued, running, then the run's: finished, pruned, stopped, diverged, failed, interrupted
-    run_id: str = ""
-    epochs: tuple[EpochResult, ...] = ()
-    planned_epochs: int = 0
-    message: str = ""
-    started_at: float = 0.0  # time.time() when it was asked for
-    seconds: float | None = None  # wall seconds from asked to told, once it has ended
-    overhead_s: float | None = None  # those seconds less its epochs': dispatch, setup, test, saving weights
-
-    @property
-    def active(self) -> bool:
-        return self.status in (RunStatus.QUEUED, RunStatus.LOADING, RunStatus.RUNNING)
-
-    @property
-    def value(self) -> float | None:
-        """The objective: the best validation accuracy of its epochs (0-1)."""
-        return max((e.val_acc for e in self.epochs), default=None)
-
-    @property
-    def best_epoch(self) -> int | None:
-        return max(self.epochs, key=lambda e: e.val_acc).epoch if self.epochs else None
-
-    @property
-    def seconds_per_epoch(self) -> float | None:
-        return median_timed_epoch(self.epochs)
-
-    @property
-    def counts(self) -> bool:
-        """Whether it uses up one of the sweep's trials (one stopped or cut off is tried again)."""
-        return self.status not in RETRIED
-
-    def result(self) -> dict:
-        """The CLI's line for this trial."""
-        return {"type": "trial", "trial": self.number, "params": self.params, "value": self.value,
-                "best_epoch": self.best_epoch, "epochs_run": len(self.epochs), "status": self.status,
-                "seconds": self.seconds, "seconds_per_epoch": self.seconds_per_epoch, "overhead_s": self.overhead_s,
-                "run_id": self.run_id, "message": self.message}
-
-
-@dataclass(frozen=True)
-class SweepSnapshot:
-    sweep_id: str
-    spec: SweepSpec
-    status: str  # queued, running, finished, stopped, failed, interrupted (its process ended first)
-    message: str = ""
-    trials: tuple[TrialSnapshot, ...] = ()
-    created_at: float = field(default_factory=time.time)
-    started_at: float = field(default_factory=time.time)  # this drive's start (a resumed sweep: the resume)
-    ended_at: float | None = None
-    startup_s: float = 0.0  # waiting for a warm worker before the first trial (not in any trial's overhead)
-    live: bool = True  # False when read back from the study file and the store
-
-    @property
-    def active(self) -> bool:
-        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
-
-    @property
-    def planned(self) -> int:
-        """Trials it will have run when done: its budget, plus those tried again."""
-        return self.spec.budget + sum(not t.counts for t in self.trials)
-
-    def counts(self) -> dict[str, int]:
-        """Trials by status, e.g. {'finished': 9, 'pruned': 6, 'running': 1}."""
-        out: dict[str, int] = {}
-        for trial in self.trials:
-            out[str(trial.status)] = out.get(str(trial.status), 0) + 1
-        return out
-
-    @property
-    def best(self) -> TrialSnapshot | None:
-        """The trial with the best objective among those that ran to their end (Optuna's COMPLETE)."""
-        done = [t for t in self.trials if t.status in OPTUNA_STATES and OPTUNA_STATES[t.status] == "COMPLETE"
-                and t.value is not None]
-        return max(done, key=lambda t: (t.value, -t.number), default=None)
-
-    def eta_s(self, now: float | None = None) -> float | None:
-        """Seconds until the last trial ends, from the mean length of the trials that ended; None before one has."""
-        if not self.active:
-            return 0.0
-        ended = [t.seconds for t in self.trials if not t.active and t.seconds is not None]
-        if not ended:
-            return None
-        mean, now = statistics.fmean(ended), now or time.time()
-        running = [t for t in self.trials if t.active]
-        left = sum(max(0.0, mean - (now - t.started_at)) for t in running)
-        unstarted = max(0, self.planned - len(self.trials))
-        return (left + unstarted * mean) / max(1, min(self.spec.parallel, unstarted + len(running)))
-
-    def overheads(self) -> list[float]:
-        return [t.overhead_s for t in self.trials if t.overhead_s is not None]
-
-    def summary(self) -> dict:
-        """The CLI's last line: the best trial, counts by status, seconds, per-trial overhead."""
-        best, overheads = self.best, self.overheads()
-        end = self.ended_at or time.time()
-        return {"type": "summary", "sweep_id": self.sweep_id, "status": self.status, "message": self.message,
-                "best_trial": best.number if best else None, "best_params": best.params if best else None,
-                "best_value": best.value if best else None, "best_run_id": best.run_id if best else None,
-                "counts": self.counts(), "trials": len(self.trials), "total_seconds": end - self.started_at,
-                "startup_s": self.startup_s,
-                "overhead_s": statistics.median(overheads) if overheads else None,
-                "overhead_max_s": max(overheads, default=None)}
-
-
-# -- executors ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrialRequest:
-    sweep_id: str
-    number: int
-    config: RunConfig  # its epochs are the trial's
-
-    @property
-    def tags(self) -> dict:
-        return {"sweep_id": self.sweep_id, "trial": self.number}
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    run_id: str
-    status: str  # the run's, as the store has it
-    epochs: tuple[EpochResult, ...]
-    message: str = ""
-
-
-class TrialExecutor(Protocol):
-    """Trains trials as runs in the store (tagged with TrialRequest.tags)."""
-
-    parallel: int  # trials it may train at once
-
-    def prepare(self, stop: threading.Event) -> None:
-        """Before the first trial: have a worker ready (its start is not a trial's overhead)."""
-
-    def run_trial(self, request: TrialRequest, on_start: Callable[[str], None],
-                  on_epoch: Callable[[EpochResult], str], stop: threading.Event) -> TrialOutcome:
-        """Train one trial: on_start(run_id) once its run exists, on_epoch(result) after every epoch as it arrives,
-        which returns '' to go on or a reason to prune (the run then ends "pruned" within a batch). Once `stop` is
-        set the run stops within a batch ("stopped"). Returns when the run has ended."""
-
-
-class LocalExecutor:
-    """Trials as RunManager runs: the manager's device queue runs them one at a time on the CPU (and up to its
-    max_gpu_runs on a GPU); each takes the warm worker of the run before it, so data is read once per worker."""
-
-    POLL_S = 0.05  # how often a trial's snapshot is read for new epochs and Stop
-
-    def __init__(self, manager, parallel: int = 1):
-        self.manager = manager
-        self.parallel = parallel
-
-    def prepare(self, stop: threading.Event, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        self.manager.warm_up()
-        while self.manager.worker_starting() and time.monotonic() < deadline and not stop.is_set():
-            time.sleep(self.POLL_S)
-
-    def run_trial(self, request: TrialRequest, on_start, on_epoch, stop: threading.Event) -> TrialOutcome:
-        run_id = self.manager.start(request.config, owner=request.sweep_id, tags=request.tags)
-        on_start(run_id)
-        seen, asked_to_end = 0, False
-        while True:
-            snap = self.manager.wait(run_id, self.POLL_S)
-            for epoch in snap.epochs[seen:]:
-                reason = "" if asked_to_end else on_epoch(epoch)
-                if reason:
-                    self.manager.stop(run_id, RunStatus.PRUNED, reason)
-                    asked_to_end = True
-            seen = len(snap.epochs)
-            if stop.is_set() and not asked_to_end:
-                self.manager.stop(run_id)
-                asked_to_end = True
-            if not snap.active:
-                break
-        snap = self.manager.wait(run_id)  # its thread has let go of the worker, so the next trial gets it warm
-        return TrialOutcome(run_id, snap.status, tuple(snap.epochs), snap.message)
 
 
 # -- the study file -----------------------------------------------------------------------------------------
