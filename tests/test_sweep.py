@@ -11,6 +11,7 @@ import pytest
 
 from core import cli
 from core.config import ConfigError, RunConfig, RunStatus
+from core.runs.history import runs_table
 from core.studies.sweep import Sweeps, SweepSpec, default_spec, study_path
 from core.studies.sweep_space import DEFAULT_SPACE, Dimension, parse_space
 from sweep_helpers import FakeExecutor, StoreOnlyManager
@@ -137,6 +138,15 @@ def test_every_trial_is_a_run_tagged_with_the_sweep(sweeps):
         assert stored["status"] == trial.status and stored["sweep_id"] == snap.sweep_id
         assert [e["val_acc"] for e in sweeps.store.epochs(stored["id"])] == [e.val_acc for e in trial.epochs]
         assert RunConfig.from_dict(stored["config"]) == snap.spec.trial_config(trial.params)
+
+
+def test_history_rows_name_the_sweep_and_trial(sweeps):
+    snap = run(sweeps, default_spec(trials=2, epochs=2, sampler="random", seed=3))
+    own = sweeps.store.create_run(RunConfig().to_dict(), device="cpu", data_source="", torch_version="", parameters=0)
+    rows = {r["run_id"]: r for r in runs_table(sweeps.store)}
+    assert [(rows[t.run_id]["sweep_id"], rows[t.run_id]["trial"]) for t in snap.trials] == \
+        [(snap.sweep_id, 0), (snap.sweep_id, 1)]
+    assert (rows[own]["sweep_id"], rows[own]["trial"]) == ("", None)
 
 
 def test_the_median_pruner_stops_trials_early(sweeps):

@@ -73,6 +73,7 @@ def summarize_run(run: dict, epochs: list[dict], has_weights: bool = False) -> d
         "median_epoch_s": median_timed_epoch(epochs),
         **telemetry_figures(run),
         "origin": run.get("origin", ""),
+        **sweep_tags(run),
         "data_source": run.get("data_source", ""),
         "weights_kept": has_weights,
         "message": run.get("message", ""),
@@ -92,7 +93,7 @@ def _unreadable_row(run: dict, epochs: list[dict], has_weights: bool, problem: s
         "pipeline": str(config.get("pipeline", "?")), "epochs": len(epochs), "status": str(run.get("status")),
         "best_val_acc": None, "final_val_acc": None, "test_acc": None, "median_epoch_s": None,
         **telemetry_figures(run),
-        "origin": str(run.get("origin") or ""), "data_source": str(run.get("data_source") or ""),
+        "origin": str(run.get("origin") or ""), **sweep_tags(run), "data_source": str(run.get("data_source") or ""),
         "weights_kept": has_weights, "message": str(run.get("message") or ""), "problem": problem,
     }
 
@@ -105,6 +106,12 @@ def telemetry_figures(run: dict) -> dict:
         value = run.get(key)
         figures[key] = kind(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
     return figures
+
+
+def sweep_tags(run: dict) -> dict:
+    """The sweep a run is a trial of and its trial number ('' and None for a run of its own, or an older file's)."""
+    trial = run.get("trial")
+    return {"sweep_id": str(run.get("sweep_id") or ""), "trial": trial if isinstance(trial, int) else None}
 
 
 def _when(timestamp) -> str:
