@@ -44,12 +44,12 @@ class FakeExecutor:
     def prepare(self, stop) -> None:
         pass
 
-    def run_trial(self, request, on_start, on_epoch, stop) -> TrialOutcome:
+    def run_trial(self, request, on_status, on_epoch, stop) -> TrialOutcome:
         self.requests.append(request)
         config = request.config
         run_id = self.store.create_run(config.to_dict(), device="CPU: fake", data_source="", torch_version="",
                                        parameters=0, tags=request.tags)
-        on_start(run_id)
+        on_status(run_id, RunStatus.RUNNING)
         epochs, status, message = [], RunStatus.FINISHED, ""
         for i in range(1, config.epochs + 1):
             if request.number == self.hold and i == 2:

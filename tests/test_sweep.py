@@ -12,7 +12,7 @@ import pytest
 from core import cli
 from core.config import ConfigError, RunConfig, RunStatus
 from core.runs.history import runs_table
-from core.studies.sweep import Sweeps, SweepSpec, default_spec, study_path
+from core.studies.sweep import Sweeps, SweepSnapshot, SweepSpec, TrialSnapshot, default_spec, study_path
 from core.studies.sweep_space import DEFAULT_SPACE, Dimension, parse_space
 from sweep_helpers import FakeExecutor, StoreOnlyManager
 
@@ -175,6 +175,17 @@ def test_the_summary_and_trial_lines(sweeps):
     assert summary["total_seconds"] > 0 and summary["overhead_s"] is not None
     json.dumps(summary)
     assert snap.eta_s() == 0.0
+
+
+def test_eta_counts_the_trials_left_at_the_mean_length_of_those_ended():
+    spec = default_spec(trials=4, epochs=2)
+    ended = TrialSnapshot(0, {}, RunStatus.FINISHED, seconds=10.0)
+    running = TrialSnapshot(1, {}, RunStatus.RUNNING, started_at=1000.0)
+    snap = SweepSnapshot("s", spec, RunStatus.RUNNING, trials=(ended, running))
+    assert snap.eta_s(now=1004.0) == pytest.approx(6.0 + 2 * 10.0)  # the running one's rest, then two more
+    assert SweepSnapshot("s", spec, RunStatus.RUNNING, trials=(running,)).eta_s() is None  # nothing to go by
+    stopped = TrialSnapshot(2, {}, RunStatus.STOPPED, seconds=2.0)
+    assert dataclasses.replace(snap, trials=(ended, stopped)).planned == 5  # tried again, so one more
 
 
 def test_stop_then_resume_runs_the_trials_left(sweeps):

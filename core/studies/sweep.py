@@ -224,7 +224,7 @@ class Sweeps:
             except Exception as exc:  # the executor broke (e.g. the manager shut down): no later trial would run
                 live.failure = f"trial {trial.number}: {type(exc).__name__}: {exc}"
                 live.stop.set()
-                run_id = next(t.run_id for t in live.snapshot.trials if t.number == trial.number)
+                run_id = _trial(live.snapshot, trial.number).run_id
                 outcome = TrialOutcome(run_id, RunStatus.FAILED, (), live.failure)
             seconds = time.monotonic() - asked
             overhead = seconds - sum(e.seconds for e in outcome.epochs)
@@ -245,16 +245,17 @@ class Sweeps:
                     live.to_start += 1  # not counted: a resume tries it again
 
     def _train(self, live: _Live, spec: SweepSpec, executor: TrialExecutor, trial, params: dict) -> TrialOutcome:
-        def on_start(run_id: str) -> None:
-            with live.lock:
-                trial.set_user_attr("run_id", run_id)  # a killed sweep's trial still leads to its run
-            live.set_trial(trial.number, run_id=run_id, status=RunStatus.RUNNING)
+        def on_status(run_id: str, status: str) -> None:
+            if _trial(live.snapshot, trial.number).run_id != run_id:
+                with live.lock:
+                    trial.set_user_attr("run_id", run_id)  # a killed sweep's trial still leads to its run
+            live.set_trial(trial.number, run_id=run_id, status=status)
 
         def on_epoch(epoch: EpochResult) -> str:
             with live.lock:
                 trial.report(epoch.val_acc, epoch.epoch)
                 prune = epoch.epoch < spec.epochs and trial.should_prune()
-                epochs = next(t.epochs for t in live.snapshot.trials if t.number == trial.number) + (epoch,)
+                epochs = _trial(live.snapshot, trial.number).epochs + (epoch,)
             live.set_trial(trial.number, epochs=epochs)
             if not prune:
                 return ""
@@ -265,7 +266,7 @@ class Sweeps:
             config = spec.trial_config(params)
         except ConfigError as exc:
             return TrialOutcome("", RunStatus.FAILED, (), str(exc))
-        return executor.run_trial(TrialRequest(live.key, trial.number, config), on_start, on_epoch, live.stop)
+        return executor.run_trial(TrialRequest(live.key, trial.number, config), on_status, on_epoch, live.stop)
 
     # -- reading back -----------------------------------------------------------------------------
     def _stored(self, sweep_id: str) -> SweepSnapshot | None:
@@ -306,3 +307,7 @@ class Sweeps:
                      if t.datetime_complete), default=None)
         return SweepSnapshot(sweep_id, spec, status, attrs.get("message", ""), tuple(trials), created, created, ended,
                              live=False)
+
+
+def _trial(snap: SweepSnapshot, number: int) -> TrialSnapshot:
+    return next(t for t in snap.trials if t.number == number)

@@ -41,9 +41,10 @@ class TrialExecutor(Protocol):
     def prepare(self, stop: threading.Event) -> None:
         """Before the first trial: have a worker ready (its start is not a trial's overhead)."""
 
-    def run_trial(self, request: TrialRequest, on_start: Callable[[str], None],
+    def run_trial(self, request: TrialRequest, on_status: Callable[[str, str], None],
                   on_epoch: Callable[[EpochResult], str], stop: threading.Event) -> TrialOutcome:
-        """Train one trial: on_start(run_id) once its run exists, on_epoch(result) after every epoch as it arrives,
+        """Train one trial: on_status(run_id, status) once its run exists and whenever its status changes while it is
+        active (queued, loading, running), on_epoch(result) after every epoch as it arrives,
         which returns '' to go on or a reason to prune (the run then ends "pruned" within a batch). Once `stop` is
         set the run stops within a batch ("stopped"). Returns when the run has ended."""
 
@@ -64,12 +65,14 @@ class LocalExecutor:
         while self.manager.worker_starting() and time.monotonic() < deadline and not stop.is_set():
             time.sleep(self.POLL_S)
 
-    def run_trial(self, request: TrialRequest, on_start, on_epoch, stop: threading.Event) -> TrialOutcome:
+    def run_trial(self, request: TrialRequest, on_status, on_epoch, stop: threading.Event) -> TrialOutcome:
         run_id = self.manager.start(request.config, owner=request.sweep_id, tags=request.tags)
-        on_start(run_id)
-        seen, asked_to_end = 0, False
+        seen, asked_to_end, status = 0, False, ""
         while True:
             snap = self.manager.wait(run_id, self.POLL_S)
+            if snap.active and snap.status != status:
+                status = snap.status
+                on_status(run_id, status)
             for epoch in snap.epochs[seen:]:
                 reason = "" if asked_to_end else on_epoch(epoch)
                 if reason:
