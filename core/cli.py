@@ -25,7 +25,7 @@ from .engine.data import load_dataset, missing_data_dir
 from .engine.devices import default_cpu_threads, set_cpu_threads
 from .engine.train import EpochResult
 from .runs.reports import COMPARISON, SPEEDUP_MAP
-from .runs.store import Store
+from .runs.store import Store, db_path_from_env
 from .studies.compare import DEFAULT_TARGET, comparison_payload, comparison_title, run_in_process
 from .studies.legs import Leg, check_legs, default_legs
 from .studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, contention, default_map_legs, duration_text,
@@ -418,24 +418,26 @@ def add_sweep_command(commands) -> None:
 def cmd_sweep(args) -> int:
     """`python -m core sweep`: one JSON object per ended trial on stdout, then a summary object."""
     from .runs.manager import RunManager
-    from .studies.sweep import Sweeps, SweepSpec, check_runnable
+    from .studies.sweep import Sweeps, SweepSpec, check_runnable, stored_spec
     from .studies.sweep_space import parse_space
 
-    spec = None
-    if not args.resume:
+    if args.resume:
+        try:
+            spec = stored_spec(db_path_from_env(args.db), args.resume)
+        except KeyError as exc:
+            raise CliError(f"--resume: {exc.args[0]}") from None
+    else:
         spec = SweepSpec(parse_space(args.space), trials=args.trials, epochs=args.epochs, sampler=args.sampler,
                          pruner=args.pruner, seed=args.seed, base=RunConfig(dataset=args.dataset, device=args.device),
                          parallel=args.parallel, executor=args.executor)
-        check_runnable(spec)
-    Store(args.db)  # a database that cannot be used is a bad option (exit 2), said before any worker starts
-    manager = RunManager(db_path=args.db, data_dir=args.data_dir, cpu_threads=args.threads or default_cpu_threads(),
-                         preload=spec.base.dataset if spec else None, max_gpu_runs=spec.parallel if spec else 64)
+    check_runnable(spec)
+    store = Store(args.db)  # a database that cannot be used is a bad option (exit 2), said before any worker starts
+    manager = RunManager(db_path=store.path, data_dir=args.data_dir, cpu_threads=args.threads or default_cpu_threads(),
+                         preload=spec.base.dataset, max_gpu_runs=spec.parallel)
     try:
         sweeps = Sweeps(manager)
         sweep_id = sweeps.resume(args.resume) if args.resume else sweeps.start(spec)
         return _follow_sweep(sweeps, sweep_id)
-    except KeyError as exc:
-        raise CliError(f"--resume: {exc.args[0]}") from None
     finally:
         manager.shutdown()
 

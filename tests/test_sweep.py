@@ -274,6 +274,11 @@ def test_cli_refuses_a_bad_space_with_exit_2(space, capsys, tmp_path):
     assert not (tmp_path / "runs.db").exists()
 
 
+def test_cli_refuses_to_resume_an_unknown_sweep_with_exit_2(capsys, tmp_path):
+    assert cli.main(["sweep", "--resume", "s0000", "--db", str(tmp_path / "runs.db")]) == 2
+    assert "--resume: no sweep s0000" in capsys.readouterr().err
+
+
 def test_cli_refuses_bad_sweep_settings_with_exit_2(capsys, tmp_path):
     assert cli.main(["sweep", "--trials", "0", "--db", str(tmp_path / "runs.db")]) == 2
     assert "trials" in capsys.readouterr().err

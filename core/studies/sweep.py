@@ -39,6 +39,21 @@ def study_path(runs_db) -> Path:
     return path.with_name(path.stem + ".sweeps.db")
 
 
+def stored_spec(runs_db, sweep_id: str) -> SweepSpec:
+    """A stored sweep's settings, read before anything starts (the CLI's --resume); KeyError if there is none."""
+    path = study_path(runs_db)
+    if not path.exists():
+        raise KeyError(f"no sweep {sweep_id}: there is no study file {path}")
+    storage = _optuna().storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    try:
+        attrs = _optuna().load_study(study_name=sweep_id, storage=storage).user_attrs
+    except KeyError:
+        raise KeyError(f"no sweep {sweep_id} in {path}") from None
+    if "spec" not in attrs:
+        raise KeyError(f"{sweep_id} in {path} is not a sweep of this app")
+    return SweepSpec.from_dict(attrs["spec"])
+
+
 def _optuna():
     import optuna  # imported on first use: ~0.5 s, and only sweeps need it
 
