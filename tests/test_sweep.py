@@ -260,6 +260,19 @@ def test_parallel_lanes_share_one_study_and_keep_the_budget(tmp_path):
     assert len(sweeps.store.sweep_runs(snap.sweep_id)) == 9
 
 
+def test_an_executor_that_breaks_fails_the_sweep_and_says_why(tmp_path):
+    class Broken(FakeExecutor):
+        def run_trial(self, request, on_status, on_epoch, stop):
+            raise RuntimeError("the run manager is shut down")
+
+    manager = StoreOnlyManager(tmp_path / "runs.db")
+    sweeps = Sweeps(manager, executor=lambda spec: Broken(manager.store))
+    snap = sweeps.wait(sweeps.start(default_spec(trials=3, epochs=2, sampler="random", seed=1)), timeout=30)
+    assert snap.status == RunStatus.FAILED and "the run manager is shut down" in snap.message
+    assert [t.status for t in snap.trials] == ["failed"]  # no later trial was started
+    assert sweeps.snapshot(snap.sweep_id).status == RunStatus.FAILED
+
+
 def test_parallel_trials_need_a_gpu(sweeps):
     with pytest.raises(ConfigError, match="parallel"):
         sweeps.start(default_spec(parallel=2, base=RunConfig(device="cpu")))
