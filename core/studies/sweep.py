@@ -29,7 +29,9 @@ from .sweep_state import (EXECUTORS, OPTUNA_STATES, PRUNERS, RETRIED, SAMPLERS, 
                           SweepSpec, TrialSnapshot, check_runnable, default_spec)
 
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the results (Optuna's default, 10, is most of a small sweep)
-MEDIAN_STARTUP_TRIALS = 4  # finished trials before the median pruner prunes (Optuna's default 5)
+# Finished trials before the median pruner prunes (Optuna's default 5): in a 16-trial sweep pruning starts with the
+# trials TPE still draws at random. scripts/sweep_bench.py on full MNIST pruned 3-7 of 16 (3 or 4 here alike).
+MEDIAN_STARTUP_TRIALS = 3
 
 
 # -- the study file -----------------------------------------------------------------------------------------
@@ -81,10 +83,9 @@ def _pruner(spec: SweepSpec):
 
 # -- the registry ----------------------------------------------------------------------------------------------
 class _Live(Entry):
-    def __init__(self, registry: LiveRegistry, sweep_id: str, study, owner: str):
+    def __init__(self, registry: LiveRegistry, sweep_id: str, study):
         super().__init__(registry, sweep_id)
         self.study = study
-        self.owner = owner
         self.stop = threading.Event()
         self.lock = threading.Lock()  # Optuna's study and this sweep's trial list, shared by its lanes
         self.to_start = 0  # trials this drive may still ask for
@@ -126,7 +127,8 @@ class Sweeps:
         created = time.time()
         study.set_user_attr("spec", spec.to_dict())
         study.set_user_attr("created_at", created)
-        self._drive(sweep_id, study, spec, owner, SweepSnapshot(sweep_id, spec, RunStatus.QUEUED, created_at=created))
+        self._drive(sweep_id, study, spec, SweepSnapshot(sweep_id, spec, RunStatus.QUEUED, created_at=created,
+                                                         owner=owner))
         return sweep_id
 
     def resume(self, sweep_id: str, owner: str = "") -> str:
@@ -152,9 +154,9 @@ class Sweeps:
                 retried.add(trial.number)
         study.set_user_attr("retried", sorted(retried))
         trials = tuple(dataclasses.replace(t, status=RunStatus.INTERRUPTED) if t.active else t for t in stored.trials)
-        self._drive(sweep_id, study, spec, owner,
+        self._drive(sweep_id, study, spec,
                     dataclasses.replace(stored, status=RunStatus.QUEUED, trials=trials, message="", live=True,
-                                        started_at=time.time(), ended_at=None, startup_s=0.0))
+                                        started_at=time.time(), ended_at=None, startup_s=0.0, owner=owner))
         return sweep_id
 
     def stop(self, sweep_id: str) -> None:
@@ -187,8 +189,8 @@ class Sweeps:
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)[:limit]
 
     # -- driving ----------------------------------------------------------------------------------
-    def _drive(self, sweep_id: str, study, spec: SweepSpec, owner: str, first: SweepSnapshot) -> None:
-        live = self._live.add(_Live(self._live, sweep_id, study, owner), first)
+    def _drive(self, sweep_id: str, study, spec: SweepSpec, first: SweepSnapshot) -> None:
+        live = self._live.add(_Live(self._live, sweep_id, study), first)
         live.to_start = spec.budget - sum(t.counts for t in first.trials)
         study.set_user_attr("owner", current_owner())
         study.set_user_attr("status", RunStatus.RUNNING)
@@ -281,7 +283,8 @@ class Sweeps:
             config = spec.trial_config(params)
         except ConfigError as exc:
             return TrialOutcome("", RunStatus.FAILED, (), str(exc))
-        return executor.run_trial(TrialRequest(live.key, trial.number, config), on_status, on_epoch, live.stop)
+        return executor.run_trial(TrialRequest(live.key, trial.number, config, live.snapshot.owner), on_status,
+                                  on_epoch, live.stop)
 
     # -- reading back -----------------------------------------------------------------------------
     def _stored(self, sweep_id: str) -> SweepSnapshot | None:

@@ -19,6 +19,7 @@ class TrialRequest:
     sweep_id: str
     number: int
     config: RunConfig  # its epochs are the trial's
+    owner: str = ""  # who may stop its run without asking (the sweep's owner; the sweep id when none)
 
     @property
     def tags(self) -> dict:
@@ -66,7 +67,7 @@ class LocalExecutor:
             time.sleep(self.POLL_S)
 
     def run_trial(self, request: TrialRequest, on_status, on_epoch, stop: threading.Event) -> TrialOutcome:
-        run_id = self.manager.start(request.config, owner=request.sweep_id, tags=request.tags)
+        run_id = self.manager.start(request.config, owner=request.owner or request.sweep_id, tags=request.tags)
         seen, asked_to_end, status = 0, False, ""
         while True:
             snap = self.manager.wait(run_id, self.POLL_S)

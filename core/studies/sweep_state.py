@@ -131,6 +131,7 @@ class SweepSnapshot:
     started_at: float = field(default_factory=time.time)  # this drive's start (a resumed sweep: the resume)
     ended_at: float | None = None
     startup_s: float = 0.0  # waiting for a warm worker before the first trial (not in any trial's overhead)
+    owner: str = ""  # the session that started (or resumed) it, as RunManager runs have one
     live: bool = True  # False when read back from the study file and the store
 
     @property
