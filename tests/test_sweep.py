@@ -218,7 +218,7 @@ def test_a_sweep_is_read_back_by_another_process(sweeps, tmp_path):
     assert [(t.number, t.params, t.status, t.run_id, t.value) for t in stored.trials] == \
         [(t.number, t.params, t.status, t.run_id, t.value) for t in snap.trials]
     assert stored.best.number == snap.best.number
-    assert [r["sweep_id"] for r in later.recent()] == [snap.sweep_id]
+    assert [(r["sweep_id"], r["status"], r["trials"]) for r in later.recent()] == [(snap.sweep_id, "finished", 4)]
     assert later.snapshot("nope") is None
 
 
@@ -240,7 +240,7 @@ def test_a_killed_sweep_is_found_interrupted_and_resumed(sweeps, tmp_path):
 
     later = Sweeps(StoreOnlyManager(tmp_path / "runs.db"), executor=lambda s: FakeExecutor(sweeps.store))
     found = later.snapshot(snap.sweep_id)
-    assert found.status == RunStatus.INTERRUPTED
+    assert found.status == RunStatus.INTERRUPTED and later.recent()[0]["status"] == RunStatus.INTERRUPTED
     assert [t.status for t in found.trials] == ["finished"] * 3 + ["interrupted"]
     later.resume(snap.sweep_id)
     done = later.wait(snap.sweep_id, timeout=60)

@@ -180,12 +180,19 @@ class Sweeps:
         return self._live.active()
 
     def recent(self, limit: int = 20) -> list[dict]:
-        """Newest first: [{sweep_id, created_at, trials}] of the sweeps in the study file."""
+        """Newest first: [{sweep_id, created_at, status, trials, space}] of the sweeps in the study file (a live
+        one's status from this process; one whose process is gone says "interrupted")."""
         if not self.path.exists():
             return []
-        summaries = _optuna().get_all_study_summaries(self.storage(), include_best_trial=False)
-        rows = [{"sweep_id": s.study_name, "created_at": s.user_attrs.get("created_at", 0.0), "trials": s.n_trials}
-                for s in summaries if "spec" in s.user_attrs]
+        rows = []
+        for study in _optuna().get_all_study_summaries(self.storage(), include_best_trial=False):
+            attrs = study.user_attrs
+            if "spec" not in attrs:
+                continue
+            live = self._live.get(study.study_name)
+            status = live.status if live is not None else _stored_status(attrs)
+            rows.append({"sweep_id": study.study_name, "created_at": attrs.get("created_at", 0.0), "status": status,
+                         "trials": study.n_trials, "space": attrs["spec"]["space"]})
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)[:limit]
 
     # -- driving ----------------------------------------------------------------------------------
@@ -317,14 +324,20 @@ class Sweeps:
                                         run["message"] if run else "", t.datetime_start.timestamp()
                                         if t.datetime_start else 0.0, t.user_attrs.get("seconds"),
                                         t.user_attrs.get("overhead_s")))
-        status = attrs.get("status", RunStatus.FINISHED)
-        if status == RunStatus.RUNNING and not owner_alive(attrs.get("owner", "")):
-            status = RunStatus.INTERRUPTED
+        status = _stored_status(attrs)
         created = attrs.get("created_at", 0.0)
         ended = max((t.datetime_complete.timestamp() for t in study.get_trials(deepcopy=False)
                      if t.datetime_complete), default=None)
         return SweepSnapshot(sweep_id, spec, status, attrs.get("message", ""), tuple(trials), created, created, ended,
                              live=False)
+
+
+def _stored_status(attrs: dict) -> str:
+    """A stored sweep's status; "running" only while the process driving it is alive."""
+    status = attrs.get("status", RunStatus.FINISHED)
+    if status == RunStatus.RUNNING and not owner_alive(attrs.get("owner", "")):
+        return RunStatus.INTERRUPTED
+    return status
 
 
 def _trial(snap: SweepSnapshot, number: int) -> TrialSnapshot:
