@@ -61,7 +61,7 @@ def draw_status(snap: RunSnapshot) -> None:
     elif snap.status == RunStatus.INTERRUPTED:
         st.warning(f"This run was interrupted: {message or 'the process ended before it finished'}. "
                    f"Its epochs are kept.")
-    elif snap.message and snap.status in (RunStatus.STOPPED, *ACTIVE):  # e.g. a resumed run's epochs trained again
+    elif snap.message and snap.status in (RunStatus.STOPPED, RunStatus.PRUNED, *ACTIVE):  # e.g. why it was pruned
         st.caption(message)
     for warning in run_warnings(snap):
         st.warning(warning)

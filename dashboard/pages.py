@@ -21,7 +21,8 @@ class PageEntry(NamedTuple):
 TRAIN = PageEntry("Train", "📈", "train")  # the default page: Streamlit serves it at the app's root URL too
 HISTORY = PageEntry("History", "🗂️", "history")
 COMPARE = PageEntry("Compare", "⚖️", "compare")
-ORDER = (TRAIN, HISTORY, COMPARE)  # the navigation menu's order
+SWEEP = PageEntry("Sweep", "🧪", "sweep")
+ORDER = (TRAIN, HISTORY, COMPARE, SWEEP)  # the navigation menu's order
 
 
 def navigation(draw: Mapping[PageEntry, Callable[[], None]], default: PageEntry = TRAIN):

@@ -17,6 +17,7 @@ from core.exchange.csv_export import run_epochs_csv
 from core.exchange.share_links import config_json
 from core.exchange.weights import run_weights_bytes, weights_filename
 from core.runs.history import rerun_phases, stored_run
+from core.runs.manager import CONTINUABLE
 from core.runs.store import Store, StoreError
 from core.engine.train import median_timed_epoch
 
@@ -28,7 +29,6 @@ from .status import TROUBLE, run_status_label
 from .stream_chart import stream_chart
 from .text import md
 
-CONTINUABLE = (RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.INTERRUPTED)
 
 
 def open_in_train_page(run_id: str) -> None:

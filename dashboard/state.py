@@ -11,8 +11,19 @@ from core.runs.manager import RunManager
 
 @st.cache_resource(show_spinner=False)
 def get_manager() -> RunManager:
-    # Shared by every session and rerun; shuts its workers down at interpreter exit (atexit).
-    return RunManager(db_path=os.environ.get("RUNS_DB"), data_dir=os.environ.get("DATA_DIR"), preload="mnist")
+    # Shared by every session and rerun; shuts its workers down at interpreter exit (atexit). One run at a time per
+    # device keeps timings honest; GPU_RUNS_AT_ONCE lets a sweep train several small trials side by side on a GPU.
+    return RunManager(db_path=os.environ.get("RUNS_DB"), data_dir=os.environ.get("DATA_DIR"), preload="mnist",
+                      max_gpu_runs=gpu_runs_at_once())
+
+
+def gpu_runs_at_once() -> int:
+    """GPU_RUNS_AT_ONCE (1 to 16; 1 when unset or not a number in that range)."""
+    try:
+        value = int(os.environ.get("GPU_RUNS_AT_ONCE", "1"))
+    except ValueError:
+        return 1
+    return value if 1 <= value <= 16 else 1
 
 
 # The tab's own id in sessionStorage: it survives a reload of the tab (a new Streamlit session), and another tab

@@ -10,7 +10,7 @@ from dashboard import pages
 def test_entries_have_distinct_paths_and_train_comes_first():
     assert pages.ORDER[0] == pages.TRAIN
     assert len({entry.url_path for entry in pages.ORDER}) == len(pages.ORDER)
-    assert [entry.url_path for entry in pages.ORDER] == ["train", "history", "compare"]  # URLs users have
+    assert [entry.url_path for entry in pages.ORDER] == ["train", "history", "compare", "sweep"]  # URLs users have
 
 
 def test_a_switch_runs_the_page_registered_for_the_entry():

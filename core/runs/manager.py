@@ -288,6 +288,10 @@ class RunManager:
     def active_runs(self) -> list[RunSnapshot]:
         return self._live.active()
 
+    def runs_at_once(self, device_type: str) -> int:
+        """How many runs this manager trains at once on a device type ('cpu', 'cuda', 'mps')."""
+        return self._queues[device_type].capacity
+
     def worker_starting(self) -> bool:
         """Whether a spare worker is still importing torch and reading data (CPU that timed work would feel)."""
         with self._lock:
