@@ -113,6 +113,12 @@ def space_editor(disabled: bool) -> None:
                 st.session_state[f"sw_{name}_value"] = [v for v in str(value).split("|") if v in CHOICES[name]]
             cols[5].multiselect(f"{name} choices", CHOICES[name], key=f"sw_{name}_value",
                                 label_visibility="collapsed", disabled=disabled)
+        elif name in CHOICES and mode == "fixed":
+            value = st.session_state.get(f"sw_{name}_value")
+            first = value[0] if isinstance(value, list) and value else str(value).split("|")[0]
+            st.session_state[f"sw_{name}_value"] = first if first in CHOICES[name] else CHOICES[name][0]
+            cols[5].selectbox(f"{name} value", CHOICES[name], key=f"sw_{name}_value", label_visibility="collapsed",
+                              disabled=disabled)
         else:
             value = st.session_state.get(f"sw_{name}_value")
             if isinstance(value, list):

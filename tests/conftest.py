@@ -89,3 +89,28 @@ def small_disk(tmp_path):
         yield SmallDisk(where)
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def app_manager(tmp_path, monkeypatch):
+    """The dashboard's RunManager (dashboard.state.get_manager) for an AppTest: this test's own (empty DATA_DIR,
+    temporary RUNS_DB), shut down afterwards."""
+    import streamlit as st
+
+    from dashboard import state
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("RUNS_DB", str(tmp_path / "runs.db"))
+    monkeypatch.delenv("TRAIN_THREADS", raising=False)
+    # A manager cached by an earlier test (or test file) was built from another environment: replace it.
+    existing = state.get_manager()
+    if existing.data_dir != str(data_dir):
+        existing.shutdown()
+        st.cache_resource.clear()
+    fresh = state.get_manager()
+    assert fresh.data_dir == str(data_dir)
+    yield fresh
+    fresh.shutdown()  # stops its runs and ends its worker processes
+    st.cache_resource.clear()

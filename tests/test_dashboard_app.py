@@ -17,12 +17,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core.config import RunConfig  # noqa: E402
 from core.exchange.share_links import config_to_query  # noqa: E402
-from dashboard import state  # noqa: E402
 from dashboard.stream_chart import drawn_figure  # noqa: E402
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
@@ -39,23 +37,8 @@ DIVERGING = {"cfg_hidden": 1024, "cfg_layers": 4, "cfg_optimizer": "sgd_momentum
 
 
 @pytest.fixture
-def manager(tmp_path, monkeypatch):
-    """A RunManager of this test's own (empty DATA_DIR, temporary RUNS_DB), shut down afterwards."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    monkeypatch.setenv("DATA_DIR", str(data_dir))
-    monkeypatch.setenv("RUNS_DB", str(tmp_path / "runs.db"))
-    monkeypatch.delenv("TRAIN_THREADS", raising=False)
-    # A manager cached by an earlier test (or test file) was built from another environment: replace it.
-    existing = state.get_manager()
-    if existing.data_dir != str(data_dir):
-        existing.shutdown()
-        st.cache_resource.clear()
-    fresh = state.get_manager()
-    assert fresh.data_dir == str(data_dir)
-    yield fresh
-    fresh.shutdown()  # stops its runs and ends its worker processes
-    st.cache_resource.clear()
+def manager(app_manager):
+    return app_manager
 
 
 # -- helpers --------------------------------------------------------------------------------------
