@@ -32,7 +32,7 @@ from .text import md
 MODES = ("default", "fixed", "range", "choices")  # default: not in the space, the run's own default value
 CHOICES = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}  # the named hyperparameters' allowed values
 # A useful first sweep on a 2-core CPU in about two minutes (full MNIST): small and mid-size models, the learning
-# rates where SGD and Adam both work somewhere, 12 trials of 3 epochs, weak settings pruned after an epoch or two.
+# rates where SGD and Adam both work somewhere, 20 trials of 4 epochs, weak settings pruned after an epoch or two.
 DEFAULT_EDITOR = {
     "hidden": ("range", "32", "512", True, ""),
     "layers": ("range", "1", "2", False, ""),
@@ -43,7 +43,7 @@ DEFAULT_EDITOR = {
     "weight_decay": ("default", "", "", False, "0"),
     "momentum": ("default", "", "", False, "0.9"),
 }
-DEFAULTS = {"sw_trials": 12, "sw_epochs": 3, "sw_sampler": "tpe", "sw_pruner": "median", "sw_seed": 0,
+DEFAULTS = {"sw_trials": 20, "sw_epochs": 4, "sw_sampler": "tpe", "sw_pruner": "median", "sw_seed": 0,
             "sw_dataset": "mnist", "sw_device": "cpu", "sw_parallel": 1, "sw_executor": "local"}
 SAMPLER_LABELS = {"tpe": "TPE (learns from earlier trials)", "random": "Random", "grid": "Grid (ends and middle of "
                   "each range)"}
@@ -337,8 +337,20 @@ def draw_results(snap: SweepSnapshot) -> None:
         "run": st.column_config.LinkColumn("run", display_text=r"train\?run=(.*)",
                                            help="Open the trial's run on the Train page (its curves, Continue)"),
     })
-    st.download_button("Download results (CSV)", results_csv(snap), file_name=f"sweep-{snap.sweep_id}.csv",
-                       mime="text/csv", key="sw_csv")
+    with_runs = {t.number: t for t in snap.trials if t.run_id}
+    order = [n for n in charts.results_frame(snap)["trial"] if n in with_runs]  # best first, as the table
+    cols = st.columns([3, 1.2, 1.6], vertical_alignment="bottom")
+    chosen = cols[0].selectbox("Trial", order, key="sw_pick", format_func=lambda n: trial_label(with_runs[n]))
+    if cols[1].button("Open in Train", key="sw_open_trial", disabled=chosen is None,
+                      help="Its curves, its model, Continue and export, on the Train page"):
+        pages.switch_to(pages.TRAIN, run=with_runs[chosen].run_id)
+    cols[2].download_button("Download results (CSV)", results_csv(snap), file_name=f"sweep-{snap.sweep_id}.csv",
+                            mime="text/csv", key="sw_csv")
+
+
+def trial_label(trial) -> str:
+    value = f"{trial.value:.2%}" if trial.value is not None else "no epoch yet"
+    return f"trial {trial.number} · {value} · {trial.status} · {charts.params_text(trial.params)}"
 
 
 def results_csv(snap: SweepSnapshot) -> str:
