@@ -32,7 +32,7 @@ from .text import md
 MODES = ("default", "fixed", "range", "choices")  # default: not in the space, the run's own default value
 CHOICES = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}  # the named hyperparameters' allowed values
 # A useful first sweep on a 2-core CPU in about two minutes (full MNIST): small and mid-size models, the learning
-# rates where SGD and Adam both work somewhere, 20 trials of 4 epochs, weak settings pruned after an epoch or two.
+# rates where SGD and Adam both work somewhere, 20 trials of 5 epochs, weak settings pruned after an epoch or two.
 DEFAULT_EDITOR = {
     "hidden": ("range", "32", "512", True, ""),
     "layers": ("range", "1", "2", False, ""),
@@ -43,7 +43,7 @@ DEFAULT_EDITOR = {
     "weight_decay": ("default", "", "", False, "0"),
     "momentum": ("default", "", "", False, "0.9"),
 }
-DEFAULTS = {"sw_trials": 20, "sw_epochs": 4, "sw_sampler": "tpe", "sw_pruner": "median", "sw_seed": 0,
+DEFAULTS = {"sw_trials": 20, "sw_epochs": 5, "sw_sampler": "tpe", "sw_pruner": "median", "sw_seed": 0,
             "sw_dataset": "mnist", "sw_device": "cpu", "sw_parallel": 1, "sw_executor": "local"}
 SAMPLER_LABELS = {"tpe": "TPE (learns from earlier trials)", "random": "Random", "grid": "Grid (ends and middle of "
                   "each range)"}
