@@ -4,7 +4,8 @@
 #   2. the CUDA tests (CUDA graph vs eager, CPU vs CUDA parity, warm-up marking),
 #   3. `python -m core compare`: CPU vs CUDA (graph) vs CUDA (eager) vs CUDA with the tutorial's DataLoader,
 #   4. a small `python -m core speedup-map` (CPU, all threads, vs CUDA),
-#   5. telemetry: NVML finds the run's GPU, and a CUDA run records its mean GPU use and peak memory.
+#   5. telemetry: NVML finds the run's GPU, and a CUDA run records its mean GPU use and peak memory,
+#   6. a sweep on the GPU with 4 trials at once (RunManager's parallel GPU queue), its per-trial overhead.
 # Each step has its share of one overall time limit; logs and JSON go to $OUT (or artifacts/gpu_check).
 #
 # Usage:  scripts/gpu_check.sh [LIMIT_SECONDS]      (default 480)
@@ -120,5 +121,11 @@ step speedup_map 120 "$PY" -m core speedup-map --no-db --yes --hidden-sizes 32,5
 if [ "$HAS_CUDA" = 1 ]; then
   step telemetry 60 "$PY" -m core train --no-db --epochs 3 --device cuda
   "$PY" -c "import json, sys; s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print('  run:', {k: s.get(k) for k in ('status', 'peak_rss_bytes', 'mean_cpu_percent', 'mean_gpu_percent')})" "$OUTDIR/telemetry.out"
+fi
+# -- 6. a sweep with parallel trials on the GPU ----------------------------------------------------------
+if [ "$HAS_CUDA" = 1 ]; then
+  step sweep 90 "$PY" -m core sweep --space "hidden=64..1024:log,layers=1..3,lr=0.001..1:log,batch_size=64..1024:log" \
+    --trials 8 --epochs 3 --sampler random --seed 0 --device cuda --parallel 4 --db "$OUTDIR/sweep.db"
+  "$PY" -c "import json, sys; s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print('  sweep:', {k: s.get(k) for k in ('status', 'counts', 'best_value', 'total_seconds', 'overhead_s', 'overhead_max_s')})" "$OUTDIR/sweep.out"
 fi
 echo "== done in $((SECONDS))s; logs and JSON in $OUTDIR"
