@@ -403,8 +403,11 @@ def add_sweep_command(commands) -> None:
     sweep.add_argument("--sampler", choices=SAMPLERS, default=d.sampler)
     sweep.add_argument("--pruner", choices=PRUNERS, default=d.pruner)
     sweep.add_argument("--seed", type=int, help="the sampler's seed: the same seeded sweep tries the same params")
-    sweep.add_argument("--executor", choices=EXECUTORS, default=d.executor)
-    sweep.add_argument("--parallel", type=int, default=d.parallel, help="trials at once (a GPU only; default 1)")
+    sweep.add_argument("--executor", choices=EXECUTORS, default=d.executor,
+                       help="local: this machine's workers; ray: Ray Tune on the cluster RAY_ADDRESS names, or a local "
+                            "Ray (pip install -r requirements-cluster.txt)")
+    sweep.add_argument("--parallel", type=int, default=d.parallel,
+                       help="trials at once (local: a GPU only; ray: each trial takes 1 CPU or 1 GPU; default 1)")
     sweep.add_argument("--dataset", choices=DATASETS, default=d.base.dataset)
     sweep.add_argument("--device", choices=DEVICES, default=d.base.device)
     sweep.add_argument("--data-dir", help="folder holding MNIST/raw/... (default: $DATA_DIR or ./data)")
@@ -434,12 +437,19 @@ def cmd_sweep(args) -> int:
     store = Store(args.db)  # a database that cannot be used is a bad option (exit 2), said before any worker starts
     manager = RunManager(db_path=store.path, data_dir=args.data_dir, cpu_threads=args.threads or default_cpu_threads(),
                          preload=spec.base.dataset, max_gpu_runs=spec.parallel)
+    on_ray = spec.executor == "ray"
     try:
+        if on_ray:  # joined here, on the main thread, and left before exit (see sweep_ray.disconnect)
+            from .studies.sweep_ray import connect
+            connect()
         sweeps = Sweeps(manager)
         sweep_id = sweeps.resume(args.resume) if args.resume else sweeps.start(spec)
         return _follow_sweep(sweeps, sweep_id)
     finally:
         manager.shutdown()
+        if on_ray:
+            from .studies.sweep_ray import disconnect
+            disconnect()
 
 
 def _follow_sweep(sweeps, sweep_id: str) -> int:

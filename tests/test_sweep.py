@@ -85,7 +85,7 @@ def test_a_spec_checks_its_settings_and_round_trips():
     spec = default_spec(trials=5, seed=7, sampler="random", pruner="halving")
     assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     for bad in ({"sampler": "bayes"}, {"pruner": "hyperband"}, {"trials": 0}, {"epochs": 0}, {"parallel": 0},
-                {"executor": "ray"}):
+                {"executor": "dask"}):
         with pytest.raises(ConfigError):
             default_spec(**bad)
     assert default_spec(sampler="grid", trials=1000).budget == 162

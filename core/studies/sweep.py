@@ -7,7 +7,9 @@ its process: `Sweeps.snapshot` reads an ended or killed sweep back, and `resume`
 (trials that were stopped or cut off are tried again with the same params).
 
 Trials run through a TrialExecutor (core.studies.sweep_executors): LocalExecutor trains them as RunManager runs in
-its warm worker processes, one at a time on the CPU and up to `parallel` at once on a GPU. The page polls
+its warm worker processes, one at a time on the CPU and up to `parallel` at once on a GPU; this module's lanes ask
+the study and tell it. RayExecutor (core.studies.sweep_ray, `executor="ray"`) hands the loop to Ray Tune, which
+asks the same study; it keeps each trial's record through a SweepDrive, the same calls the lanes use. The page polls
 `Sweeps.snapshot(sweep_id)`, an immutable SweepSnapshot (core.studies.sweep_state).
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..runs.store import current_owner, owner_alive
 from .sweep_executors import LocalExecutor, TrialExecutor, TrialOutcome, TrialRequest  # noqa: F401 (re-exported)
 from .sweep_space import DEFAULT_SPACE, SearchSpace, parse_space  # noqa: F401 (re-exported)
 from .sweep_state import (EXECUTORS, OPTUNA_STATES, PRUNERS, RETRIED, SAMPLERS, SweepSnapshot,  # noqa: F401
-                          SweepSpec, TrialSnapshot, check_runnable, default_spec)
+                          SweepSpec, TrialSnapshot, check_runnable, default_spec, optuna_result)
 
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the results (Optuna's default, 10, is most of a small sweep)
 # Finished trials before the median pruner prunes (Optuna's default 5): in a 16-trial sweep pruning starts with the
@@ -107,7 +109,7 @@ class Sweeps:
         if self.store is None:
             raise StoreError(f"sweeps need the run database, which cannot be used: {manager.store_warning}")
         self.path = study_path(self.store.path)
-        self._executor = executor or (lambda spec: LocalExecutor(manager, spec.parallel))
+        self._executor = executor or (lambda spec: executor_for(spec, manager))
         self._storage = None
         self._storage_lock = threading.Lock()
         self._live: LiveRegistry[SweepSnapshot, _Live] = LiveRegistry()
@@ -210,12 +212,15 @@ class Sweeps:
             started = time.monotonic()
             executor.prepare(live.stop)
             live.update(status=RunStatus.RUNNING, startup_s=time.monotonic() - started)
-            lanes = [threading.Thread(target=self._lane, args=(live, spec, executor), daemon=True,
-                                      name=f"sweep-{live.key}-{i}") for i in range(max(1, executor.parallel))]
-            for lane in lanes:
-                lane.start()
-            for lane in lanes:
-                lane.join()
+            if hasattr(executor, "drive"):  # its engine asks the study and runs the trials (Ray Tune)
+                executor.drive(SweepDrive(self, live, spec), live.stop)
+            else:
+                lanes = [threading.Thread(target=self._lane, args=(live, spec, executor), daemon=True,
+                                          name=f"sweep-{live.key}-{i}") for i in range(max(1, executor.parallel))]
+                for lane in lanes:
+                    lane.start()
+                for lane in lanes:
+                    lane.join()
             if live.failure:
                 status, message = RunStatus.FAILED, live.failure
             elif live.stop.is_set():
@@ -232,7 +237,6 @@ class Sweeps:
         live.update(status=status, message=message, ended_at=time.time())
 
     def _lane(self, live: _Live, spec: SweepSpec, executor: TrialExecutor) -> None:
-        optuna = _optuna()
         while not live.stop.is_set():
             with live.lock:
                 if live.to_start <= 0:
@@ -240,8 +244,7 @@ class Sweeps:
                 live.to_start -= 1
                 trial = live.study.ask()
                 params = spec.space.suggest(trial)
-                live.update(trials=live.snapshot.trials + (TrialSnapshot(
-                    trial.number, params, RunStatus.QUEUED, planned_epochs=spec.epochs, started_at=time.time()),))
+                _asked(live, spec, trial, params)
             asked = time.monotonic()
             try:
                 outcome = self._train(live, spec, executor, trial, params)
@@ -250,37 +253,17 @@ class Sweeps:
                 live.stop.set()
                 run_id = _trial(live.snapshot, trial.number).run_id
                 outcome = TrialOutcome(run_id, RunStatus.FAILED, (), live.failure)
-            seconds = time.monotonic() - asked
-            overhead = seconds - sum(e.seconds for e in outcome.epochs)
-            with live.lock:
-                for key, value in (("run_id", outcome.run_id), ("status", outcome.status), ("seconds", seconds),
-                                   ("overhead_s", overhead), ("epochs_run", len(outcome.epochs)),
-                                   ("seconds_per_epoch", median_timed_epoch(outcome.epochs))):
-                    trial.set_user_attr(key, value)
-                state = optuna.trial.TrialState[OPTUNA_STATES.get(outcome.status, "FAIL")]
-                value = max((e.val_acc for e in outcome.epochs), default=None)
-                if state == optuna.trial.TrialState.COMPLETE and value is None:
-                    state = optuna.trial.TrialState.FAIL
-                live.study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
-            live.set_trial(trial.number, status=outcome.status, epochs=outcome.epochs, message=outcome.message,
-                           seconds=seconds, overhead_s=overhead, run_id=outcome.run_id)
-            if outcome.status in RETRIED:
-                with live.lock:
-                    live.to_start += 1  # not counted: a resume tries it again
+            _ended(live, trial, outcome, time.monotonic() - asked, tell=True)
 
     def _train(self, live: _Live, spec: SweepSpec, executor: TrialExecutor, trial, params: dict) -> TrialOutcome:
         def on_status(run_id: str, status: str) -> None:
-            if _trial(live.snapshot, trial.number).run_id != run_id:
-                with live.lock:
-                    trial.set_user_attr("run_id", run_id)  # a killed sweep's trial still leads to its run
-            live.set_trial(trial.number, run_id=run_id, status=status)
+            _status(live, trial, run_id, status)
 
         def on_epoch(epoch: EpochResult) -> str:
             with live.lock:
                 trial.report(epoch.val_acc, epoch.epoch)
                 prune = epoch.epoch < spec.epochs and trial.should_prune()
-                epochs = _trial(live.snapshot, trial.number).epochs + (epoch,)
-            live.set_trial(trial.number, epochs=epochs)
+            _epoch(live, trial, epoch)
             if not prune:
                 return ""
             return (f"pruned after epoch {epoch.epoch} of {spec.epochs} by the {spec.pruner} pruner: validation "
@@ -330,6 +313,82 @@ class Sweeps:
                      if t.datetime_complete), default=None)
         return SweepSnapshot(sweep_id, spec, status, attrs.get("message", ""), tuple(trials), created, created, ended,
                              live=False)
+
+
+# -- a trial's record, kept alike whoever runs it (the lanes here, or an executor's own loop) ---------------------
+def _asked(live: _Live, spec: SweepSpec, trial, params: dict) -> None:
+    """(live.lock held: asking and listing happen together, so the list keeps the study's order.)"""
+    live.update(trials=live.snapshot.trials + (TrialSnapshot(
+        trial.number, params, RunStatus.QUEUED, planned_epochs=spec.epochs, started_at=time.time()),))
+
+
+def _status(live: _Live, trial, run_id: str, status: str) -> None:
+    if _trial(live.snapshot, trial.number).run_id != run_id:
+        with live.lock:
+            trial.set_user_attr("run_id", run_id)  # a killed sweep's trial still leads to its run
+    live.set_trial(trial.number, run_id=run_id, status=status)
+
+
+def _epoch(live: _Live, trial, epoch: EpochResult) -> None:
+    with live.lock:
+        epochs = _trial(live.snapshot, trial.number).epochs + (epoch,)
+    live.set_trial(trial.number, epochs=epochs)
+
+
+def _ended(live: _Live, trial, outcome: TrialOutcome, seconds: float, tell: bool) -> None:
+    """A trial has ended after `seconds` (wall, from asked to ended): its study record (and, with `tell`, its state
+    and value) and its snapshot; one stopped or cut off is not counted, so a resume tries it again."""
+    optuna = _optuna()
+    overhead = seconds - sum(e.seconds for e in outcome.epochs)
+    with live.lock:
+        for key, value in (("run_id", outcome.run_id), ("status", outcome.status), ("seconds", seconds),
+                           ("overhead_s", overhead), ("epochs_run", len(outcome.epochs)),
+                           ("seconds_per_epoch", median_timed_epoch(outcome.epochs))):
+            trial.set_user_attr(key, value)
+        if tell:
+            state, value = optuna_result(outcome.status, outcome.epochs)
+            live.study.tell(trial.number, value, state=getattr(optuna.trial.TrialState, state))
+    live.set_trial(trial.number, status=outcome.status, epochs=outcome.epochs, message=outcome.message,
+                   seconds=seconds, overhead_s=overhead, run_id=outcome.run_id)
+    if outcome.status in RETRIED:
+        with live.lock:
+            live.to_start += 1
+
+
+class SweepDrive:
+    """One drive of a sweep for an executor whose engine runs its own loop (Ray Tune asks the study through its
+    Optuna searcher and schedules the trials): the sweep's settings, study and sampler, and the calls that keep
+    each trial's snapshot and study record as the lanes keep them. Its engine tells the study each trial's state
+    (optuna_result) after `ended`."""
+
+    def __init__(self, sweeps: "Sweeps", live: _Live, spec: SweepSpec):
+        self._live, self.spec = live, spec
+        self.sweep_id, self.owner = live.key, live.snapshot.owner
+        self.storage, self.sampler = sweeps.storage(), _sampler(spec)
+        self.trials_left = live.to_start
+
+    def asked(self, trial, params: dict) -> None:
+        with self._live.lock:
+            self._live.to_start -= 1
+            _asked(self._live, self.spec, trial, params)
+
+    def status(self, trial, run_id: str, status: str) -> None:
+        _status(self._live, trial, run_id, status)
+
+    def epoch(self, trial, epoch: EpochResult) -> None:
+        _epoch(self._live, trial, epoch)
+
+    def ended(self, trial, outcome: TrialOutcome, seconds: float) -> None:
+        _ended(self._live, trial, outcome, seconds, tell=False)
+
+
+def executor_for(spec: SweepSpec, manager) -> TrialExecutor:
+    """The executor a SweepSpec names: LocalExecutor (the manager's workers) or RayExecutor (Ray Tune)."""
+    if spec.executor == "ray":
+        from .sweep_ray import RayExecutor  # Ray is an optional install (requirements-cluster.txt)
+
+        return RayExecutor(manager, spec.parallel)
+    return LocalExecutor(manager, spec.parallel)
 
 
 def _stored_status(attrs: dict) -> str:

@@ -2,7 +2,8 @@
 
 An executor trains each trial as an ordinary run tagged with its sweep and trial number, tells the sweep every epoch
 as it arrives (the sweep answers with a reason to prune, or ''), and stops a trial when the sweep stops. Another
-executor (Ray Tune: trials in a cluster's processes) implements the same two methods.
+executor whose engine runs its own loop (core.studies.sweep_ray.RayExecutor: Ray Tune asks the study and schedules
+the trials) has `drive(SweepDrive, stop)` instead of run_trial; core.studies.sweep picks one by SweepSpec.executor.
 """
 from __future__ import annotations
 
@@ -87,3 +88,16 @@ class LocalExecutor:
                 break
         snap = self.manager.wait(run_id)  # its thread has let go of the worker, so the next trial gets it warm
         return TrialOutcome(run_id, snap.status, tuple(snap.epochs), snap.message)
+
+
+INSTALL_RAY = "pip install -r requirements-cluster.txt"
+
+
+def ray_missing() -> str:
+    """'' when Ray Tune can be imported here; else a one-line reason and what to install."""
+    try:
+        import ray.tune  # noqa: F401 (~1 s: only a sweep on Ray asks)
+    except ImportError:
+        return f"executor ray: Ray Tune is not installed in this environment; install it with {INSTALL_RAY}"
+    return ""
+

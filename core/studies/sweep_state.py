@@ -16,7 +16,7 @@ from .sweep_space import DEFAULT_SPACE, SearchSpace, parse_space
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "halving", "none")
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")  # ray: Ray Tune (requirements-cluster.txt), core.studies.sweep_ray
 MAX_TRIALS = 10_000
 RETRIED = (RunStatus.STOPPED, RunStatus.INTERRUPTED)  # trials cut short from outside: tried again on resume
 OPTUNA_STATES = {RunStatus.FINISHED: "COMPLETE", RunStatus.DIVERGED: "COMPLETE", RunStatus.PRUNED: "PRUNED"}
@@ -31,7 +31,7 @@ class SweepSpec:
     pruner: str = "median"
     seed: int | None = None  # the sampler's: the same seeded random or grid sweep tries the same params in order
     base: RunConfig = RunConfig()  # every setting the space leaves out (dataset, device, the runs' own seed...)
-    parallel: int = 1  # trials at once (a GPU only: CPU trials share the cores)
+    parallel: int = 1  # trials at once (local: a GPU only, CPU trials share the cores; ray: each takes a CPU or GPU)
     executor: str = "local"
 
     def __post_init__(self) -> None:
@@ -66,12 +66,29 @@ class SweepSpec:
         return cls(**{**data, "space": parse_space(data["space"]), "base": RunConfig.from_dict(data["base"])})
 
 
+def optuna_result(status: str, epochs) -> tuple[str, float | None]:
+    """The study's state for a trial that ended with this run status and epochs (COMPLETE, PRUNED or FAIL), and its
+    value: the best validation accuracy (COMPLETE only)."""
+    state = OPTUNA_STATES.get(status, "FAIL")
+    value = max((e.val_acc for e in epochs), default=None)
+    if state == "COMPLETE" and value is None:
+        state = "FAIL"
+    return state, value if state == "COMPLETE" else None
+
+
 def default_spec(**changes) -> SweepSpec:
     return SweepSpec(parse_space(DEFAULT_SPACE), **changes)
 
 
 def check_runnable(spec: SweepSpec) -> None:
-    """What only this machine can tell: its device, and parallel trials only on a GPU (DeviceError, ConfigError)."""
+    """What only this machine can tell: its device, parallel local trials only on a GPU, Ray installed for the ray
+    executor (DeviceError, ConfigError)."""
+    if spec.executor == "ray":
+        from .sweep_executors import ray_missing
+
+        if ray_missing():
+            raise ConfigError(ray_missing())
+        return  # the device is each trial's, on whichever node Ray gives it
     if spec.parallel > 1 and resolve_device(spec.base.device).type == "cpu":
         raise ConfigError("parallel: CPU trials run one at a time (they share the cores); parallel trials need "
                           "a GPU (device cuda)")
