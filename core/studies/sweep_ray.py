@@ -32,7 +32,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ..config import PROJECT_ROOT, RunStatus, StoreError
-from ..engine.data import data_dir_from_env
+from ..engine.data import availability_note, data_dir_from_env, data_dir_origin, load_dataset
 from ..engine.devices import set_cpu_threads
 from ..engine.train import EpochResult
 from ..runs.training_run import TrainingRun, _one_line
@@ -96,7 +96,8 @@ def train_trial(params: dict, job: dict) -> None:
     failure = ""
     try:
         config = spec.trial_config(params).replace(device=job["device"])
-        run = TrainingRun(config, store=relay, data_dir=job["data_dir"], origin="ray",
+        dataset = load_dataset(config.dataset, job["data_dir"], allow_sample=job["allow_sample"])
+        run = TrainingRun(config, store=relay, dataset=dataset, origin="ray",
                           tags={"sweep_id": job["sweep_id"], "trial": number})
         run.train_phase(on_epoch=on_epoch)
     except Exception as exc:  # its run records the failure itself, when it got as far as having one
@@ -293,7 +294,11 @@ class RayExecutor:
 
     def __init__(self, manager, parallel: int = 1):
         self.store = manager.store
-        self.data_dir = str(data_dir_from_env(getattr(manager, "data_dir", None)).resolve())
+        named = getattr(manager, "data_dir", None)
+        root = data_dir_from_env(named).resolve()
+        if data_dir_origin(named) == "default":  # a local run makes ./data to download into; a node gets its path
+            root.mkdir(parents=True, exist_ok=True)
+        self.data_dir = str(root)  # absolute: Tune runs each trial in a folder of its own
         self.parallel = parallel
 
     def prepare(self, stop: threading.Event) -> None:
@@ -312,8 +317,10 @@ class RayExecutor:
         if sweep.trials_left <= 0:
             return
         resources, device = self.resources(spec)
+        # A node may fall back on the 5,000-digit sample only where this machine does too: when the full dataset is
+        # here, a node without it fails its trial and says where the files go
         job = {"sweep_id": sweep.sweep_id, "spec": spec.to_dict(), "data_dir": self.data_dir, "device": device,
-               "threads": 1}
+               "threads": 1, "allow_sample": availability_note(spec.base.dataset, self.data_dir) != ""}
         # Tune's new console output prints to stdout whatever its verbosity (the CLI's stdout is JSON lines): the
         # legacy reporter at verbose 0 prints nothing
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
