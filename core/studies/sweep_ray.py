@@ -19,6 +19,7 @@ running trials end "stopped" with the weights of their last finished epoch.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -52,11 +53,13 @@ def connect() -> None:
     `core` from this checkout (uploaded to each node as a py_module); their output stays in the nodes' logs."""
     if not ray.is_initialized():
         ray.init(log_to_driver=False, runtime_env={"py_modules": [str(PROJECT_ROOT / "core")]})
+        atexit.register(disconnect)  # runs before Ray's own exit handler (registered by init): see disconnect
 
 
 def disconnect() -> None:
-    """Leave Ray (a local Ray this process started stops). A process that exits joined to a Ray it started hangs
-    for 60 s at exit and fails ("Failed to connect to GCS"): the CLI calls this before it ends."""
+    """Leave Ray (a local Ray this process started stops). A process that joined Ray from a thread other than the
+    main one (the dashboard's sweep thread) and exits still joined hangs for 60 s and exits 1 ("Failed to connect
+    to GCS"); leaving first, from the main thread, exits at once."""
     if ray.is_initialized():
         ray.shutdown()
 
