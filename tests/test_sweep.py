@@ -130,6 +130,15 @@ def test_a_seeded_sweep_tries_the_same_params_in_the_same_order(sweeps, sampler)
     assert [t.params for t in other.trials] != [t.params for t in first.trials]
 
 
+def test_a_grid_sweep_runs_its_whole_grid(sweeps):
+    # Optuna's grid sampler stops the study when its last point is told, which raises outside study.optimize: the
+    # last trial was left "running" in a sweep reported finished
+    snap = run(sweeps, SweepSpec(parse_space("hidden=16|32"), trials=5, epochs=2, sampler="grid", pruner="none"))
+    assert [t.status for t in snap.trials] == ["finished", "finished"]
+    assert sorted(t.params["hidden"] for t in snap.trials) == [16, 32]
+    assert all(t.seconds is not None for t in snap.trials)
+
+
 def test_every_trial_is_a_run_tagged_with_the_sweep(sweeps):
     snap = run(sweeps, default_spec(trials=6, epochs=3, sampler="random", seed=3))
     runs = sweeps.store.sweep_runs(snap.sweep_id)

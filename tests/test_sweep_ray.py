@@ -163,3 +163,28 @@ def test_without_ray_the_cli_says_so_in_one_line(monkeypatch, capsys, tmp_path):
     assert code == 2
     assert err.count("\n") == 1 and "Ray Tune is not installed" in err and "requirements-cluster.txt" in err
     assert not (tmp_path / "runs.sweeps.db").exists()
+
+
+@pytest.mark.slow
+def test_a_trial_that_cannot_get_its_data_fails_with_the_reason(sweeps):
+    # Fashion-MNIST is not in the empty data folder and cannot be downloaded here (and has no built-in sample)
+    spec = SweepSpec(parse_space("lr=0.05|0.5"), trials=2, epochs=1, sampler="grid", pruner="none",
+                     base=BASE.replace(dataset="fashion_mnist"), executor="ray")
+    snap = sweeps.wait(sweeps.start(spec), timeout=240)
+    assert snap.status == RunStatus.FAILED and snap.message.startswith("every trial failed")
+    assert [t.status for t in snap.trials] == ["failed", "failed"]
+    assert all("FashionMNIST is unavailable" in t.message and "\n" not in t.message for t in snap.trials)
+
+
+def test_the_pruner_setting_maps_to_tunes_schedulers():
+    pytest.importorskip("ray")
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from core.studies.sweep_ray import scheduler
+
+    spec = SweepSpec(parse_space("lr=0.05|0.5"), epochs=6, executor="ray")
+    assert type(scheduler(dataclasses.replace(spec, pruner="none"))) is FIFOScheduler
+    for pruner, factor in (("median", 2), ("halving", 4)):
+        asha = scheduler(dataclasses.replace(spec, pruner=pruner))
+        assert isinstance(asha, ASHAScheduler)
+        assert (asha._max_t, asha._reduction_factor, asha._time_attr) == (6, factor, "epoch")

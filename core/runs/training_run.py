@@ -233,7 +233,7 @@ class TrainingRun:
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
             self.trainer.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
-            self.trainer.stop_reason = _one_line(exc)
+            self.trainer.stop_reason = one_line(exc)
             self._save(final=True, weights=self._epoch_state if interrupted and self._weights_lag() else None)
             raise
         self._finish_phase()
@@ -301,6 +301,7 @@ class TrainingRun:
         return learning_warnings(self.epochs, self.dataset.num_classes, steps_per_epoch=steps)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as a run's message: its type and first line."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

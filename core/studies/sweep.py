@@ -28,7 +28,7 @@ from ..runs.store import current_owner, owner_alive
 from .sweep_executors import LocalExecutor, TrialExecutor, TrialOutcome, TrialRequest  # noqa: F401 (re-exported)
 from .sweep_space import DEFAULT_SPACE, SearchSpace, parse_space  # noqa: F401 (re-exported)
 from .sweep_state import (EXECUTORS, OPTUNA_STATES, PRUNERS, RETRIED, SAMPLERS, SweepSnapshot,  # noqa: F401
-                          SweepSpec, TrialSnapshot, check_runnable, default_spec, optuna_result)
+                          SweepSpec, TrialSnapshot, check_runnable, default_spec, optuna_result, tell_study)
 
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the results (Optuna's default, 10, is most of a small sweep)
 # Finished trials before the median pruner prunes (Optuna's default 5): in a 16-trial sweep pruning starts with the
@@ -338,7 +338,6 @@ def _epoch(live: _Live, trial, epoch: EpochResult) -> None:
 def _ended(live: _Live, trial, outcome: TrialOutcome, seconds: float, tell: bool) -> None:
     """A trial has ended after `seconds` (wall, from asked to ended): its study record (and, with `tell`, its state
     and value) and its snapshot; one stopped or cut off is not counted, so a resume tries it again."""
-    optuna = _optuna()
     overhead = seconds - sum(e.seconds for e in outcome.epochs)
     with live.lock:
         for key, value in (("run_id", outcome.run_id), ("status", outcome.status), ("seconds", seconds),
@@ -346,8 +345,7 @@ def _ended(live: _Live, trial, outcome: TrialOutcome, seconds: float, tell: bool
                            ("seconds_per_epoch", median_timed_epoch(outcome.epochs))):
             trial.set_user_attr(key, value)
         if tell:
-            state, value = optuna_result(outcome.status, outcome.epochs)
-            live.study.tell(trial.number, value, state=getattr(optuna.trial.TrialState, state))
+            tell_study(live.study, trial.number, outcome.status, outcome.epochs)
     live.set_trial(trial.number, status=outcome.status, epochs=outcome.epochs, message=outcome.message,
                    seconds=seconds, overhead_s=overhead, run_id=outcome.run_id)
     if outcome.status in RETRIED:

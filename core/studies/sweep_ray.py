@@ -13,9 +13,11 @@ process touches the SQLite files, so the nodes share no filesystem; each needs t
 (or a folder it can download into) and the same requirements. The weights a run keeps travel the same way (the
 latest is written when the trial ends), so Continue works on any trial.
 
-A trial ASHA stops is ended by Tune between epochs, in its worker: its run ends "pruned" with the epochs and
-weights it had at that report, but, unlike a local pruned trial, without test accuracy. Stop ends Tune's loop; its
-running trials end "stopped" with the weights of their last finished epoch.
+A trial ASHA stops is ended by Tune in its worker (reports do not wait for the driver, so the worker may be an epoch
+further on; that epoch is dropped): its run ends "pruned" with the epochs and weights it had sent by the report
+ASHA judged, but, unlike a local pruned trial, without test accuracy. Stop ends Tune's loop; its running trials end
+"stopped" with the epochs and weights they had sent. (A TrainingRun sends weights after an epoch when that keeps
+saving under a tenth of its time; where the last epochs came without them, Continue goes on from the last weights.)
 """
 from __future__ import annotations
 
@@ -26,7 +28,6 @@ import tempfile
 import threading
 import time
 
-import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -36,9 +37,9 @@ from ..config import PROJECT_ROOT, RunStatus, StoreError
 from ..engine.data import availability_note, data_dir_from_env, data_dir_origin, load_dataset
 from ..engine.devices import set_cpu_threads
 from ..engine.train import EpochResult
-from ..runs.training_run import TrainingRun, _one_line
+from ..runs.training_run import TrainingRun, one_line
 from .sweep_executors import TrialOutcome
-from .sweep_state import SweepSpec, optuna_result
+from .sweep_state import SweepSpec, tell_study
 
 METRIC = "val_acc"  # reported every epoch; ASHA compares it at its rungs
 TIME_ATTR = "epoch"  # ASHA's clock: only per-epoch reports carry it (the final report does not, so ASHA lets it be)
@@ -104,7 +105,7 @@ def train_trial(params: dict, job: dict) -> None:
                           tags={"sweep_id": job["sweep_id"], "trial": number})
         run.train_phase(on_epoch=on_epoch)
     except Exception as exc:  # its run records the failure itself, when it got as far as having one
-        failure = _one_line(exc)
+        failure = one_line(exc)
     tune.report({METRIC: last[METRIC], WRITES: relay.take(), "failure": failure})
 
 
@@ -199,8 +200,7 @@ class _Drive:
         trial.blob = None
         outcome = TrialOutcome(trial.run_id, status, tuple(trial.epochs), message)
         self.sweep.ended(trial.ot, outcome, time.monotonic() - trial.asked)
-        state, value = optuna_result(status, outcome.epochs)  # the same states and values the lanes tell
-        trial.ot.study.tell(trial.number, value, state=getattr(optuna.trial.TrialState, state))
+        tell_study(trial.ot.study, trial.number, status, outcome.epochs)  # as the lanes tell it
 
     def error_text(self, trial_id: str) -> str:
         tune_trial = self.tune_trials.get(trial_id)
@@ -325,8 +325,9 @@ class RayExecutor:
         job = {"sweep_id": sweep.sweep_id, "spec": spec.to_dict(), "data_dir": self.data_dir, "device": device,
                "threads": 1, "allow_sample": availability_note(spec.base.dataset, self.data_dir) != ""}
         # Tune's new console output prints to stdout whatever its verbosity (the CLI's stdout is JSON lines): the
-        # legacy reporter at verbose 0 prints nothing
+        # legacy reporter at verbose 0 prints nothing. Its CSV, JSON and TensorBoard result files are not read.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         drive = _DRIVES[sweep.sweep_id] = _Drive(sweep, self.store, stop)
         storage = tempfile.mkdtemp(prefix=f"tune-{sweep.sweep_id}-")  # Tune's own records; ours are in the store
         try:

@@ -76,6 +76,20 @@ def optuna_result(status: str, epochs) -> tuple[str, float | None]:
     return state, value if state == "COMPLETE" else None
 
 
+def tell_study(study, number: int, status: str, epochs) -> None:
+    """Tell the study how trial `number` ended (optuna_result). Once its last point is told, the grid sampler stops
+    the study, which Optuna allows only inside its own optimize loop (RuntimeError): outside it, here, the trial's
+    state is already stored by then, and the budget ends the sweep, so that error says nothing."""
+    from optuna.trial import TrialState
+
+    state, value = optuna_result(status, epochs)
+    try:
+        study.tell(number, value, state=TrialState[state])
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
 def default_spec(**changes) -> SweepSpec:
     return SweepSpec(parse_space(DEFAULT_SPACE), **changes)
 
