@@ -188,3 +188,14 @@ def test_the_pruner_setting_maps_to_tunes_schedulers():
         asha = scheduler(dataclasses.replace(spec, pruner=pruner))
         assert isinstance(asha, ASHAScheduler)
         assert (asha._max_t, asha._reduction_factor, asha._time_attr) == (6, factor, "epoch")
+
+
+def test_ray_trials_may_run_side_by_side_on_cpus():
+    pytest.importorskip("ray")
+    from core.studies.sweep import check_runnable
+    from core.config import ConfigError
+
+    spec = SweepSpec(parse_space("lr=0.05|0.5"), parallel=2, base=BASE, executor="ray")
+    check_runnable(spec)  # each Ray trial takes a CPU of its own
+    with pytest.raises(ConfigError, match="parallel trials need a GPU"):
+        check_runnable(dataclasses.replace(spec, executor="local"))

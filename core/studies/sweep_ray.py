@@ -325,9 +325,9 @@ class RayExecutor:
         job = {"sweep_id": sweep.sweep_id, "spec": spec.to_dict(), "data_dir": self.data_dir, "device": device,
                "threads": 1, "allow_sample": availability_note(spec.base.dataset, self.data_dir) != ""}
         # Tune's new console output prints to stdout whatever its verbosity (the CLI's stdout is JSON lines): the
-        # legacy reporter at verbose 0 prints nothing. Its CSV, JSON and TensorBoard result files are not read.
+        # legacy reporter at verbose 0 prints nothing. (Its result files stay on: without them fit() ends warning
+        # that it found no metrics.)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         drive = _DRIVES[sweep.sweep_id] = _Drive(sweep, self.store, stop)
         storage = tempfile.mkdtemp(prefix=f"tune-{sweep.sweep_id}-")  # Tune's own records; ours are in the store
         try:
