@@ -117,7 +117,7 @@ def test_stop_ends_tunes_loop_and_records_the_running_trial_stopped(sweeps, mana
     asked = time.monotonic()
     sweeps.stop(sweep_id)
     snap = sweeps.wait(sweep_id, timeout=60)
-    assert time.monotonic() - asked < 20.0
+    assert time.monotonic() - asked < 10.0  # 0.07 s measured here: the loop ends at its next step
     assert snap.status == RunStatus.STOPPED
     assert [t.status for t in snap.trials] == ["stopped"]
     row = manager.store.get_run(trial.run_id)
