@@ -25,7 +25,9 @@ def ray_local():
     ray = pytest.importorskip("ray")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    from core.studies.sweep_ray import disconnect
+
+    disconnect()  # and the agents a plain ray.shutdown() leaves where nobody reaps the raylet
 
 
 @pytest.fixture(scope="module")
