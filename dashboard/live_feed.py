@@ -52,7 +52,8 @@ def _ignore() -> None:
 
 
 def live_feed(snap: RunSnapshot, fallback_s: float, key: str = "live_feed") -> None:
-    """Inside the live panel's fragment, while the run is active: the element that keeps the page current."""
+    """Inside the live panel's fragment, while the run is active: the element that keeps the page current. It
+    also shows the run's learning warnings (plain text), which can change at every epoch."""
     global _element
     import streamlit as st
 
@@ -63,8 +64,9 @@ def live_feed(snap: RunSnapshot, fallback_s: float, key: str = "live_feed") -> N
     data = {"js": module_url("live_feed.js"), "url": base_path() + ROUTE.format(run_id=snap.run_id),
             "run": snap.run_id, "active": snap.active, "cursor": live_view.cursor(snap),
             "shape": live_view.panel_shape(snap), "gap": QUEUED_GAP_S if snap.status == "queued" else GAP_S,
-            "fallback": fallback_s, "plotly": None if snap.status == "queued" else plotly_url()}
-    _element(key=key, data=data, on_changed_change=_ignore, height=0)
+            "fallback": fallback_s, "plotly": None if snap.status == "queued" else plotly_url(),
+            "warnings": live_view.live_warnings(snap)}
+    _element(key=key, data=data, on_changed_change=_ignore)
 
 
 # -- the route ------------------------------------------------------------------------------------------------------

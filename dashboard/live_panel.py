@@ -26,7 +26,7 @@ QUEUED_POLL_SECONDS = 3.0  # a queued run's page only shows its place in the que
 BATCH_POINTS = 2000  # per-batch loss points a chart keeps in the browser (older ones thinned evenly)
 
 
-def draw_status(snap: RunSnapshot) -> None:
+def draw_status(snap: RunSnapshot, fallback_s: float = 1.0) -> None:
     # The config is validated (numbers and names from fixed lists): shown as is; the rest is escaped.
     st.markdown(f"**{md(status_text(snap))}** · run {md(snap.run_id)} · "
                 f"{snap.config.describe(snap.schedule)} · {md(snap.device or snap.config.device)}")
@@ -48,6 +48,9 @@ def draw_status(snap: RunSnapshot) -> None:
                    f"Its epochs are kept.")
     elif snap.message and snap.status in (RunStatus.STOPPED, *ACTIVE):  # e.g. a resumed run's epochs trained again
         st.caption(message)
+    if snap.active:  # the live feed shows them (they can change at every epoch)
+        live_feed(snap, fallback_s)
+        return
     for warning in run_warnings(snap):
         st.warning(warning)
 
@@ -141,7 +144,7 @@ def draw_snapshot(snap: RunSnapshot, fallback_s: float = POLL_SECONDS) -> None:
     # One keyed container per part, each always drawn (empty or not): a warning or tile row that comes or goes would
     # shift every element after it, and Streamlit would remount the streaming charts, losing the user's zoom.
     with st.container(key="live_status"):
-        draw_status(snap)
+        draw_status(snap, fallback_s)
     with st.container(key="live_progress"):
         draw_progress(snap)
     with st.container(key="live_tiles"):
@@ -152,9 +155,6 @@ def draw_snapshot(snap: RunSnapshot, fallback_s: float = POLL_SECONDS) -> None:
     with st.container(key="live_charts"):
         draw_charts(snap)
     draw_model(snap)
-    with st.container(key="live_feed_box"):
-        if snap.active:
-            live_feed(snap, fallback_s)
 
 
 def live_panel(get_snapshot, was_active: bool, wait_for_epoch=None) -> None:

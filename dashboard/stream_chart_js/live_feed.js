@@ -74,7 +74,31 @@ function showStrip(strip) {
   strip.forEach((texts, i) => setTexts(captions[i] && captions[i].querySelector("p"), texts));
 }
 
-async function show(d) {
+// The run's learning warnings, drawn by this element (they can change at every epoch), as plain text in boxes that
+// look like st.warning's.
+function showWarnings(host, warnings) {
+  if (!host || !warnings) return;
+  const key = JSON.stringify(warnings);
+  if (host.__warnings === key) return;
+  host.__warnings = key;
+  let box = host.querySelector(":scope > .live-warnings");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "live-warnings";
+    host.appendChild(box);
+  }
+  box.replaceChildren(...warnings.map((text) => {
+    const div = document.createElement("div");
+    div.setAttribute("role", "alert");
+    div.textContent = text;
+    Object.assign(div.style, { background: "rgba(255, 189, 69, 0.2)", color: "rgb(146, 108, 5)", padding: "16px",
+      borderRadius: "0.5rem", marginTop: "0.5rem", fontSize: "1rem", lineHeight: "1.6" });
+    return div;
+  }));
+}
+
+async function show(d, host) {
+  showWarnings(host, d.warnings);
   showProgress(d.progress);
   showTiles(d.tiles);
   showStrip(d.strip);
@@ -123,7 +147,7 @@ async function poll(feed) {
     }
     feed.cursor = d.cursor;
     if (!d.active) next = null; // the run has ended: the redraw asked for above shows the rest
-    await show(d);
+    await show(d, feed.host);
   } catch (error) {
     if (generation !== feed.generation) return;
     // No live route on this server, or it failed: redraw the panel instead, as the fragment's poll did.
@@ -150,6 +174,8 @@ export function render({ data, setTriggerValue, parentElement }) {
   }
   // Each redraw of the panel brings what the page now shows: start from there.
   feed.generation += 1;
+  feed.host = parentElement;
+  showWarnings(parentElement, data.warnings);
   feed.data = data;
   feed.cursor = data.cursor;
   feed.setTriggerValue = setTriggerValue;
