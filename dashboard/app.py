@@ -30,6 +30,19 @@ if __name__ == "__main__":
     # existed) left them at their minimums.
     identify_tab()
 else:
+    import atexit
+    import contextlib
+
+    import anyio.to_thread
+
     from dashboard.live_feed import routes
 
-    app = st.App(__file__, routes=routes())
+    @contextlib.asynccontextmanager
+    async def stop_runs(_app):
+        yield
+        # uvicorn ends a graceful stop by raising the signal again with its default action, so the interpreter's
+        # exit handlers (the run managers' shutdown: runs recorded as interrupted, workers ended) never run: run
+        # them now, once the server has stopped taking requests (each manager's shutdown runs once).
+        await anyio.to_thread.run_sync(atexit._run_exitfuncs)
+
+    app = st.App(__file__, routes=routes(), lifespan=stop_runs)
