@@ -26,7 +26,7 @@ QUEUED_POLL_SECONDS = 3.0  # a queued run's page only shows its place in the que
 BATCH_POINTS = 2000  # per-batch loss points a chart keeps in the browser (older ones thinned evenly)
 
 
-def draw_status(snap: RunSnapshot, fallback_s: float = 1.0) -> None:
+def draw_status(snap: RunSnapshot, fallback_s: float = POLL_SECONDS) -> None:
     # The config is validated (numbers and names from fixed lists): shown as is; the rest is escaped.
     st.markdown(f"**{md(status_text(snap))}** · run {md(snap.run_id)} · "
                 f"{snap.config.describe(snap.schedule)} · {md(snap.device or snap.config.device)}")
