@@ -42,22 +42,54 @@ def _tick(planned_epochs: int) -> int:
     return max(1, math.ceil(planned_epochs / 10))
 
 
+def column(epochs, name: str) -> list:
+    """One column of the epochs: a DataFrame's (epochs_frame) or a sequence of EpochResult records' (or dicts')."""
+    if isinstance(epochs, pd.DataFrame):
+        return epochs[name].tolist()
+    return [e[name] if isinstance(e, dict) else getattr(e, name) for e in epochs]
+
+
+def loss_points(epochs, batch_losses=None) -> list[tuple[list, list]]:
+    """(x, y) per trace of loss_figure, in its order: the per-batch line (when `batch_losses` is given), then training
+    and validation loss per epoch. The live feed (live_feed.py) sends the same points the figure holds."""
+    points = [([p for p, _ in batch_losses], [v for _, v in batch_losses])] if batch_losses is not None else []
+    x = column(epochs, "epoch")
+    return points + [(x, column(epochs, "train_loss")), (x, column(epochs, "val_loss"))]
+
+
+def loss_range(points: list[tuple[list, list]]) -> list[float] | None:
+    """The loss axis: 0 to 10 % above the highest finite loss drawn (None before there is one)."""
+    finite = [v for _, ys in points for v in ys if v is not None and math.isfinite(v)]
+    return [0, max(finite) * 1.1] if finite else None
+
+
+def accuracy_points(epochs) -> list[tuple[list, list]]:
+    """(x, y) of accuracy_figure's one trace: validation accuracy in percent per epoch."""
+    return [(column(epochs, "epoch"), [v * 100 for v in column(epochs, "val_acc")])]
+
+
+def accuracy_range(points: list[tuple[list, list]]) -> list[float]:
+    acc = points[0][1]
+    low = min(acc) if acc else 80.0
+    return [max(0.0, math.floor(min(low, 90.0) / 5) * 5), 100.5]
+
+
 def loss_figure(frame: pd.DataFrame, planned_epochs: int, batch_losses=None) -> go.Figure:
     """Training and validation loss per epoch; with `batch_losses` ((position in epochs, mean loss) pairs, possibly
     none yet) a thin per-batch training-loss line under them, so a long epoch shows movement before it ends."""
+    points = loss_points(frame, batch_losses)
     fig = go.Figure()
     if batch_losses is not None:
-        fig.add_trace(go.Scatter(x=[p for p, _ in batch_losses], y=[v for _, v in batch_losses],
-                                 name="train loss (per batch)", mode="lines", hoverinfo="skip",
+        x, y = points[0]
+        fig.add_trace(go.Scatter(x=x, y=y, name="train loss (per batch)", mode="lines", hoverinfo="skip",
                                  line=dict(color=COLORS["batch_loss"], width=1)))
-    for column, name in (("train_loss", "train loss"), ("val_loss", "validation loss")):
-        fig.add_trace(go.Scatter(x=frame["epoch"].tolist(), y=frame[column].tolist(), name=name, mode="lines+markers",
-                                 line=dict(color=COLORS[column], dash="dot" if column == "train_loss" else "solid")))
+    for (x, y), (key, name) in zip(points[-2:], (("train_loss", "train loss"), ("val_loss", "validation loss"))):
+        fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers",
+                                 line=dict(color=COLORS[key], dash="dot" if key == "train_loss" else "solid")))
     layout = _base_layout("Loss (cross-entropy)", planned_epochs, "loss")
-    values = [*frame["train_loss"].tolist(), *frame["val_loss"].tolist(), *(v for _, v in batch_losses or ())]
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if finite:
-        layout["yaxis"]["range"] = [0, max(finite) * 1.1]
+    y_range = loss_range(points)
+    if y_range:
+        layout["yaxis"]["range"] = y_range
     if batch_losses is not None:  # the per-batch line starts at the first batch, before epoch 1's point
         layout["xaxis"]["range"] = [0, max(planned_epochs, 1) + 0.5]
     fig.update_layout(**layout)
@@ -65,12 +97,12 @@ def loss_figure(frame: pd.DataFrame, planned_epochs: int, batch_losses=None) -> 
 
 
 def accuracy_figure(frame: pd.DataFrame, planned_epochs: int) -> go.Figure:
-    acc = (frame["val_acc"] * 100).tolist()
-    fig = go.Figure(go.Scatter(x=frame["epoch"].tolist(), y=acc, name="validation accuracy", mode="lines+markers",
+    points = accuracy_points(frame)
+    x, acc = points[0]
+    fig = go.Figure(go.Scatter(x=x, y=acc, name="validation accuracy", mode="lines+markers",
                                line=dict(color=COLORS["val_acc"]),
                                hovertemplate="epoch %{x}: %{y:.2f} %<extra></extra>"))
     layout = _base_layout("Validation accuracy", planned_epochs, "accuracy (%)")
-    low = min(acc) if acc else 80.0
-    layout["yaxis"]["range"] = [max(0.0, math.floor(min(low, 90.0) / 5) * 5), 100.5]
+    layout["yaxis"]["range"] = accuracy_range(points)
     fig.update_layout(**layout)
     return fig

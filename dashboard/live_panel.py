@@ -1,27 +1,24 @@
 """The live run panel: status, progress with ETA, metric tiles, charts, model summary.
 
-Drawn from RunManager snapshots only, inside a fragment that polls while the run is active and the tab visible.
+Drawn from RunManager snapshots only, inside a fragment. While the run is active the live feed (live_feed.py) keeps
+the drawn panel current without reruns, and reruns the fragment only when the panel's shape changes.
 """
 from __future__ import annotations
-
-import math
 
 import streamlit as st
 
 from core.config import RunStatus
-from core.engine.data import CLASS_NAMES
-from core.engine.health import learning_warnings
 from core.runs.manager import ACTIVE, RunSnapshot
 from core.engine.train import median_timed_epoch
 
 from . import charts
-from .poll import live_fragment
-from .status import run_status_label
+from .live_feed import live_feed
+from .live_view import progress_view, run_warnings, status_text, tile_values
 from .system_strip import draw_runtime, draw_system_strip
 from .stream_chart import stream_chart
 from .text import md
 
-POLL_SECONDS = 1.0  # each redraw costs the server and the browser CPU that the training process feels
+POLL_SECONDS = 1.0  # without the live feed's route, each redraw costs the server and the browser CPU
 MIN_POLL_SECONDS = 0.35  # the shortest gap between two draws (short epochs: several arrive per draw)
 EPOCH_LEAD_S = 0.25  # a poll is timed this long before the current epoch should end...
 EPOCH_WAIT_S = 0.4  # ...and waits on the server (no CPU) up to this long for it, to draw it the moment it ends
@@ -29,19 +26,7 @@ QUEUED_POLL_SECONDS = 3.0  # a queued run's page only shows its place in the que
 BATCH_POINTS = 2000  # per-batch loss points a chart keeps in the browser (older ones thinned evenly)
 
 
-def eta_seconds(snap: RunSnapshot) -> float | None:
-    per_epoch = median_timed_epoch(snap.epochs)
-    if per_epoch is None:
-        progress = snap.progress
-        if progress is None or progress.batch == 0:
-            return None
-        per_epoch = progress.seconds * progress.batches / progress.batch
-    remaining = max(0, snap.planned_epochs - len(snap.epochs))
-    done_in_current = snap.progress.batch / snap.progress.batches if snap.progress else 0.0
-    return max(0.0, (remaining - done_in_current) * per_epoch)
-
-
-def draw_status(snap: RunSnapshot) -> None:
+def draw_status(snap: RunSnapshot, fallback_s: float = POLL_SECONDS) -> None:
     # The config is validated (numbers and names from fixed lists): shown as is; the rest is escaped.
     st.markdown(f"**{md(status_text(snap))}** · run {md(snap.run_id)} · "
                 f"{snap.config.describe(snap.schedule)} · {md(snap.device or snap.config.device)}")
@@ -63,54 +48,27 @@ def draw_status(snap: RunSnapshot) -> None:
                    f"Its epochs are kept.")
     elif snap.message and snap.status in (RunStatus.STOPPED, RunStatus.PRUNED, *ACTIVE):  # e.g. why it was pruned
         st.caption(message)
+    if snap.active:  # the live feed shows them (they can change at every epoch)
+        live_feed(snap, fallback_s)
+        return
     for warning in run_warnings(snap):
         st.warning(warning)
 
 
-def run_warnings(snap: RunSnapshot) -> list[str]:
-    """Not-learning and rising-loss warnings (the run goes on; the user decides)."""
-    steps = math.ceil(snap.n_train / snap.config.batch_size) if snap.n_train else None
-    return learning_warnings(snap.epochs, len(CLASS_NAMES.get(snap.config.dataset, range(10))), steps_per_epoch=steps)
-
-
-def status_text(snap: RunSnapshot) -> str:
-    return run_status_label(snap.status, warned=snap.status == RunStatus.FINISHED and bool(run_warnings(snap)))
-
-
 def draw_progress(snap: RunSnapshot) -> None:
-    if not snap.active:
-        return
-    if snap.status == RunStatus.QUEUED:
-        ahead = snap.queue_ahead
-        where = md(snap.device.split(":")[0]) if snap.device else "device"
-        st.progress(0.0, text=f"Waiting for the {where}: {ahead} run{'s' * (ahead != 1)} ahead of this one"
-                    if ahead else f"Waiting for the {where}")
-        return
-    if snap.status == RunStatus.LOADING or snap.progress is None and not snap.epochs:
-        st.progress(0.0, text="Starting: loading the data and building the model")
-        return
-    progress = snap.progress
-    epoch = progress.epoch if progress else len(snap.epochs) + 1
-    fraction = progress.batch / progress.batches if progress else 0.0
-    eta = eta_seconds(snap)
-    eta_text = f" · about {eta:.0f} s left" if eta is not None and eta >= 1 else \
-        " · under a second left" if eta is not None else ""
-    st.progress(min(1.0, fraction), text=f"Epoch {epoch} of {snap.planned_epochs}: "
-                                         f"batch {progress.batch if progress else 0} of "
-                                         f"{progress.batches if progress else '…'}{eta_text}")
+    bar = progress_view(snap)
+    if bar is not None:
+        st.progress(bar[0], text=bar[1])
 
 
 def draw_tiles(snap: RunSnapshot) -> None:
-    last = snap.epochs[-1] if snap.epochs else None
-    previous = snap.epochs[-2] if len(snap.epochs) > 1 else None
+    values = tile_values(snap)
     cols = st.columns(4)
-    cols[0].metric("Validation accuracy", f"{last.val_acc:.2%}" if last else "–",
-                   delta=f"{(last.val_acc - previous.val_acc) * 100:+.2f} pts" if previous else None)
-    cols[1].metric("Epoch time", f"{last.seconds:.2f} s" if last else "–",
+    cols[0].metric("Validation accuracy", values[0][0], delta=values[0][1])
+    cols[1].metric("Epoch time", values[1][0],
                    help="Training plus validation, wall clock, synchronized. Epoch 1 includes one-off warm-up costs.")
-    cols[2].metric("Samples / s", f"{last.samples_per_s:,.0f}" if last else "–")
-    cols[3].metric("Epochs", f"{len(snap.epochs)} / {snap.planned_epochs}",
-                   help="Test accuracy (official test split) appears when a phase ends.")
+    cols[2].metric("Samples / s", values[2][0])
+    cols[3].metric("Epochs", values[3][0], help="Test accuracy (official test split) appears when a phase ends.")
     if snap.test_acc is not None and not snap.active:
         st.caption(f"Test accuracy (official test split, never used for training): **{snap.test_acc:.2%}**")
 
@@ -182,11 +140,11 @@ def layers_table(layers) -> str:
     return "\n".join(["| layer | shape | parameters |", "|---|---|--:|", *rows])
 
 
-def draw_snapshot(snap: RunSnapshot) -> None:
+def draw_snapshot(snap: RunSnapshot, fallback_s: float = POLL_SECONDS) -> None:
     # One keyed container per part, each always drawn (empty or not): a warning or tile row that comes or goes would
     # shift every element after it, and Streamlit would remount the streaming charts, losing the user's zoom.
     with st.container(key="live_status"):
-        draw_status(snap)
+        draw_status(snap, fallback_s)
     with st.container(key="live_progress"):
         draw_progress(snap)
     with st.container(key="live_tiles"):
@@ -200,19 +158,19 @@ def draw_snapshot(snap: RunSnapshot) -> None:
 
 
 def live_panel(get_snapshot, was_active: bool, wait_for_epoch=None) -> None:
-    """Poll while active; when the run's activity changes, rerun the whole page (buttons change).
-    wait_for_epoch(epochs_seen, timeout) -> snapshot lets a poll wait for an epoch about to end (RunManager's)."""
+    """Draw the run; while it is active the live feed keeps the drawn panel current and reruns this fragment when
+    its shape changes; when the run's activity changes, rerun the whole page (buttons change).
+    wait_for_epoch(epochs_seen, timeout) -> snapshot lets a redraw wait for an epoch about to end (RunManager's)."""
 
-    def body() -> float | None:
+    def body() -> None:
         snap = latest_snapshot(get_snapshot, wait_for_epoch)
         if snap is None:
             st.warning("This run is no longer available.")
-            return None
-        draw_snapshot(snap)
+            return
+        # without the feed's route the element redraws the panel itself, as often as the poll did
+        fallback = QUEUED_POLL_SECONDS if snap.status == RunStatus.QUEUED else next_poll_seconds(snap)
+        draw_snapshot(snap, fallback)
         if snap.active != was_active:
             st.rerun()
-        if not snap.active:
-            return None
-        return QUEUED_POLL_SECONDS if snap.status == RunStatus.QUEUED else next_poll_seconds(snap)
 
-    live_fragment(body, key="live_poll")
+    st.fragment(body)()

@@ -8,10 +8,12 @@ the session keeps a `SeriesTracker` that knows what was sent, and each script ru
   {"js", "series", "t", "v", "reset": {data, layout}, "points", "counts", "plotly", ...}
       the whole figure: first draw, new session (a fresh page or a reload), new series id, a trace that changed
       other than by appending, or the browser's request
-  {"js", "series", "t", "v", "since", "chunks": [[version, {"extend": {trace: {path: [...]}}, "layout": {...},
-                                                       "layout_drop": [...]}], ...]}
-      the last few changes with their versions: points appended per trace, and (rarely) the top-level layout parts
-      that changed. An unchanged figure sends the same message again.
+  {"js", "series", "t", "v", "since", "chunks": [[version, {"extend": {trace: {path: [...]}}, "at": {trace: n},
+                                                       "layout": {...}, "layout_drop": [...]}], ...]}
+      the last few changes with their versions: points appended per trace (`at`: the position in the series of the
+      first one), and (rarely) the top-level layout parts that changed. An unchanged figure sends the same message
+      again. A browser skips the points it already holds: the live feed (live_feed.py) appends points between
+      script runs, and the next message may bring some of them again.
 
 The browser applies the chunks newer than the version it holds, provided it holds at least `since`: Streamlit hands
 a component only the newest data when several messages arrive while the page is busy, and the window covers that.
@@ -68,13 +70,14 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinity (in lists and dicts too) made None: JSON has no such numbers."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     return value
 
 
@@ -181,8 +184,8 @@ class SeriesTracker:
     def update(self, figure: Mapping, series: str | None = None) -> dict:
         """The message that brings the browser from what it has to `figure` (a figure_dict)."""
         series = "" if series is None else str(series)
-        data = [_finite(t) for t in figure.get("data", [])]
-        layout = _finite(dict(figure.get("layout", {})))
+        data = [finite(t) for t in figure.get("data", [])]
+        layout = finite(dict(figure.get("layout", {})))
         if "uirevision" in layout or series:  # a new series forgets the user's zoom; updates of one keep it
             layout["uirevision"] = f"{layout.get('uirevision', '')}|{series}"
         self.figure = {"data": data, "layout": layout}
@@ -199,6 +202,7 @@ class SeriesTracker:
             sent = self.counts[i]
             if n > sent:
                 change.setdefault("extend", {})[str(i)] = {path: values[sent:] for path, values in arrays.items()}
+                change.setdefault("at", {})[str(i)] = sent
                 points += n - sent
                 self.counts[i] = n
                 self._last[i] = _point_digest(arrays, n - 1)
@@ -283,24 +287,39 @@ def _plotly_dir() -> Path:
     return Path(plotly.__file__).parent / "package_data"
 
 
-def _file_version(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size:x}{int(stat.st_mtime):x}"
+def _file_version(*paths: Path) -> str:
+    stats = [path.stat() for path in paths]
+    return f"{sum(s.st_size for s in stats):x}{int(max(s.st_mtime for s in stats)):x}"
+
+
+def base_path() -> str:
+    """The server's URL path prefix ('' or '/prefix'), from server.baseUrlPath."""
+    from streamlit import config
+
+    base = "/".join(p for p in (config.get_option("server.baseUrlPath") or "").split("/") if p)
+    return f"/{base}" if base else ""
+
+
+def module_url(name: str) -> str:
+    """The URL of a module in stream_chart_js/ on this server. One version for the whole folder, so modules that
+    import each other (live_feed.js imports stream_chart.js with its own query) load each one once."""
+    import streamlit.components.v1 as components
+
+    module = components.declare_component("stream_chart_js", path=str(JS_DIR))  # idempotent; registers the files
+    return f"{base_path()}/component/{module.name}/{name}?v={_file_version(*sorted(JS_DIR.glob('*.js')))}"
+
+
+def plotly_url() -> str:
+    """Plotly.js from the installed plotly package, on this server."""
+    import streamlit.components.v1 as components
+
+    plotly_js = components.declare_component("plotly_js", path=str(_plotly_dir()))
+    return f"{base_path()}/component/{plotly_js.name}/plotly.min.js?v={_file_version(_plotly_dir() / 'plotly.min.js')}"
 
 
 def _served_urls() -> tuple[str, str]:
     """(module URL, Plotly.js URL) on this server; declaring is idempotent and registers on the active runtime."""
-    import streamlit.components.v1 as components
-    from streamlit import config
-
-    module = components.declare_component("stream_chart_js", path=str(JS_DIR))
-    plotly_js = components.declare_component("plotly_js", path=str(_plotly_dir()))
-    base = "/".join(p for p in (config.get_option("server.baseUrlPath") or "").split("/") if p)
-    root = f"/{base}/component" if base else "/component"
-    js = JS_DIR / "stream_chart.js"
-    plotly_min = _plotly_dir() / "plotly.min.js"
-    return (f"{root}/{module.name}/stream_chart.js?v={_file_version(js)}",
-            f"{root}/{plotly_js.name}/plotly.min.js?v={_file_version(plotly_min)}")
+    return module_url("stream_chart.js"), plotly_url()
 
 
 _component = None

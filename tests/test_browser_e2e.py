@@ -232,7 +232,9 @@ def test_live_training_in_a_real_browser(server):
         pytest.fail(f"the server did not exit within 20 s of SIGTERM:\n{log.read_text()}")
     print(f"\nSIGTERM -> server exited: {time.monotonic() - sigterm_at:.2f} s")
     text = log.read_text()
-    assert code == 0, text
+    # 0, or the signal itself: served as an st.App, uvicorn stops gracefully, then raises SIGTERM again (its default
+    # action ends the process); the app runs its exit handlers before that (dashboard/app.py)
+    assert code in (0, -signal.SIGTERM), text
     assert "Traceback" not in text, text
     assert "terminate called" not in text, text
 

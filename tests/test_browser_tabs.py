@@ -2,8 +2,8 @@
 
 Ten tabs on the Train page each start a run: every run ends, every tab shows its own run's end within 3 s of
 it ending in the store, and /_stcore/health (sampled every second) never takes 0.5 s. A hidden tab sends the
-server nothing, and catches up at once when shown; another tab on the same run must confirm a Stop. Figures
-are printed (pytest -s shows them).
+server nothing (no websocket frame, no live-feed request), and catches up at once when shown; another tab on
+the same run must confirm a Stop. Figures are printed (pytest -s shows them).
 """
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ def test_hidden_tab_stops_polling_and_catches_up_when_shown(tmp_path):
         page = browser.new_page()
         sent: list[float] = []
         page.on("websocket", lambda ws: ws.on("framesent", lambda _payload: sent.append(time.monotonic())))
+        # while the run trains the page asks the live feed's route (dashboard/live_feed.py), not the websocket
+        page.on("request", lambda request: "/live/runs/" in request.url and sent.append(time.monotonic()))
         page.goto(f"http://127.0.0.1:{port}/?epochs=50&hidden=1024,1024", timeout=120 * MS)
         page.locator(".st-key-train button").first.click(timeout=120 * MS)
         page.wait_for_function(f"() => ({PROGRESS_JS})().includes('Epoch ')", timeout=120 * MS)

@@ -3,7 +3,7 @@
 
 const plotlyLoads = new Map(); // URL -> Promise<Plotly>: Plotly.js is fetched and run once per page
 
-function loadPlotly(src) {
+export function loadPlotly(src) {
   if (window.Plotly) return Promise.resolve(window.Plotly);
   if (!plotlyLoads.has(src)) {
     plotlyLoads.set(src, new Promise((resolve, reject) => {
@@ -57,26 +57,32 @@ async function thin(Plotly, chart) {
   }
 }
 
-async function extend(Plotly, chart, ext) {
+// Appends each trace's new points; `at` (per trace, the series position of its first new point) lets a chart that
+// already holds some of them (the live feed brought them) skip those. Returns the number of traces that grew, or
+// null when the chart lacks points that come before the new ones (it must be drawn whole again).
+async function extend(Plotly, chart, ext, at) {
   // One extendTraces call per set of per-point arrays (usually one: x and y of every trace).
   const groups = new Map();
-  for (const [index, arrays] of Object.entries(ext)) {
-    const paths = Object.keys(arrays).sort();
+  for (const [index, given] of Object.entries(ext)) {
+    const i = Number(index), paths = Object.keys(given).sort();
+    const held = chart.total[i] || 0, start = at && at[index] != null ? at[index] : held;
+    if (start > held) return null;
+    const arrays = Object.fromEntries(paths.map((p) => [p, given[p].slice(held - start)]));
+    const added = arrays[paths[0]].length;
+    if (!added) continue;
     const signature = paths.join(",");
     if (!groups.has(signature)) {
       groups.set(signature, { update: Object.fromEntries(paths.map((p) => [p, []])), traces: [] });
     }
     const group = groups.get(signature);
     for (const path of paths) group.update[path].push(arrays[path]);
-    group.traces.push(Number(index));
-    if (chart.maxPoints) {
-      const i = Number(index), added = arrays[paths[0]].length;
-      for (let k = 0; k < added; k++) chart.source[i].push(chart.total[i] + k);
-      chart.total[i] += added;
-    }
+    group.traces.push(i);
+    if (chart.maxPoints) for (let k = 0; k < added; k++) chart.source[i].push(held + k);
+    chart.total[i] = held + added;
   }
   for (const group of groups.values()) await Plotly.extendTraces(chart.gd, group.update, group.traces);
   if (chart.maxPoints) await thin(Plotly, chart);
+  return groups.size;
 }
 
 // Plotly's `responsive` follows the window; a column can change width without it (the sidebar opens).
@@ -91,10 +97,12 @@ function keepWidth(Plotly, chart) {
   chart.resizer.observe(chart.gd);
 }
 
+// False when the chart lacks points that come before the change's (it must be drawn whole again).
 async function applyChange(Plotly, chart, change) {
   if (change.extend) {
-    await extend(Plotly, chart, change.extend);
-    chart.stats.extends += 1;
+    const grew = await extend(Plotly, chart, change.extend, change.at);
+    if (grew === null) return false;
+    if (grew) chart.stats.extends += 1;
   }
   if (change.layout) {
     chart.layout = Object.assign({}, chart.layout, change.layout);
@@ -102,6 +110,7 @@ async function applyChange(Plotly, chart, change) {
     await Plotly.react(chart.gd, chart.gd.data, chart.layout, chart.config);
     chart.stats.layouts += 1;
   }
+  return true;
 }
 
 async function apply(chart, d, setTriggerValue) {
@@ -131,7 +140,7 @@ async function apply(chart, d, setTriggerValue) {
     let applied = 0;
     for (const [version, change] of d.chunks || []) {
       if (version <= chart.v) continue;
-      await applyChange(Plotly, chart, change);
+      if (!(await applyChange(Plotly, chart, change))) return askWhole(chart, d, setTriggerValue);
       chart.v = version;
       applied += 1;
     }
@@ -141,11 +150,28 @@ async function apply(chart, d, setTriggerValue) {
     chart.stats.pending = false;
     return;
   }
-  // This element lacks what came before (it is new, or it missed more than the window): ask for the whole figure,
-  // once until it comes (again after 3 s, in case that request was lost).
+  askWhole(chart, d, setTriggerValue);
+}
+
+// This element lacks what came before (it is new, or it missed more than the window): ask for the whole figure,
+// once until it comes (again after 3 s, in case that request was lost).
+function askWhole(chart, d, setTriggerValue) {
   const now = performance.now();
   if (chart.asked !== null && now - chart.asked < 3000) return;
   ask(chart, d, setTriggerValue, now);
+}
+
+// The live feed's way in (live_feed.js): points to append to the chart drawn in `gd` ({"extend", "at"}, as in a
+// chunk), between script runs, queued behind the chart's own messages. A chart that lacks earlier points asks for
+// the whole figure; one not drawn yet ignores them (its first message brings everything).
+export function appendPoints(gd, change) {
+  const chart = gd && gd.__chart;
+  if (!chart || chart.v === null || !window.Plotly) return;
+  chart.chain = chart.chain
+    .then(async () => {
+      if (!(await applyChange(window.Plotly, chart, change)) && chart.last) askWhole(chart, ...chart.last);
+    })
+    .catch((error) => console.error("stream_chart:", error));
 }
 
 // A request can be lost (seen on a page slowed 10x: the trigger's rerun never came), and a run that has ended sends
@@ -177,9 +203,11 @@ export function render({ data, setTriggerValue, parentElement }) {
       stats: { resets: 0, extends: 0, layouts: 0, asked: 0, thinned: 0, caughtUp: 0, unmounts: 0, pending: false },
     };
     gd.__streamChart = chart.stats; // for tests and debugging: what this element has done
+    gd.__chart = chart; // for appendPoints
     parentElement.__streamChart = chart;
   }
   chart.unmounted = false;
+  chart.last = [data, setTriggerValue];
   // Messages are applied one after another, in the order they came.
   chart.chain = chart.chain
     .then(() => apply(chart, data, setTriggerValue))
