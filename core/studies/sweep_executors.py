@@ -7,6 +7,8 @@ the trials) has `drive(SweepDrive, stop)` instead of run_trial; core.studies.swe
 """
 from __future__ import annotations
 
+import os
+
 import threading
 import time
 from dataclasses import dataclass
@@ -93,8 +95,15 @@ class LocalExecutor:
 INSTALL_RAY = "pip install -r requirements-cluster.txt"
 
 
+def before_importing_ray() -> None:
+    """Settings Ray reads when it is first imported in this process. Its core would install its own SIGTERM/SIGINT
+    handlers here: a dashboard server that had run a Ray sweep then died of SIGABRT when stopped."""
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+
+
 def ray_missing() -> str:
     """'' when Ray Tune can be imported here; else a one-line reason and what to install."""
+    before_importing_ray()
     try:
         import ray.tune  # noqa: F401 (~1 s: only a sweep on Ray asks)
     except ImportError:

@@ -30,18 +30,21 @@ import threading
 import time
 
 import psutil
-import ray
-from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from ..config import PROJECT_ROOT, RunStatus, StoreError
-from ..engine.data import availability_note, data_dir_from_env, data_dir_origin, load_dataset
-from ..engine.devices import set_cpu_threads
-from ..engine.train import EpochResult
-from ..runs.training_run import TrainingRun, one_line
-from .sweep_executors import TrialOutcome
-from .sweep_state import SweepSpec, tell_study
+from .sweep_executors import TrialOutcome, before_importing_ray
+
+before_importing_ray()
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+
+from ..config import PROJECT_ROOT, RunStatus, StoreError  # noqa: E402
+from ..engine.data import availability_note, data_dir_from_env, data_dir_origin, load_dataset  # noqa: E402
+from ..engine.devices import set_cpu_threads  # noqa: E402
+from ..engine.train import EpochResult  # noqa: E402
+from ..runs.training_run import TrainingRun, one_line  # noqa: E402
+from .sweep_state import SweepSpec, tell_study  # noqa: E402
 
 METRIC = "val_acc"  # reported every epoch; ASHA compares it at its rungs
 TIME_ATTR = "epoch"  # ASHA's clock: only per-epoch reports carry it (the final report does not, so ASHA lets it be)
