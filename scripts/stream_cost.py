@@ -3,9 +3,10 @@ the dashboard against the same run from the CLI (benchmark, not a test; Linux /p
 
 For each of --pairs pairs, alternating: the dashboard (a Chromium tab on /?epochs=N, Train pressed, until it shows
 the run finished) and `python -m core train --epochs N` with the same default threads. Prints per pair the page's
-CPU in cores while the run streams (from the 5th epoch drawn to the end: the charts' first draw, which loads
-Plotly.js once per page, is left out and printed apart), counting the server's own threads (not its training
-worker) and every Chromium process, and both median epoch times (warm-up excluded), then the medians.
+CPU in cores while the run streams (from the 5th epoch drawn to the last: the charts' first draw, which loads
+Plotly.js once per page, and the run's end, one page rerun, are left out and printed apart), counting the server's
+own threads (not its training worker) and every Chromium process, and both median epoch times (warm-up excluded),
+then the medians.
 
     python scripts/stream_cost.py [--pairs 3] [--epochs 50] [--data-dir ../shared/datasets]
 """
@@ -49,8 +50,13 @@ def dashboard_run(page, port: int, server_pid: int, db: Path, epochs: int) -> tu
     train.click()
     page.wait_for_function(SHOWN_JS, arg=5, timeout=300 * MS, polling=100)
     server1, browser1, wall1 = cpu_seconds(server_pid), browser_cpu_seconds(), time.monotonic()
-    page.wait_for_function(FINISHED_JS, timeout=600 * MS, polling=100)
+    page.wait_for_function(SHOWN_JS, arg=epochs, timeout=600 * MS, polling=100)  # the last epoch drawn
     server2, browser2, wall2 = cpu_seconds(server_pid), browser_cpu_seconds(), time.monotonic()
+    page.wait_for_function(FINISHED_JS, timeout=600 * MS, polling=100)
+    server3, browser3, wall3 = cpu_seconds(server_pid), browser_cpu_seconds(), time.monotonic()
+    end_cpu = (server3 - server2) + (browser3 - browser2)
+    print(f"  the end (last epoch drawn -> 'Finished' shown, one page rerun): {end_cpu:.2f} CPU seconds in "
+          f"{wall3 - wall2:.1f} s", flush=True)
     with sqlite3.connect(db) as conn:
         run_id = conn.execute("SELECT id FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()[0]
         rows = conn.execute("SELECT seconds, warmup FROM epochs WHERE run_id=? ORDER BY epoch", (run_id,)).fetchall()
