@@ -2,6 +2,8 @@
 `python -m core` subprocesses whose data and run database live in a temporary folder, never the repository."""
 from __future__ import annotations
 
+import time
+
 import json
 import os
 import struct
@@ -112,3 +114,14 @@ def start_cli(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
+    """predicate()'s first true value, asked every `interval` s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

@@ -13,6 +13,7 @@ import torch
 from core.config import Phase, RunConfig
 from core.runs.manager import DeviceTurn, RunManager, _DeviceQueue
 from core.runs.store import Store
+from support import wait_for
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -20,14 +21,6 @@ pytestmark = pytest.mark.slow
 SAMPLE = RunConfig(device="cpu", epochs=2)  # on the 5,000-image sample: ~0.05 s per epoch
 
 
-def wait_for(predicate, timeout=60.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from core.studies.map_jobs import MapJobs
 from core.studies.speedup_map import (ESTIMATE_CONFIRM_S, MapGrid, default_map_legs, estimate_seconds, run_speedup_map,
                                       step_flops)
 from core.runs.store import Store
+from support import wait_for as wait_until
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -194,11 +195,10 @@ def jobs(manager):
     registry.shutdown()
 
 
+
+
 def wait_for(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
+    return wait_until(predicate, timeout)
 
 
 def test_map_job_runs_in_a_training_worker_and_is_reloadable(jobs):

@@ -10,7 +10,6 @@ remounted read-only or filled.
 from __future__ import annotations
 
 import threading
-import time
 from multiprocessing import Pipe
 from types import SimpleNamespace
 
@@ -23,6 +22,7 @@ from core.runs.training_run import TrainingRun
 from core.runs.store import Store
 from core.engine.train import FINISHED
 from core.runs.worker import serve
+from support import wait_for
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -50,12 +50,6 @@ def sqlite_faults(monkeypatch):
     return faults
 
 
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 # -- TrainingRun ------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from core.studies.sweep import Sweeps, SweepSpec
 from core.studies.sweep_space import parse_space
 from support import json_lines, start_cli
 from sweep_helpers import StoreOnlyManager
+from support import wait_for
 
 BASE = RunConfig(device="cpu", hidden_sizes=(16,))  # on the 5,000-image sample: ~0.01 s per epoch
 
@@ -43,14 +44,6 @@ def sweeps(manager):
     return Sweeps(manager)
 
 
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.slow

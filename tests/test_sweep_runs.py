@@ -16,6 +16,7 @@ from core.studies.sweep import Sweeps, SweepSpec, study_path
 from core.studies.sweep_space import parse_space
 from support import json_lines, shared_dataset_dir, start_cli
 from sweep_helpers import StoreOnlyManager
+from support import wait_for
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -37,14 +38,6 @@ def sweeps(manager):
     return Sweeps(manager)
 
 
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_pruned_trials_stop_early_and_are_stored_pruned(sweeps, manager):
