@@ -67,6 +67,12 @@ def session_owner() -> str:
     return st.session_state.owner
 
 
+def owns(owner: str) -> bool:
+    """Whether a run (or sweep) whose owner is `owner` was started in this browser tab: under its tab id, or under
+    the session's own token when it started before the tab's id had arrived (a click right after the page loaded)."""
+    return bool(owner) and owner in (session_owner(), st.session_state.get("owner"))
+
+
 def current_run_id() -> str | None:
     return st.query_params.get("run")
 

@@ -13,7 +13,7 @@ from .controls import (DEFAULTS, init_state, lr_choices, planned_phases, setting
                        widget_values)
 from .live_panel import live_panel
 from .share import apply_share_link
-from .state import current_run_id, get_manager, session_owner, set_current_run
+from .state import current_run_id, get_manager, owns, session_owner, set_current_run
 from .text import md
 
 
@@ -171,7 +171,7 @@ def run_controls(snap) -> None:
 
 def stop_controls(snap) -> None:
     """Stop, at once for the tab that started the run; from any other tab (a shared link), only once confirmed."""
-    if not snap.owner or snap.owner == session_owner():
+    if not snap.owner or owns(snap.owner):
         st.button("Stop", key="stop", on_click=stop_run, help="Stops within a batch; finished epochs are kept.")
         return
     if st.session_state.get("confirm_stop") != snap.run_id:
