@@ -8,9 +8,7 @@ coordinates), which settings mattered, and a results table. `?sweep=<id>` in the
 """
 from __future__ import annotations
 
-import time
 
-import pandas as pd
 import streamlit as st
 
 from core.config import ACTIVATIONS, DATASETS, OPTIMIZERS, ConfigError, DeviceError, RunConfig, RunStatus, StoreError
@@ -317,9 +315,7 @@ def draw_importance(snap: SweepSnapshot) -> None:
     key = (snap.sweep_id, complete)
     kept = st.session_state.get("_sweep_importance")
     if kept is None or kept[0] != key:  # recomputed only when another trial has ended (Optuna reads the study)
-        started = time.perf_counter()
-        importances = param_importances(get_sweeps().storage(), snap.sweep_id)
-        kept = (key, importances, time.perf_counter() - started)
+        kept = (key, param_importances(get_sweeps().storage(), snap.sweep_id))
         st.session_state._sweep_importance = kept
     if not kept[1]:
         st.caption("Optuna's importance evaluator cannot tell the settings apart yet.")
@@ -328,31 +324,27 @@ def draw_importance(snap: SweepSnapshot) -> None:
 
 
 def draw_results(snap: SweepSnapshot) -> None:
-    frame = charts.results_frame(snap)
+    frame = charts.results_frame(snap)  # once per poll: the table, the picker's order and the CSV
     if frame.empty:
         st.caption("The results table fills as trials end.")
         return
+    csv = frame.to_csv(index=False)
+    with_runs = {t.number: t for t in snap.trials if t.run_id}
+    order = [n for n in frame["trial"] if n in with_runs]  # best first, as the table
     frame["run"] = [f"train?run={run_id}" if run_id else None for run_id in frame["run"]]
     st.dataframe(frame, hide_index=True, column_config={
         "run": st.column_config.LinkColumn("run", display_text=r"train\?run=(.*)",
                                            help="Open the trial's run on the Train page (its curves, Continue)"),
     })
-    with_runs = {t.number: t for t in snap.trials if t.run_id}
-    order = [n for n in charts.results_frame(snap)["trial"] if n in with_runs]  # best first, as the table
     cols = st.columns([3, 1.2, 1.6], vertical_alignment="bottom")
     chosen = cols[0].selectbox("Trial", order, key="sw_pick", format_func=lambda n: trial_label(with_runs[n]))
     if cols[1].button("Open in Train", key="sw_open_trial", disabled=chosen is None,
                       help="Its curves, its model, Continue and export, on the Train page"):
         pages.switch_to(pages.TRAIN, run=with_runs[chosen].run_id)
-    cols[2].download_button("Download results (CSV)", results_csv(snap), file_name=f"sweep-{snap.sweep_id}.csv",
+    cols[2].download_button("Download results (CSV)", csv, file_name=f"sweep-{snap.sweep_id}.csv",
                             mime="text/csv", key="sw_csv")
 
 
 def trial_label(trial) -> str:
     value = f"{trial.value:.2%}" if trial.value is not None else "no epoch yet"
     return f"trial {trial.number} · {value} · {trial.status} · {charts.params_text(trial.params)}"
-
-
-def results_csv(snap: SweepSnapshot) -> str:
-    frame: pd.DataFrame = charts.results_frame(snap)
-    return frame.to_csv(index=False)
