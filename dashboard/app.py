@@ -6,15 +6,7 @@ feed's route beside Streamlit's own (dashboard/live_feed.py); the App then runs 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Streamlit puts dashboard/ on sys.path; the engine package lives beside it.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
+import streamlit as st
 
 if __name__ == "__main__":
     from dashboard import pages

@@ -16,11 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.config import RunConfig  # noqa: E402
-from core.runs.manager import RunManager  # noqa: E402
-from core.engine.memory import process_rss  # noqa: E402
+from core.config import RunConfig
+from core.runs.manager import RunManager
+from core.engine.memory import process_rss
 
 
 def child_pids(pid: int) -> list[int]:

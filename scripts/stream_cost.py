@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the browser tests' helpers (core, dashboard: installed)
 
 from browser_support import MS, dashboard, launch, require_browser  # noqa: E402
 from support import shared_dataset_dir  # noqa: E402

@@ -19,17 +19,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.config import RunConfig  # noqa: E402
-from core.runs.manager import RunManager  # noqa: E402
-from core.studies.sweep import EXECUTORS, Sweeps, SweepSpec  # noqa: E402
-from core.studies.sweep_space import DEFAULT_SPACE, parse_space  # noqa: E402
+from core.config import RunConfig
+from core.runs.manager import RunManager
+from core.studies.sweep import EXECUTORS, Sweeps, SweepSpec
+from core.studies.sweep_space import DEFAULT_SPACE, parse_space
 
 
 def main() -> None:

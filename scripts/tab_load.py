@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # the browser tests' helpers (core, dashboard: installed)
 
 from browser_support import MS, dashboard, launch  # noqa: E402
 

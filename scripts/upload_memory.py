@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "tests"))  # the browser tests' helpers (core, dashboard: installed)
 
 from browser_support import MS, dashboard, launch  # noqa: E402
 from core.engine.memory import process_rss  # noqa: E402

@@ -307,8 +307,6 @@ def test_nan_and_infinity_become_null():
 
 
 APP = """
-import sys
-sys.path.insert(0, {root!r})
 import streamlit as st
 from dashboard import charts
 from dashboard.stream_chart import stream_chart
@@ -323,8 +321,8 @@ st.session_state.sent = sent
 """
 
 
-def test_stream_chart_in_a_script_run(repo_root):
-    at = AppTest.from_string(APP.format(root=str(repo_root)), default_timeout=30)
+def test_stream_chart_in_a_script_run():
+    at = AppTest.from_string(APP, default_timeout=30)
     at.run()
     assert not at.exception
     first = at.session_state.sent

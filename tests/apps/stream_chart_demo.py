@@ -8,18 +8,12 @@ there so far and then follows the same series.
 from __future__ import annotations
 
 import math
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard import charts  # noqa: E402
-from dashboard.stream_chart import stream_chart  # noqa: E402
+from dashboard import charts
+from dashboard.stream_chart import stream_chart
 
 params = st.query_params
 EVERY = float(params.get("every", 0.3))
