@@ -136,6 +136,19 @@ def test_summary_excludes_warmup_and_computes_speedup_time_to_target_and_parity(
     assert summarize([LegRun(Leg("cpu", 1), "finished", slow)], target=0.99).legs[0].time_to_target_s is None
 
 
+def test_a_leg_with_only_its_warmup_epoch_has_no_median_and_no_speedup():
+    """A warm-up time (allocation, kernel init) is no speed: the leg shows it apart, its median and speedup stay
+    empty ("2+ epochs" on the page, "no timed epoch" in the CLI), and the baseline's own speedup too."""
+    timed = (_epoch(1, 5.0, 0.30, 0.90, True), _epoch(2, 2.0, 0.20, 0.94))
+    warmup_only = (_epoch(1, 9.0, 0.30, 0.90, True),)
+    first, second = summarize([LegRun(Leg("cpu", 1), "stopped", warmup_only),
+                               LegRun(Leg("cpu", 2), "finished", timed)]).legs
+    assert (first.warmup_epoch_s, first.median_epoch_s, first.samples_per_s, first.speedup) == (9.0, None, None, None)
+    assert second.median_epoch_s == 2.0 and second.speedup is None  # no baseline median to divide
+    alone = summarize([LegRun(Leg("cpu", 1), "finished", timed), LegRun(Leg("cpu", 2), "stopped", warmup_only)])
+    assert alone.legs[0].speedup == 1.0 and alone.legs[1].median_epoch_s is None and alone.legs[1].speedup is None
+
+
 def _start(loss_diff=0.0, grad_diff=0.0, weights_match=True) -> dict:
     return {"spec": "device=cpu", "error": "", "weights_match": weights_match, "loss_rel_diff": loss_diff,
             "grad_rel_diff": grad_diff}

@@ -93,6 +93,7 @@ def test_smoothing_and_labels():
     assert median_timed_epoch([{"seconds": 9.0, "warmup": True}, {"seconds": 1.0, "warmup": False},
                                  {"seconds": 3.0, "warmup": False}]) == 2.0
     assert median_timed_epoch([{"seconds": 9.0, "warmup": True}]) == 9.0
+    assert median_timed_epoch([{"seconds": 9.0, "warmup": True}], warmup_fallback=False) is None
     assert median_timed_epoch([]) is None
 
 

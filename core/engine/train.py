@@ -54,14 +54,18 @@ class EpochResult:
         return asdict(self)
 
 
-def median_timed_epoch(epochs) -> float | None:
+def median_timed_epoch(epochs, *, warmup_fallback: bool = True) -> float | None:
     """The typical epoch time in seconds: the median, warm-up epochs (one-off allocation and kernel costs) left
-    out when others exist. Takes EpochResults or their dicts (as the store keeps them)."""
+    out when others exist. Takes EpochResults or their dicts (as the store keeps them).
+
+    With only warm-up epochs it is their median (a run's page still shows a time), or None with
+    warmup_fallback=False: a speed comparison, where a warm-up time passed off as the typical one would
+    mislead (the comparison shows the warm-up time apart)."""
     def field(epoch, name):
         return epoch[name] if isinstance(epoch, dict) else getattr(epoch, name)
 
     seconds = [field(e, "seconds") for e in epochs]
-    timed = [s for e, s in zip(epochs, seconds) if not field(e, "warmup")] or seconds
+    timed = [s for e, s in zip(epochs, seconds) if not field(e, "warmup")] or (seconds if warmup_fallback else [])
     return statistics.median(timed) if timed else None
 
 

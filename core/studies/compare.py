@@ -17,14 +17,13 @@ RunManager runs, each in a worker process (the dashboard), and summarizes them w
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import threading
 import time
 from dataclasses import dataclass
 
 from ..config import Phase, RunConfig, RunStatus, TrainingError
 from ..engine.cuda_graph import graph_support
-from ..engine.train import EpochResult
+from ..engine.train import EpochResult, median_timed_epoch
 from .cpuload import ContentionMeter, contention_note
 from .legs import DEVICE_NAMES, Leg
 from .parity import SAME_START_BAR, passes, start_checks
@@ -105,11 +104,6 @@ class ComparisonSummary:
                 "legs": [dataclasses.asdict(leg) for leg in self.legs]}
 
 
-def timed_epochs(epochs) -> list[EpochResult]:
-    """The epochs that count for speed: all but the warm-up one, which is never averaged in."""
-    return [e for e in epochs if not e.warmup]
-
-
 def time_to_target(epochs, target: float) -> tuple[float | None, int | None]:
     for e in epochs:
         if e.val_acc >= target:
@@ -131,10 +125,8 @@ def val_acc_drift_points(reference, other) -> float | None:
 def summarize(leg_runs: list[LegRun], target: float = DEFAULT_TARGET, base: RunConfig | None = None
               ) -> ComparisonSummary:
     base = base or RunConfig()
-    medians = []
-    for run in leg_runs:
-        timed = timed_epochs(run.epochs)
-        medians.append(statistics.median(e.seconds for e in timed) if timed else None)
+    # A leg with only its warm-up epoch has no median: its warm-up time is shown apart, never as its speed.
+    medians = [median_timed_epoch(run.epochs, warmup_fallback=False) for run in leg_runs]
     reference = leg_runs[0].epochs if leg_runs else ()
     rows = []
     for i, (run, median) in enumerate(zip(leg_runs, medians)):
