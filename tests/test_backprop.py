@@ -8,7 +8,7 @@ from torch import nn
 
 from core.engine.backprop import MLPStep
 from core.config import RunConfig
-from core.engine.model import build_mlp, macs_per_sample, parameter_count, summarize
+from core.engine.model import build_mlp, macs_per_sample, parameter_count, summarize, training_flops
 
 ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 HIDDEN = {1: (32,), 2: (48, 24), 3: (40, 32, 16)}
@@ -161,6 +161,12 @@ def test_build_mlp_uses_pytorch_default_init_ranges():
 def test_macs_per_sample():
     assert macs_per_sample(784, (32,), 10) == 784 * 32 + 32 * 10
     assert macs_per_sample(784, (64, 16), 10) == 784 * 64 + 64 * 16 + 16 * 10
+
+
+def test_training_flops_count_6_per_mac_trained_and_2_per_mac_evaluated():
+    macs = 784 * 32 + 32 * 10
+    assert training_flops(784, (32,), 10, 100) == 6 * macs * 100
+    assert training_flops(784, (32,), 10, 48_000, 12_000) == 2 * macs * (3 * 48_000 + 12_000)  # bench's epoch
 
 
 @pytest.mark.parametrize("hidden, activation", [((32,), "relu"), ((128, 64, 16), "gelu")])

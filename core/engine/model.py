@@ -77,3 +77,14 @@ def macs_per_sample(input_size: int, hidden_sizes: tuple[int, ...], num_classes:
     """Multiply-accumulates of one forward pass (the matmuls; activations and biases are noise)."""
     sizes = [input_size, *hidden_sizes, num_classes]
     return sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+FORWARD_FLOPS_PER_MAC = 2  # a multiply and an add
+TRAINING_FLOPS_PER_MAC = 6  # forward 2, backward 4 (the gradients of the layer's input and of its weights)
+
+
+def training_flops(input_size: int, hidden_sizes: tuple[int, ...], num_classes: int, train_samples: int,
+                   eval_samples: int = 0) -> float:
+    """Matmul FLOPs of training on train_samples (forward and backward) and evaluating eval_samples (forward)."""
+    macs = macs_per_sample(input_size, hidden_sizes, num_classes)
+    return float(macs * (TRAINING_FLOPS_PER_MAC * train_samples + FORWARD_FLOPS_PER_MAC * eval_samples))

@@ -19,14 +19,9 @@ from ..config import TUTORIAL_SCHEDULE, RunConfig
 from .cpuload import CONTENDED_SHARE, ContentionMeter, contention_note
 from ..engine.data import load_dataset
 from ..engine.devices import device_label, gemm_flops_per_second, list_devices, set_cpu_threads, synchronize
-from ..engine.model import macs_per_sample
+from ..engine.model import training_flops
 from ..runs.training_run import TrainingRun
 from ..engine.train import median_timed_epoch
-
-
-def epoch_flops(config: RunConfig, input_size: int, num_classes: int, n_train: int, n_val: int) -> float:
-    macs = macs_per_sample(input_size, config.hidden_sizes, num_classes)
-    return 2 * macs * (3 * n_train + n_val)  # train: forward + 2x backward; validation: forward
 
 
 def log(text: str) -> None:
@@ -94,8 +89,8 @@ def run_bench(args) -> int:
         shares["resident"] = meter.share()
         log(f"  {busy_text(shares['resident'])}")
 
-        flops = epoch_flops(base, dataset.input_size, dataset.num_classes, resident.trainer.n_train,
-                            resident.trainer.n_val)
+        flops = training_flops(dataset.input_size, base.hidden_sizes, dataset.num_classes, resident.trainer.n_train,
+                               resident.trainer.n_val)  # an epoch: train, then validate
         floor = flops / rate
         tutorial_s, resident_s = median_timed_epoch(tutorial.epochs), median_timed_epoch(resident.epochs)
         row = {

@@ -32,7 +32,7 @@ from ..config import MAX_BATCH_SIZE, MAX_HIDDEN_LAYERS, MAX_HIDDEN_SIZE, ConfigE
 from ..engine.cuda_graph import fastest_step
 from ..engine.data import load_dataset, to_float
 from ..engine.devices import cpu_name, cpu_threads, device_label, gemm_flops_per_second, synchronize
-from ..engine.model import macs_per_sample
+from ..engine.model import macs_per_sample, training_flops
 from ..engine.step import TrainStep
 from .cpuload import ContentionMeter, contention_note
 from .legs import Leg, check_legs, default_legs
@@ -92,8 +92,8 @@ def default_map_legs(devices=None) -> list[Leg]:
 
 
 def step_flops(input_size: int, hidden_sizes: tuple[int, ...], num_classes: int, batch: int) -> float:
-    """Matmul FLOPs of one training step: forward (2 per MAC) and backward (4 per MAC)."""
-    return 6.0 * macs_per_sample(input_size, hidden_sizes, num_classes) * batch
+    """Matmul FLOPs of one training step on a batch (core.engine.model.training_flops)."""
+    return training_flops(input_size, hidden_sizes, num_classes, batch)
 
 
 def estimate_seconds(grid: MapGrid, gemm_rates: list[float | None], input_size: int, num_classes: int,
