@@ -147,10 +147,10 @@ def draw_actions(run: dict, config: RunConfig, epochs: list[dict], has_weights: 
 def continue_in_train_page(run_id: str, epochs: int, lr: float, error_key: str, refused: str) -> None:
     """Continue a stored run and show it on the Train page; when it cannot be continued, `refused: why` goes to
     st.session_state[error_key] and the page is drawn again to say so."""
-    from .state import get_manager
+    from .state import get_manager, session_owner
 
-    try:
-        get_manager().continue_run(run_id, epochs, lr)
+    try:  # this tab continues it: here its Stop acts at once, another tab is asked to confirm
+        get_manager().continue_run(run_id, epochs, lr, owner=session_owner())
     except (RuntimeError, KeyError, ValueError) as exc:
         st.session_state[error_key] = f"{refused}: {md(exc)}"
         st.rerun()

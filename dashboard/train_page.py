@@ -170,16 +170,19 @@ def run_controls(snap) -> None:
 
 
 def stop_controls(snap) -> None:
-    """Stop, at once for the tab that started the run; from any other tab (a shared link), only once confirmed."""
-    if not snap.owner or owns(snap.owner):
+    """Stop, at once for the tab that started (or continued) the run; from any other tab (a shared link), and for a
+    run no tab started (one a manager call started without an owner), only once confirmed."""
+    if owns(snap.owner):
         st.button("Stop", key="stop", on_click=stop_run, help="Stops within a batch; finished epochs are kept.")
         return
     if st.session_state.get("confirm_stop") != snap.run_id:
         st.button("Stop…", key="stop", on_click=ask_stop, args=(snap.run_id,),
-                  help="This run was started in another tab or window: you will be asked to confirm.")
+                  help=f"This run was started {'in another tab or window' if snap.owner else 'outside this tab'}: "
+                       f"you will be asked to confirm.")
         return
-    st.warning(f"Run {md(snap.run_id)} ({snap.config.describe(snap.schedule)}) was started in another tab or "
-               f"window, and whoever started it may be watching. Stop it for everyone?")
+    where = "in another tab or window" if snap.owner else "outside this tab"
+    st.warning(f"Run {md(snap.run_id)} ({snap.config.describe(snap.schedule)}) was started {where}, and whoever "
+               f"started it may be watching. Stop it for everyone?")
     cols = st.columns([1, 1, 3])
     cols[0].button(f"Stop run {md(snap.run_id)}", key="stop_confirm", type="primary", on_click=stop_run)
     cols[1].button("Keep it training", key="stop_cancel", on_click=ask_stop, args=(None,))

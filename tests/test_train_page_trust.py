@@ -11,6 +11,7 @@ from core.config import Phase, RunConfig
 from core.exchange.share_links import config_to_query
 from core.runs.training_run import TrainingRun
 from core.runs.store import Store
+from history_helpers import history_app
 
 from test_dashboard_app import (APP, RUN_TIMEOUT, SLOW, AppTest, check_ok, epochs_shown, is_status, manager,  # noqa: F401
                                 new_app, poll, settled, shown, start, status_line)
@@ -163,6 +164,43 @@ def test_the_tab_that_continues_a_run_stops_it_at_once(manager):
     check_ok(at)
     assert not at.warning
     assert poll(at, settled, 60, "the continuation stopped") and manager.snapshot(rid).status == "stopped"
+
+
+def test_a_run_continued_from_history_is_that_tabs_and_another_tab_must_confirm_stopping_it(manager):
+    rid = cli_run(manager, RunConfig(hidden_sizes=(256, 256), batch_size=16, epochs=1, device="cpu"))
+    history_tab = history_app(run=rid)
+    history_tab.number_input(key="hist_cont_epochs").set_value(50)
+    history_tab.button(key="hist_continue").click().run()
+    check_ok(history_tab)
+    assert history_tab.title[0].value == "Train a feedforward network" and manager.snapshot(rid).active
+
+    other_tab = poll(new_app(rid), is_status("Training"), 90, "the continuation training, seen from a second tab")
+    other_tab.button(key="stop").click().run()
+    check_ok(other_tab)
+    # before: the continuation had no owner, so every tab got a plain Stop that ended it at once
+    assert manager.snapshot(rid).active
+    assert any(rid in w.value and "another tab" in w.value for w in other_tab.warning), \
+        [w.value for w in other_tab.warning]
+    assert other_tab.button(key="stop_confirm").label == f"Stop run {rid}"
+
+    history_tab.run()  # the tab that continued it stops it at once
+    assert history_tab.button(key="stop").label == "Stop"
+    history_tab.button(key="stop").click().run()
+    check_ok(history_tab)
+    assert not history_tab.warning
+    assert poll(history_tab, settled, 60, "the continuation stopped") and manager.snapshot(rid).status == "stopped"
+
+
+def test_a_run_no_tab_started_needs_a_confirmation_to_stop(manager):
+    rid = manager.start(RunConfig(hidden_sizes=(256, 256), batch_size=16, epochs=50, device="cpu"))  # no owner
+    at = poll(new_app(rid), is_status("Training"), 90, "the run training")
+    assert at.button(key="stop").label == "Stop…"
+    at.button(key="stop").click().run()
+    check_ok(at)
+    assert manager.snapshot(rid).active
+    assert any(rid in w.value and "outside this tab" in w.value for w in at.warning), [w.value for w in at.warning]
+    at.button(key="stop_confirm").click().run()
+    assert poll(at, settled, 60, "the run stopped") and manager.snapshot(rid).status == "stopped"
 
 
 @pytest.mark.parametrize("column, value, says", [
