@@ -5,16 +5,21 @@ Uses the `manager` fixture and helpers of test_dashboard_app (empty DATA_DIR: th
 """
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from core.config import Phase, RunConfig
 from core.exchange.share_links import config_to_query
 from core.runs.training_run import TrainingRun
 from core.runs.store import Store
+from dashboard.state import get_manager
 from history_helpers import history_app
+from support import wait_for
 
 from test_dashboard_app import (APP, RUN_TIMEOUT, SLOW, AppTest, check_ok, epochs_shown, is_status, manager,  # noqa: F401
-                                new_app, poll, settled, shown, start, status_line)
+                                new_app, poll, run_id, settled, shown, start, status_line)
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
@@ -201,6 +206,36 @@ def test_a_run_no_tab_started_needs_a_confirmation_to_stop(manager):
     assert any(rid in w.value and "outside this tab" in w.value for w in at.warning), [w.value for w in at.warning]
     at.button(key="stop_confirm").click().run()
     assert poll(at, settled, 60, "the run stopped") and manager.snapshot(rid).status == "stopped"
+
+
+def test_a_run_whose_worker_was_killed_continues_from_historys_button_without_a_restart(manager):
+    rid = manager.start(RunConfig(hidden_sizes=(256, 256), batch_size=16, epochs=50, device="cpu"))
+    wait_for(lambda: len(manager.snapshot(rid).epochs) >= 2, timeout=90)
+    os.kill(manager._live.entry(rid).worker.process.pid, signal.SIGKILL)
+    killed = wait_for(lambda: (s := manager.snapshot(rid)) and not s.active and s, timeout=30)
+    assert killed.status == "interrupted" and "killed by SIGKILL" in killed.message, killed.message
+    kept = len(Store(manager.store.path).epochs(rid))
+
+    at = history_app(run=rid)
+    check_ok(at)
+    assert not at.button(key="hist_continue").disabled
+    at.number_input(key="hist_cont_epochs").set_value(2)
+    at.select_slider(key="hist_cont_lr").set_value(0.1)
+    at.button(key="hist_continue").click().run()
+    check_ok(at)
+    assert at.title[0].value == "Train a feedforward network" and run_id(at) == rid
+    at = poll(at, finished_after(rid), 120, "the continuation to finish")
+    snap = manager.snapshot(rid)
+    # the epochs after the last saved weights are trained again, then the two asked for
+    assert snap.status == "finished" and 3 <= len(snap.epochs) <= kept + 2
+    assert [e.lr for e in snap.epochs] == [0.5] * (len(snap.epochs) - 2) + [0.1, 0.1]
+    assert [e.epoch for e in snap.epochs] == list(range(1, len(snap.epochs) + 1))
+    assert [e["epoch"] for e in Store(manager.store.path).epochs(rid)] == [e.epoch for e in snap.epochs]
+    assert get_manager() is manager  # the same server's manager: no restart
+
+
+def finished_after(rid: str):
+    return lambda at: is_status("Finished")(at) and rid in status_line(at)
 
 
 @pytest.mark.parametrize("column, value, says", [
