@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return cmd_train(args)
         if args.command == "bench":
-            from .studies.bench import run_bench
-            return run_bench(args)
+            return cmd_bench(args)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "speedup-map":
@@ -224,6 +223,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"run ended: {run.status}{': ' + run.message if run.message else ''}", file=sys.stderr)
         return 1
     return EXIT_NOT_RECORDED if summary["store_warning"] else 0
+
+
+# -- bench --------------------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    """`python -m core bench`: progress and a readable summary on stderr, the rows as one JSON list on stdout.
+    (main has set --threads for the whole process already.)"""
+    from .studies.bench import row_text, run_bench
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    dataset = load_dataset("mnist", args.data_dir)
+    if dataset.source != "full":
+        log(f"warning: {dataset.note}")
+    kinds = None if args.devices == "auto" else [k.strip() for k in args.devices.split(",")]
+    results = run_bench(dataset, kinds, args.tutorial_epochs, log=log)
+    for row in results:
+        log(row_text(row))
+        for note in row["distorted"]:
+            log(f"warning: {note}")
+    print(json.dumps(results, indent=1))
+    return 0
 
 
 # -- compare ------------------------------------------------------------------------------------------

@@ -1,31 +1,26 @@
 """Benchmark (not a test): the tutorial's pipeline vs the resident one vs the FLOP floor, in one process.
 
-Prints, per device: median epoch seconds (warm-up epoch excluded) of each pipeline, their ratio,
-the resident pipeline's ratio to the FLOP floor (model FLOPs / measured GEMM rate), and validation
-and test accuracy after the tutorial's schedule (5 epochs at lr 0.5, then 5 at 0.1), with the CPU
+Measures, per device (`python -m core bench` prints it): median epoch seconds (warm-up epoch excluded) of each
+pipeline, their ratio, the resident pipeline's ratio to the FLOP floor (model FLOPs / measured GEMM rate), and
+validation and test accuracy after the tutorial's schedule (5 epochs at lr 0.5, then 5 at 0.1), with the CPU
 threads used. Each measured part (GEMM rate, tutorial pipeline, resident pipeline) also records the
 share of the machine that other processes used meanwhile (core.studies.cpuload), and the bench says which
 ratio that distorted: under load on 2 cores the tutorial/resident ratio read 10.6x against 28x quiet.
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
+from typing import Callable
 
 import torch
 
 from ..config import TUTORIAL_SCHEDULE, RunConfig
 from .cpuload import CONTENDED_SHARE, ContentionMeter, contention_note
-from ..engine.data import load_dataset
-from ..engine.devices import device_label, gemm_flops_per_second, list_devices, set_cpu_threads, synchronize
+from ..engine.data import ImageDataset
+from ..engine.devices import device_label, gemm_flops_per_second, list_devices, synchronize
 from ..engine.model import training_flops
 from ..runs.training_run import TrainingRun
 from ..engine.train import median_timed_epoch
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 PARTS = {"gemm": "the GEMM rate", "tutorial": "the tutorial pipeline", "resident": "the resident pipeline"}
@@ -54,16 +49,17 @@ def busy_text(share: float | None) -> str:
     return f"other processes kept {share:.0%} of the {os.cpu_count()} cores busy meanwhile"
 
 
-def run_bench(args) -> int:
-    dataset = load_dataset("mnist", args.data_dir)
-    if dataset.source != "full":
-        log(f"warning: {dataset.note}")
-    if args.threads:
-        set_cpu_threads(args.threads)
-    kinds = [d.kind for d in list_devices() if d.available and d.kind != "mps"] if args.devices == "auto" \
-        else [k.strip() for k in args.devices.split(",")]
+def bench_devices() -> list[str]:
+    """The device kinds a bench measures by default: every available one but MPS."""
+    return [d.kind for d in list_devices() if d.available and d.kind != "mps"]
+
+
+def run_bench(dataset: ImageDataset, kinds: list[str] | None = None, tutorial_epochs: int = 3,
+              log: Callable[[str], None] = lambda text: None) -> list[dict]:
+    """One row per device kind (default bench_devices()): the two pipelines' median epoch times, the FLOP floor,
+    accuracies and other processes' CPU share per measured part. `log` gets each step's progress line."""
     results = []
-    for kind in kinds:
+    for kind in bench_devices() if kinds is None else kinds:
         device = torch.device(kind)
         base = RunConfig(device=kind, epochs=TUTORIAL_SCHEDULE[0].epochs, lr=TUTORIAL_SCHEDULE[0].lr)
         log(f"== {device_label(device)}, {torch.get_num_threads()} CPU threads")
@@ -73,10 +69,10 @@ def run_bench(args) -> int:
         shares["gemm"] = meter.share()
         log(f"GEMM rate: {rate / 1e9:.1f} GFLOP/s; {busy_text(shares['gemm'])}")
 
-        log(f"tutorial pipeline (per-sample ToTensor + DataLoader), {args.tutorial_epochs} epochs ...")
+        log(f"tutorial pipeline (per-sample ToTensor + DataLoader), {tutorial_epochs} epochs ...")
         tutorial = TrainingRun(base.replace(pipeline="dataloader"), dataset=dataset)
         meter = ContentionMeter()
-        tutorial.train_phase(args.tutorial_epochs, TUTORIAL_SCHEDULE[0].lr,
+        tutorial.train_phase(tutorial_epochs, TUTORIAL_SCHEDULE[0].lr,
                              on_epoch=lambda e: log(f"  epoch {e.epoch}: {e.seconds:.2f}s val_acc {e.val_acc:.2%}"))
         shares["tutorial"] = meter.share()
         log(f"  {busy_text(shares['tutorial'])}")
@@ -113,8 +109,12 @@ def run_bench(args) -> int:
         row["distorted"] = distortion_notes(row)
         results.append(row)
         synchronize(device)
-    for row in results:
-        log(f"\n{row['device']} ({row['threads'] or '-'} CPU threads)\n"
+    return results
+
+
+def row_text(row: dict) -> str:
+    """A row as the lines people read after the bench (the CLI prints them, then the row's distortion notes)."""
+    return (f"\n{row['device']} ({row['threads'] or '-'} CPU threads)\n"
             f"  tutorial pipeline  {row['tutorial_epoch_s']:8.3f} s/epoch (median, warm-up excluded)\n"
             f"  resident pipeline  {row['resident_epoch_s']:8.3f} s/epoch  -> {row['speedup']:.1f}x faster\n"
             f"  FLOP floor         {row['flop_floor_s']:8.3f} s/epoch  ({row['epoch_gflop']:.1f} GFLOP at "
@@ -123,7 +123,3 @@ def run_bench(args) -> int:
             f"test acc {row['test_acc_after_schedule']:.2%}\n"
             f"  others' CPU while timed: " + ", ".join(f"{part} {_share(share)}"
                                                         for part, share in row["other_cpu_share"].items()))
-        for note in row["distorted"]:
-            log(f"warning: {note}")
-    print(json.dumps(results, indent=1))
-    return 0
