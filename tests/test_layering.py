@@ -194,6 +194,18 @@ def test_only_the_entry_point_imports_the_cli():
     assert importers <= CLI_IMPORTERS, f"{sorted(importers - CLI_IMPORTERS)} import {CLI_MODULE}"
 
 
+# Command lines are parsed in core.cli; the worker's own entry (`python -m core.runs.worker --fd ...`, started by
+# core.runs.manager) is a process boundary, not a command people type. Studies take plain values.
+ARGPARSE_IMPORTERS = {"core.cli", "core.runs.worker"}
+
+
+def test_only_the_cli_and_the_worker_entry_parse_command_lines():
+    importers = {name for name, (tree, package) in project_sources().items()
+                 if any(n == "argparse" or n.startswith("argparse.") for n in imported_modules(tree, package))}
+    assert "core.cli" in importers  # the check can see an import of argparse
+    assert importers <= ARGPARSE_IMPORTERS, f"{sorted(importers - ARGPARSE_IMPORTERS)} import argparse"
+
+
 ENGINE = "core.engine"
 ABOVE_ENGINE = ("core.runs", "core.studies", "core.exchange", "core.cli")
 

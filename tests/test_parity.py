@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from core.studies.legs import Leg
 from core.config import RunConfig
+from core.engine.data import load_dataset
 from core.studies.parity import (SAME_START_BAR, StartPoint, compare_start, first_batch, passes, start_check_job,
                                  start_checks, start_point, weights_checksum)
 from core.engine.train import Trainer
 
 # real worker processes, subprocesses or servers: the slow lane (pytest -m 'not slow and not browser' skips it)
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_check_uses_the_trainers_initial_weights_and_first_batch(small_sample):
@@ -78,21 +74,14 @@ def test_the_same_thread_count_twice_is_bit_identical(small_sample):
     assert [e.val_loss for e in first] == [e.val_loss for e in second]
 
 
-def test_the_module_runs_as_its_own_process(tmp_path):
-    (tmp_path / "data").mkdir()  # empty: the 5,000-digit sample
-    result = subprocess.run([sys.executable, "-m", "core.studies.parity", "--base", json.dumps(RunConfig().to_dict()),
-                             "--leg", "device=cpu,threads=1", "--leg", "device=cpu,threads=2",
-                             "--data-dir", str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
-    assert [row["spec"] for row in rows] == ["device=cpu,threads=1", "device=cpu,threads=2"]
-    assert passes(rows[1]) is True
-
-
 def test_the_check_runs_as_a_worker_job_with_the_same_rows(tmp_path):
+    """The dashboard's job (core.studies.comparisons) and the CLI's compare (start_checks in its own process) give
+    the same rows."""
     (tmp_path / "data").mkdir()  # empty: the 5,000-digit sample
     specs = ("device=cpu,threads=1", "device=cpu,threads=2")
     rows = start_check_job(None, data_dir=str(tmp_path / "data"), base=RunConfig().to_dict(), legs=specs)
     assert [row["spec"] for row in rows] == list(specs) and passes(rows[1]) is True
     json.dumps(rows)  # it crosses the worker's socket and is stored in the report
+    in_process = start_checks(RunConfig(), [Leg.parse(spec) for spec in specs],
+                              load_dataset(RunConfig().dataset, str(tmp_path / "data")))
+    assert in_process == rows

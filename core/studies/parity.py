@@ -18,24 +18,20 @@ Legs start the same when the checksums are equal and the loss and every gradient
 the first leg's within SAME_START_BAR relative. On CUDA the check runs with TF32 off (IEEE fp32
 matmuls), so a reduced-precision mode cannot pass as rounding.
 
-`start_checks` runs in this process (the CLI); the dashboard runs it as a job in a training worker
-(`start_check_job`: its own thread setting and CUDA context, not the web server's); `python -m
-core.studies.parity` runs it in a process of its own and prints the rows as JSON.
+`start_checks` runs in this process (the CLI's compare); the dashboard runs it as a job in a training worker
+(`start_check_job`: its own thread setting and CUDA context, not the web server's).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
-import json
-import sys
 from dataclasses import dataclass
 
 import torch
 
 from ..config import RunConfig
 from ..engine.data import ImageDataset, split_indices, to_float
-from ..engine.devices import cpu_threads, device_label, resolve_device, set_cpu_threads, synchronize
+from ..engine.devices import cpu_threads, device_label, resolve_device, synchronize
 from .legs import Leg
 from ..engine.step import TrainStep
 
@@ -163,26 +159,3 @@ def passes(row: dict | None) -> bool | None:
         return None
     return bool(row["weights_match"]) and row["loss_rel_diff"] <= SAME_START_BAR and \
         row["grad_rel_diff"] <= SAME_START_BAR
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m core.studies.parity --base JSON --leg SPEC ...`: the rows as one JSON list on stdout."""
-    from ..engine.data import load_dataset
-    from ..engine.devices import default_cpu_threads
-
-    parser = argparse.ArgumentParser(prog="python -m core.studies.parity", description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="the comparison's RunConfig as JSON")
-    parser.add_argument("--leg", action="append", required=True, help="leg spec, e.g. device=cpu,threads=1")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--default-threads", type=int,
-                        help="CPU threads of a leg that names none (default: $TRAIN_THREADS, else cores - 1)")
-    args = parser.parse_args(argv)
-    set_cpu_threads(args.default_threads or default_cpu_threads())  # as the training workers do
-    base = RunConfig.from_dict(json.loads(args.base))
-    dataset = load_dataset(base.dataset, args.data_dir)
-    print(json.dumps(start_checks(base, [Leg.parse(spec) for spec in args.leg], dataset)), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
