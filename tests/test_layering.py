@@ -219,6 +219,20 @@ def test_the_engine_imports_nothing_above_it():
     assert not any(bad.values()), {m: t for m, t in bad.items() if t}
 
 
+RUNS = "core.runs"
+ABOVE_RUNS = ("core.studies", "core.exchange", "core.cli")
+
+
+def test_runs_import_nothing_from_studies_or_exchange():
+    # engine <- runs <- studies, exchange: keeping runs (store, workers, history) must not know how they are
+    # compared or carried away; the checks both a stored row and a weights file obey live in core.runs.records
+    graph = import_graph(project_sources())
+    runs = [module for module in graph if module == RUNS or module.startswith(RUNS + ".")]
+    assert len(runs) >= 8
+    bad = {module: sorted(t for t in graph[module] if t.startswith(ABOVE_RUNS)) for module in runs}
+    assert not any(bad.values()), {m: t for m, t in bad.items() if t}
+
+
 def test_ruff_finds_nothing():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     if ruff is None:

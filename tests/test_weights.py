@@ -141,7 +141,7 @@ def test_a_downloaded_file_reads_back_checked_and_unchanged(stored):
 
 
 def test_every_run_the_app_records_passes_the_checks_uploads_and_stored_rows_go_through(stored):
-    from core.exchange.weights import check_run_section
+    from core.runs.records import check_run_section
     from core.runs.history import run_problem
 
     store = stored[0]

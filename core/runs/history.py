@@ -8,7 +8,7 @@ import math
 from datetime import datetime
 
 from ..config import ConfigError, Phase, RunConfig, phases_from_pairs, schedule_text
-from ..exchange.weights import check_epochs, check_run_section
+from .records import check_epochs, check_run_section
 from .store import Store
 from ..engine.train import median_timed_epoch
 
