@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+from core.config import RunStatus
 from core.runs.manager import RunSnapshot
 
 from . import live_view
@@ -63,8 +64,8 @@ def live_feed(snap: RunSnapshot, fallback_s: float, key: str = "live_feed") -> N
         _element = st.components.v2.component("mlp_live_feed", js=_LOADER_JS)
     data = {"js": module_url("live_feed.js"), "url": base_path() + ROUTE.format(run_id=snap.run_id),
             "run": snap.run_id, "active": snap.active, "cursor": live_view.cursor(snap),
-            "shape": live_view.panel_shape(snap), "gap": QUEUED_GAP_S if snap.status == "queued" else GAP_S,
-            "fallback": fallback_s, "plotly": None if snap.status == "queued" else plotly_url(),
+            "shape": live_view.panel_shape(snap), "gap": QUEUED_GAP_S if snap.status == RunStatus.QUEUED else GAP_S,
+            "fallback": fallback_s, "plotly": None if snap.status == RunStatus.QUEUED else plotly_url(),
             "warnings": live_view.live_warnings(snap)}
     _element(key=key, data=data, on_changed_change=_ignore)
 
