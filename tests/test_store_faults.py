@@ -225,3 +225,77 @@ def test_a_real_disk_turned_read_only_then_full_is_reported_on_the_run_and_needs
     store = Store(db)
     assert snap.store_warning == "" and store.get_run(run_id)["status"] == "stopped"
     assert [e["epoch"] for e in store.epochs(run_id)] == [e.epoch for e in snap.epochs]
+
+
+# -- the Train page ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def page_on_small_disk(small_disk, tmp_path, monkeypatch):
+    """The dashboard's manager (as conftest's app_manager) with RUNS_DB on the small disk; the page's helpers."""
+    import streamlit as st
+
+    import test_dashboard_app as page
+    from dashboard import state
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("RUNS_DB", str(small_disk.path / "runs.db"))
+    monkeypatch.delenv("TRAIN_THREADS", raising=False)
+    state.get_manager().shutdown()
+    st.cache_resource.clear()
+    manager = state.get_manager()
+    assert manager.data_dir == str(data_dir)
+    yield SimpleNamespace(disk=small_disk, manager=manager, db=small_disk.path / "runs.db", page=page)
+    manager.shutdown()
+    st.cache_resource.clear()
+
+
+def remount_read_only(disk) -> None:
+    """`mount -o remount,ro` refuses (busy) while a file there is open for writing: the run writes once an epoch."""
+    import subprocess
+
+    wait_for(lambda: subprocess.run(["mount", "-o", "remount,ro", str(disk.path)], capture_output=True).returncode == 0,
+             timeout=10, interval=0.02)
+
+
+def store_warnings(at) -> list[str]:
+    from test_dashboard_app import shown
+
+    return [shown(w.value) for w in at.warning if "saved" in w.value]
+
+
+# ~0.1 s an epoch (50 epochs: time to act on the running run), weights of 0.5 MB (the small disk takes them)
+TRAIN_SLOWLY = {"cfg_hidden": 128, "cfg_layers": 2, "cfg_batch": 16, "cfg_epochs": 50}
+
+
+def test_the_train_page_reports_a_store_turned_read_only_mid_run_and_how_to_fix_it(page_on_small_disk):
+    env, page = page_on_small_disk, page_on_small_disk.page
+    at = page.new_app()
+    rid = page.start(at, TRAIN_SLOWLY)
+    at = page.poll(at, lambda a: len(page.epochs_shown(a)) >= 1, 90, "the first epoch")
+    assert not store_warnings(at)
+
+    remount_read_only(env.disk)  # the database's folder made read-only under the run
+    at = page.poll(at, lambda a: store_warnings(a), 60, "the store warning")
+    (warning,) = store_warnings(at)
+    assert "NOT being saved" in warning and f"make {env.disk.path} and the files in it writable" in warning, warning
+    assert "RUNS_DB" in warning and "Training" in page.status_line(at)  # training goes on
+
+    env.disk.remount("rw")  # fixed: the run catches up at its next epoch, and the page says so
+    at = page.poll(at, lambda a: not store_warnings(a), 60, "the store warning cleared")
+    env.manager.stop(rid)
+    at = page.poll(at, page.settled, 60, "the run stopped")
+    assert not store_warnings(at)
+    assert [e["epoch"] for e in Store(env.db).epochs(rid)] == page.epochs_shown(at)
+
+
+def test_the_train_page_reports_a_store_read_only_before_train_was_pressed(page_on_small_disk):
+    env, page = page_on_small_disk, page_on_small_disk.page
+    at = page.new_app()
+    remount_read_only(env.disk)
+    page.start(at, TRAIN_SLOWLY | {"cfg_epochs": 2})
+    at = page.poll(at, page.settled, 90, "the run to end")
+    (warning,) = store_warnings(at)
+    assert warning.startswith("This run is NOT saved") and str(env.db) in warning, warning
+    assert f"To fix: make {env.disk.path} and the files in it writable" in warning and "RUNS_DB" in warning
+    assert "Finished" in page.status_line(at)
