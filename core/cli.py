@@ -330,7 +330,7 @@ def add_map_options(parser) -> None:
                         help="untimed steps first (default %(default)s)")
     parser.add_argument("--leg", action="append", help="device=cpu,threads=1 ... (repeat; the first is the baseline; "
                                                        "default: GPU vs CPU, or CPU 1 thread vs all threads)")
-    parser.add_argument("--dataset", choices=("mnist", "fashion_mnist", "cifar10"), default="mnist")
+    parser.add_argument("--dataset", choices=DATASETS, default=RunConfig.dataset)
     parser.add_argument("--data-dir")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--db", help="SQLite file to keep the map in (default: $RUNS_DB or ./runs.db)")
