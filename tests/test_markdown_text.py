@@ -10,7 +10,7 @@ import torch
 import io
 from streamlit.testing.v1 import AppTest
 
-from history_helpers import EMPTY_DATA_DIR, build_store, history_app, history_environment
+from history_helpers import EMPTY_DATA_DIR, REPO_ROOT, build_store, history_app, history_environment
 from core.exchange.weights import run_weights_bytes
 from dashboard.text import WORD_JOINER, md
 
@@ -90,6 +90,16 @@ def test_a_run_id_from_the_link_is_shown_as_text_on_history(history_env, value):
     assert not at.exception
     (warning,) = [w.value for w in at.warning if "from the link" in w.value]
     assert inert(warning, value), warning  # before: "Run `x`[CLICKME](https://evil.example/x)``": a live link
+
+
+@pytest.mark.parametrize("value", [LINK, IMAGE])
+def test_a_run_id_from_the_link_is_shown_as_text_on_train(app_manager, value):
+    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "app.py"), default_timeout=60)
+    at.query_params["run"] = value
+    at.run()
+    assert not at.exception
+    (error,) = [e.value for e in at.error]
+    assert error.startswith("No run with id ") and inert(error, value), error  # the id as text: no link, no image
 
 
 def test_an_uploaded_run_id_is_shown_as_text(history_env, tmp_path):
