@@ -188,6 +188,7 @@ def test_runs_of_another_host_are_left_alone(tmp_path):
     assert store.get_run(run_id)["status"] == "running"
 
 
+@pytest.mark.slow  # a CLI subprocess that trains until killed
 def test_cli_killed_with_sigkill_leaves_an_interrupted_run_with_its_epochs(tmp_path, cli_env):
     db = tmp_path / "kill.db"
     empty = tmp_path / "empty-data"
