@@ -233,6 +233,37 @@ def test_runs_import_nothing_from_studies_or_exchange():
     assert not any(bad.values()), {m: t for m, t in bad.items() if t}
 
 
+def sys_path_edits(tree: ast.AST) -> list[int]:
+    """Lines that change sys.path: sys.path.insert/append/extend(...), sys.path = ..., sys.path[...] = ...."""
+    def is_sys_path(node) -> bool:
+        node = node.value if isinstance(node, ast.Subscript) else node
+        return (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys")
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value):
+            lines.append(node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            lines += [node.lineno for t in targets if is_sys_path(t)]
+    return sorted(lines)
+
+
+def test_sys_path_edit_finder_finds_each_form():
+    source = "import sys\nsys.path.insert(0, 'x')\nsys.path[:0] = ['y']\nsys.path += ['z']\nprint(sys.path)\n"
+    assert sys_path_edits(ast.parse(source)) == [2, 3, 4]
+
+
+def test_no_module_edits_sys_path():
+    # pyproject.toml makes the project a package (installed editable by requirements.txt) and puts tests/ on
+    # pytest's path: an import that needs a sys.path edit is a missing install step. Scripts that reuse the
+    # browser tests' helpers are not part of the package and may add tests/.
+    files = [p for top in ("core", "dashboard", "tests") for p in sorted((REPO_ROOT / top).rglob("*.py"))]
+    edits = {str(p.relative_to(REPO_ROOT)): lines for p in files
+             if (lines := sys_path_edits(ast.parse(p.read_text())))}
+    assert not edits, edits
+
+
 def test_ruff_finds_nothing():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     if ruff is None:
