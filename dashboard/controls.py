@@ -133,6 +133,14 @@ def config_from_state(sidebar: Sidebar = TRAIN) -> RunConfig:
     return config.replace(device=s[k("device")], pipeline=s[k("pipeline")]) if sidebar.whole_run else config
 
 
+def bounds(name: str, sidebar: Sidebar = TRAIN) -> tuple[int, int]:
+    """RANGES[name], widened to hold the widget's value: a reopened run (the CLI takes 100 epochs, batch 8, any
+    seed RunConfig allows) shows its own setting, and Train retrains it, never a value clamped into the range."""
+    low, high = RANGES[name]
+    value = st.session_state.get(sidebar.key(name))
+    return (low, high) if value is None else (min(low, int(value)), max(high, int(value)))
+
+
 def settings_sidebar(sidebar: Sidebar = TRAIN) -> None:
     """Draw the settings widgets; their values live in st.session_state under the sidebar's keys (cfg_* for
     Train, cmp_* for Compare). A page adds its own widgets below them."""
@@ -144,10 +152,10 @@ def settings_sidebar(sidebar: Sidebar = TRAIN) -> None:
     sb.selectbox("Dataset", DATASETS, key=k("dataset"), format_func=TITLES.get)
     hidden_layers_picker(sidebar)
     sb.selectbox("Activation", ACTIVATIONS, key=k("activation"))
-    sb.slider("Batch size", *RANGES["batch"], key=k("batch"))
+    sb.slider("Batch size", *bounds("batch", sidebar), key=k("batch"))
     sb.select_slider("Learning rate (log scale)", lr_choices(st.session_state[k("lr")]), key=k("lr"),
                      format_func=lambda v: f"{v:g}")
-    sb.slider("Epochs", *RANGES["epochs"], key=k("epochs"))
+    sb.slider("Epochs", *bounds("epochs", sidebar), key=k("epochs"))
     later = st.session_state.get(k("then")) or ()
     if sidebar.whole_run and later:
         sb.caption(f"Then {describe_phases(later)}: Train runs this whole schedule.")
@@ -155,7 +163,7 @@ def settings_sidebar(sidebar: Sidebar = TRAIN) -> None:
     sb.selectbox("Optimizer", OPTIMIZERS, key=k("optimizer"), format_func=OPTIMIZER_LABELS.get)
     if sidebar.whole_run:
         device_picker(sidebar)
-    sb.number_input("Seed", *RANGES["seed"], key=k("seed"), step=1)
+    sb.number_input("Seed", *bounds("seed", sidebar), key=k("seed"), step=1)
     if sidebar.whole_run:
         sb.selectbox("Data pipeline", PIPELINES, key=k("pipeline"), format_func=PIPELINE_LABELS.get)
 

@@ -20,7 +20,7 @@ from core.engine import data as core_data
 # test take 40 s instead of 2 s.
 torch.set_num_threads(1)
 from core.engine.data import ImageDataset  # noqa: E402
-from support import REPO_ROOT, cli_environment  # noqa: E402
+from support import REPO_ROOT, cli_environment, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,12 @@ class SmallDisk:
         self.filler = path / "filler"
 
     def remount(self, mode: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True, capture_output=True)
+        """`mount -o remount,ro` refuses ("busy") while a file there is open for writing, as it is for a moment
+        while a run writes its epoch: tried until it takes (10 s), as a person would try again."""
+        def remounted() -> bool:
+            command = ["mount", "-o", f"remount,{mode}", str(self.path)]
+            return subprocess.run(command, capture_output=True).returncode == 0
+        wait_for(remounted, timeout=10, interval=0.02)
 
     def fill(self, leave: int = 512 * 1024) -> None:
         """Take all free space but `leave` bytes (a disk full to the last byte could SIGBUS SQLite's mmap'd -shm)."""

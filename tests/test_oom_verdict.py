@@ -38,7 +38,7 @@ def test_no_new_kill_and_little_memory_is_not_the_oom_killer(machine, kills_befo
     verdict = memory.oom_verdict(rss, kills_before=kills_before)
     assert "not for lack of memory" in verdict and "likely cause" not in verdict and "killer ended" not in verdict
     assert verdict.startswith("it was using 1.0 GiB of 8.0 GiB" if rss else "it was using an unknown amount of "
-                                                                            "memory of 8.0 GiB")
+                                                                            "memory (limit 8.0 GiB)")
 
 
 def test_unknown_counter_and_limit_say_only_what_is_known(machine):

@@ -250,14 +250,6 @@ def page_on_small_disk(small_disk, tmp_path, monkeypatch):
     st.cache_resource.clear()
 
 
-def remount_read_only(disk) -> None:
-    """`mount -o remount,ro` refuses (busy) while a file there is open for writing: the run writes once an epoch."""
-    import subprocess
-
-    wait_for(lambda: subprocess.run(["mount", "-o", "remount,ro", str(disk.path)], capture_output=True).returncode == 0,
-             timeout=10, interval=0.02)
-
-
 def store_warnings(at) -> list[str]:
     from test_dashboard_app import shown
 
@@ -275,7 +267,7 @@ def test_the_train_page_reports_a_store_turned_read_only_mid_run_and_how_to_fix_
     at = page.poll(at, lambda a: len(page.epochs_shown(a)) >= 1, 90, "the first epoch")
     assert not store_warnings(at)
 
-    remount_read_only(env.disk)  # the database's folder made read-only under the run
+    env.disk.remount("ro")  # the database's folder made read-only under the run
     at = page.poll(at, lambda a: store_warnings(a), 60, "the store warning")
     (warning,) = store_warnings(at)
     assert "NOT being saved" in warning and f"make {env.disk.path} and the files in it writable" in warning, warning
@@ -292,7 +284,7 @@ def test_the_train_page_reports_a_store_turned_read_only_mid_run_and_how_to_fix_
 def test_the_train_page_reports_a_store_read_only_before_train_was_pressed(page_on_small_disk):
     env, page = page_on_small_disk, page_on_small_disk.page
     at = page.new_app()
-    remount_read_only(env.disk)
+    env.disk.remount("ro")
     page.start(at, TRAIN_SLOWLY | {"cfg_epochs": 2})
     at = page.poll(at, page.settled, 90, "the run to end")
     (warning,) = store_warnings(at)

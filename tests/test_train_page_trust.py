@@ -234,6 +234,19 @@ def test_a_run_whose_worker_was_killed_continues_from_historys_button_without_a_
     assert get_manager() is manager  # the same server's manager: no restart
 
 
+def test_a_run_whose_settings_lie_outside_the_sliders_reopens_with_them(manager):
+    # the CLI trains up to 1000 epochs, batches from 1 and any seed RunConfig allows; the sliders' ranges are
+    # narrower: opening such a run widens them (was: StreamlitValueAboveMaxError), never clamps what Train retrains
+    config = RunConfig(epochs=120, batch_size=8, seed=2**40)
+    store = Store(manager.store.path)
+    rid = store.create_run(config.to_dict(), device="cpu", data_source="", torch_version="", parameters=0)
+    store.finish_run(rid, "stopped")
+    at = new_app(rid)
+    check_ok(at)
+    assert at.slider(key="cfg_epochs").value == 120 and at.slider(key="cfg_batch").value == 8
+    assert at.number_input(key="cfg_seed").value == 2**40
+
+
 def finished_after(rid: str):
     return lambda at: is_status("Finished")(at) and rid in status_line(at)
 

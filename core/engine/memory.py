@@ -132,10 +132,13 @@ def _cgroup_files(v2_name: str, v1_name: str) -> list[str]:
 def oom_verdict(rss: int | None, kills_before: int | None) -> str:
     """For a process killed by SIGKILL: what points to (or away from) the out-of-memory killer, in words."""
     kills_now, limit = oom_kills(), memory_limit()
-    used = f"{rss / 2**30:.1f} GiB" if rss else "an unknown amount of memory"
-    of = f" of {limit / 2**30:.1f} GiB" if limit else ""
+    limit_text = f"{limit / 2**30:.1f} GiB" if limit else ""
+    if rss:
+        used = f"{rss / 2**30:.1f} GiB" + (f" of {limit_text}" if limit else "")
+    else:
+        used = "an unknown amount of memory" + (f" (limit {limit_text})" if limit else "")
     if kills_before is not None and kills_now is not None and kills_now > kills_before:
-        return f"the kernel's out-of-memory killer ended a process meanwhile; it was using {used}{of}"
+        return f"the kernel's out-of-memory killer ended a process meanwhile; it was using {used}"
     if rss and limit and rss >= 0.8 * limit:
-        return f"it was using {used}{of}, so the out-of-memory killer is the likely cause"
-    return f"it was using {used}{of}, so not for lack of memory as far as can be told"
+        return f"it was using {used}, so the out-of-memory killer is the likely cause"
+    return f"it was using {used}, so not for lack of memory as far as can be told"
