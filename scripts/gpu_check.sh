@@ -62,6 +62,9 @@ else
 fi
 [ -n "$PY" ] || { echo "no Python with torch, streamlit and pytest: cannot run the checks"; exit 2; }
 echo "python: $PY"
+# A Python found above may lack this project's editable install (requirements.txt's `-e .`): core and dashboard
+# import from this checkout either way, in Streamlit servers and workers too.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # -- data ----------------------------------------------------------------------------------------------
 for dir in "${DATA_DIR:-}" data ../shared/datasets; do
